@@ -1,0 +1,25 @@
+# Two set-up commands: `make up` runs Spot, `make test` tests it. Both build .venv first.
+PYTHON ?= python3
+BIN := .venv/bin
+
+.PHONY: up test lint bench
+
+$(BIN)/spot: pyproject.toml requirements.lock
+	$(PYTHON) -m venv .venv
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+up: $(BIN)/spot
+	$(BIN)/spot replay spot/examples/demo.jsonl --symbols spot/examples/symbols.json
+
+test: $(BIN)/spot
+	$(BIN)/pytest
+
+lint: $(BIN)/spot
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(BIN)/spot
+	$(BIN)/spot bench engine

@@ -1,0 +1,1 @@
+"""Spot's contracts: messages, symbol specs, result codes, storage names."""

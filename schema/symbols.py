@@ -1,0 +1,71 @@
+"""The symbol spec and the rules every order is checked against.
+
+Prices are integers in the quote asset's minor units per one unit of base;
+quantities are integers in base units. `band_bps` limits how far (in basis points)
+a price may be from the reference price: the last trade, or `reference_price`
+before the first trade. No band means any price is allowed and a MARKET order may
+sweep the book.
+"""
+
+import msgspec
+
+from schema.codes import RejectReason
+
+MAX_QUANTITY = 10**15
+
+
+class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    base: str
+    quote: str
+    tick: int = 1
+    lot: int = 1
+    min_qty: int = 1
+    max_qty: int = MAX_QUANTITY
+    band_bps: int | None = None
+    reference_price: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tick <= 0 or self.lot <= 0:
+            raise ValueError(f"{self.symbol}: tick and lot must be positive")
+        if not 0 < self.min_qty <= self.max_qty:
+            raise ValueError(f"{self.symbol}: need 0 < min_qty <= max_qty")
+        if self.band_bps is not None:
+            if self.band_bps <= 0:
+                raise ValueError(f"{self.symbol}: band_bps must be positive")
+            if not self.reference_price or self.reference_price <= 0:
+                raise ValueError(f"{self.symbol}: a price band needs a positive reference_price")
+
+    def band(self, reference: int | None) -> tuple[int, int] | None:
+        """The lowest and highest allowed price around `reference`, or None without a band."""
+        if self.band_bps is None or reference is None:
+            return None
+        width = reference * self.band_bps // 10_000
+        return reference - width, reference + width
+
+    def check_price(self, price: int, band: tuple[int, int] | None) -> RejectReason | None:
+        if price <= 0:
+            return RejectReason.PRICE_NOT_POSITIVE
+        if price % self.tick:
+            return RejectReason.PRICE_OFF_TICK
+        if band is not None and not band[0] <= price <= band[1]:
+            return RejectReason.PRICE_OUT_OF_BAND
+        return None
+
+    def check_quantity(self, quantity: int, *, replace: bool = False) -> RejectReason | None:
+        """A replace sets the remaining quantity, which may legitimately be under min_qty."""
+        if quantity <= 0:
+            return RejectReason.QUANTITY_BELOW_MIN
+        if quantity % self.lot:
+            return RejectReason.QUANTITY_OFF_LOT
+        if quantity < self.min_qty and not replace:
+            return RejectReason.QUANTITY_BELOW_MIN
+        if quantity > self.max_qty:
+            return RejectReason.QUANTITY_ABOVE_MAX
+        return None
+
+
+def default_spec(symbol: str) -> SymbolSpec:
+    """What `spot replay` uses for a symbol it has no spec for: tick 1, lot 1, no band."""
+    base, _, quote = symbol.partition("-")
+    return SymbolSpec(symbol=symbol, base=base or symbol, quote=quote or "USD")
