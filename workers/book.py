@@ -186,7 +186,12 @@ class OrderBook:
         if cmd.post_only and self._crosses(side, limit):
             self._reject(cmd, Action.PLACE, RejectReason.POST_ONLY_WOULD_TRADE, events)
             return
-        order_id, user_id, quantity, tif = cmd.order_id, cmd.user_id, cmd.quantity, cmd.time_in_force
+        order_id, user_id, quantity, tif = (
+            cmd.order_id,
+            cmd.user_id,
+            cmd.quantity,
+            cmd.time_in_force,
+        )
         self.seq += 1
         events.append(
             Accepted(
