@@ -59,6 +59,9 @@ class Place(msgspec.Struct, tag="PLACE", **_command):
     post_only: bool = False
     self_trade: SelfTrade = SelfTrade.CANCEL_RESTING
     client_order_id: str | None = None
+    # MARKET only: never trade beyond this price. The router sets it to the price the
+    # order's funds were held at, so a market buy can never spend more than it locked.
+    protection_price: int | None = None
 
 
 class Cancel(msgspec.Struct, tag="CANCEL", **_command):

@@ -113,13 +113,21 @@ class OrderBook:
         self._bid_levels: dict[int, _Level] = {}  # keyed by the negated price, like the heap
         self._ask_levels: dict[int, _Level] = {}
         self._index: dict[int, _Order] = {}
-        self._band = spec.band(spec.reference_price)  # moves with the last trade price
+        # The price band moves with the last trade: cached, and refreshed when it moved.
+        self._band = spec.band(spec.reference_price)
+        self._band_price: int | None = None
 
     # -- reading ----------------------------------------------------------------------
 
     @property
     def reference_price(self) -> int | None:
         return self.last_price if self.last_price is not None else self.spec.reference_price
+
+    def _current_band(self) -> tuple[int, int] | None:
+        if self._band_price != self.last_price:
+            self._band_price = self.last_price
+            self._band = self.spec.band(self.reference_price)
+        return self._band
 
     def best_bid(self) -> int | None:
         key = self._top(self._bids, self._bid_levels)
@@ -179,8 +187,7 @@ class OrderBook:
         side = cmd.side
         market = cmd.type is MARKET
         if market:
-            band = self._band
-            limit = None if band is None else (band[1] if side is BUY else band[0])
+            limit = _market_limit(side, self._current_band(), cmd.protection_price)
         else:
             limit = cmd.price
         if cmd.post_only and self._crosses(side, limit):
@@ -244,7 +251,8 @@ class OrderBook:
         if cmd.type is LIMIT:
             if price is None:
                 return RejectReason.PRICE_REQUIRED
-            reason = spec.check_price(price, self._band)
+            band = self._band if self._band_price == self.last_price else self._current_band()
+            reason = spec.check_price(price, band)
             if reason is not None:
                 return reason
         elif price is not None:
@@ -362,7 +370,7 @@ class OrderBook:
             return RejectReason.REPLACE_WITHOUT_CHANGE
         spec = self.spec
         if cmd.price is not None:
-            reason = spec.check_price(cmd.price, self._band)
+            reason = spec.check_price(cmd.price, self._current_band())
             if reason is not None:
                 return reason
         if cmd.quantity is not None:
@@ -439,8 +447,6 @@ class OrderBook:
                     del index[maker.order_id]
                     self.seq += 1
                     append(Done(symbol, self.seq, maker.order_id, maker.user_id, maker.side))
-        if remaining != quantity:
-            self._band = self.spec.band(self.last_price)
         return remaining, False
 
     def _cancel_resting(self, maker: _Order, level: _Level, events: list[Event]) -> None:
@@ -557,7 +563,6 @@ class OrderBook:
         self.__init__(self.spec)  # type: ignore[misc]
         self.seq = snap.seq
         self.last_price = snap.last_price
-        self._band = self.spec.band(self.reference_price)
         for side, resting in ((BUY, snap.bids), (SELL, snap.asks)):
             for r in resting:
                 self._rest(
@@ -597,6 +602,17 @@ class OrderBook:
         _check(live == len(self._index), "index holds orders that rest on no level")
         bid, ask = self.best_bid(), self.best_ask()
         _check(bid is None or ask is None or bid < ask, f"book crossed at rest: {bid} >= {ask}")
+
+
+def _market_limit(side: Side, band: tuple[int, int] | None, protection: int | None) -> int | None:
+    """The worst price a MARKET order may trade at: the band edge, tightened by its
+    protection price; None (sweep the book) when it has neither."""
+    edge = None if band is None else (band[1] if side is BUY else band[0])
+    if protection is None:
+        return edge
+    if edge is None:
+        return protection
+    return min(edge, protection) if side is BUY else max(edge, protection)
 
 
 def _check(ok: bool, what: str) -> None:

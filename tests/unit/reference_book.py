@@ -132,7 +132,11 @@ class ReferenceBook:
         limit = cmd.price
         if cmd.type is OrderType.MARKET:
             band = self.band()
-            limit = None if band is None else (band[1] if cmd.side is Side.BUY else band[0])
+            limits = [] if band is None else [band[1] if cmd.side is Side.BUY else band[0]]
+            if cmd.protection_price is not None:
+                limits.append(cmd.protection_price)
+            pick = min if cmd.side is Side.BUY else max
+            limit = pick(limits) if limits else None
         if cmd.post_only and self.crossing(cmd.side, limit):
             return self.reject(cmd, Action.PLACE, RejectReason.POST_ONLY_WOULD_TRADE)
         self.emit(

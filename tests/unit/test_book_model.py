@@ -64,8 +64,11 @@ class BookMachine(RuleBasedStateMachine):
         post_only=st.booleans(),
         self_trade=st.sampled_from(SelfTrade),
         odd=st.integers(0, 19),
+        protection=st.one_of(st.none(), PRICES),
     )
-    def place(self, user, side, order_type, price, quantity, tif, post_only, self_trade, odd):
+    def place(
+        self, user, side, order_type, price, quantity, tif, post_only, self_trade, odd, protection
+    ):
         # Now and then break a rule on purpose: a MARKET with a price, a LIMIT without,
         # post_only off GTC, a live order id reused.
         if order_type is OrderType.MARKET and odd:
@@ -88,6 +91,7 @@ class BookMachine(RuleBasedStateMachine):
                 time_in_force=tif,
                 post_only=post_only,
                 self_trade=self_trade,
+                protection_price=protection,
             )
         )
 

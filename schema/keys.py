@@ -1,0 +1,97 @@
+"""Every Redis key name Spot uses, in one place. Code asks here; it never builds keys inline.
+
+The Lua scripts get prefixes from here as arguments wherever a key is only known
+inside the script (the shard a route points at, the user an order belongs to).
+"""
+
+import zlib
+
+# -- routing ------------------------------------------------------------------------------
+ROUTE = "route:"  # route:{symbol} -> hash shard, status (ACTIVE|MIGRATING), epoch
+ORDERS = "orders:"  # orders:{shard} -> stream of commands for the shard's worker
+PENDING = "pending:"  # pending:{symbol} -> stream of commands held while migrating
+ORDER_IDS = "seq:order_id"  # counter; API processes take blocks of ids from it
+
+# -- accounts -----------------------------------------------------------------------------
+BALANCE = "balance:"  # balance:{user} -> hash "avail:{asset}" / "locked:{asset}"
+ORDER = "order:"  # order:{id} -> hash of what the user sees of the order
+CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate check)
+LEDGER = "ledger"  # stream of deposits and withdrawals, for the batcher
+
+# -- matching workers ---------------------------------------------------------------------
+EVENTS = "events:"  # events:{shard} -> stream of events
+APPLIED = "applied:"  # applied:{shard} -> last orders-stream id settled (the watermark)
+SNAPSHOT = "snapshot:"  # snapshot:{shard} -> hash id, books
+OWNER = "owner:"  # owner:{shard} -> lease token of the one worker applying the shard
+SYMBOLS = "symbols"  # hash symbol -> SymbolSpec JSON
+
+# -- market data --------------------------------------------------------------------------
+DEPTH = "depth:"  # depth:{symbol} -> JSON {"bids": [[price, qty]...], "asks": ...}
+TRADES = "trades:"  # trades:{symbol} -> list of recent trades, newest first
+LAST_PRICE = "last:"  # last:{symbol} -> last trade price
+RATE = "rate:"  # rate:{unix second} -> hash symbol -> orders routed that second
+
+
+def route(symbol: str) -> str:
+    return ROUTE + symbol
+
+
+def orders(shard: int) -> str:
+    return f"{ORDERS}{shard}"
+
+
+def pending(symbol: str) -> str:
+    return PENDING + symbol
+
+
+def events(shard: int) -> str:
+    return f"{EVENTS}{shard}"
+
+
+def applied(shard: int) -> str:
+    return f"{APPLIED}{shard}"
+
+
+def snapshot(shard: int) -> str:
+    return f"{SNAPSHOT}{shard}"
+
+
+def owner(shard: int) -> str:
+    return f"{OWNER}{shard}"
+
+
+def balance(user: str) -> str:
+    return BALANCE + user
+
+
+def available(asset: str) -> str:
+    return "avail:" + asset
+
+
+def locked(asset: str) -> str:
+    return "locked:" + asset
+
+
+def order(order_id: int) -> str:
+    return f"{ORDER}{order_id}"
+
+
+def client_order(user: str, client_order_id: str) -> str:
+    return f"{CLIENT_ORDER}{user}:{client_order_id}"
+
+
+def depth(symbol: str) -> str:
+    return DEPTH + symbol
+
+
+def trades(symbol: str) -> str:
+    return TRADES + symbol
+
+
+def last_price(symbol: str) -> str:
+    return LAST_PRICE + symbol
+
+
+def home_shard(symbol: str, shards: int) -> int:
+    """Where a symbol lives until a migration moves it: the route table's seed."""
+    return zlib.crc32(symbol.encode()) % shards
