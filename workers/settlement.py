@@ -1,0 +1,171 @@
+"""What a batch of commands does to balances and to the orders users see. Pure: no I/O.
+
+Money model (DESIGN.md §3): the router moves an order's hold from available to locked
+when it queues the order (a buy holds price × quantity of the quote asset, a sell
+the quantity of the base asset; a replace holds its new size in full). Here the
+events decide where locked money goes:
+
+- a trade moves the buyer's locked quote to the seller's available quote and the
+  seller's locked base to the buyer's available base, at the trade's price;
+- an incoming order that ends (filled, canceled, rejected) releases what is left of
+  its hold, so a buy that traded below its limit gets the improvement back;
+- an incoming order that rests keeps exactly what it needs to rest (price ×
+  remaining for a buy, remaining for a sell) and releases the rest;
+- a resting order that is canceled releases exactly what it needs to rest.
+
+So a resting buy always holds price × remaining and a resting sell its remaining,
+which is what lets a maker's trade be settled from the event alone.
+"""
+
+from __future__ import annotations
+
+from schema.messages import (
+    Accepted,
+    Cancel,
+    Canceled,
+    Command,
+    Done,
+    Event,
+    Rejected,
+    Replace,
+    Replaced,
+    Side,
+    Trade,
+)
+from schema.symbols import SymbolSpec
+
+BUY = Side.BUY
+
+
+class OrderState:
+    """Changes to one order record: absolute status/remaining/price, deltas for fills."""
+
+    __slots__ = ("status", "remaining", "price", "filled", "notional", "settled")
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.remaining: int | None = None
+        self.price: int | None = None
+        self.filled = 0
+        self.notional = 0
+        self.settled = False  # a replace or cancel of it was applied: no longer pending
+
+
+class SettlementError(Exception):
+    """Events that break the money model: a bug, never a client's doing."""
+
+
+class Settlement:
+    def __init__(self) -> None:
+        # (user, asset) -> [available delta, locked delta]
+        self.balances: dict[tuple[str, str], list[int]] = {}
+        self.orders: dict[int, OrderState] = {}
+
+    def _move(self, user: str, asset: str, available: int, locked: int) -> None:
+        delta = self.balances.get((user, asset))
+        if delta is None:
+            self.balances[(user, asset)] = [available, locked]
+        else:
+            delta[0] += available
+            delta[1] += locked
+
+    def _order(self, order_id: int) -> OrderState:
+        state = self.orders.get(order_id)
+        if state is None:
+            state = self.orders[order_id] = OrderState()
+        return state
+
+    def add(
+        self,
+        spec: SymbolSpec,
+        command: Command,
+        side: Side | None,
+        hold: int,
+        events: list[Event],
+        resting: tuple[int, int] | None,
+    ) -> None:
+        """Settle one command. `side` is the side of the order it places or changes (None
+        for a cancel); `hold` is what the router locked for it, in the asset that side
+        pays with (quote for a buy, base for a sell); `resting` is the incoming order's
+        (price, remaining) if it rests after the command, else None."""
+        incoming = command.order_id
+        cancel = type(command) is Cancel
+        user = command.user_id
+        held = hold
+        for event in events:
+            kind = type(event)
+            if kind is Trade:
+                trade: Trade = event  # type: ignore[assignment]
+                self._trade(spec, trade)
+                if trade.taker_order_id == incoming:
+                    buy = trade.taker_side is BUY
+                    held -= trade.price * trade.quantity if buy else trade.quantity
+            elif kind is Accepted:
+                self._order(incoming).status = "OPEN"
+            elif kind is Replaced:
+                replaced: Replaced = event  # type: ignore[assignment]
+                state = self._order(incoming)
+                state.price, state.remaining = replaced.price, replaced.quantity
+                state.settled = True
+                # The old order's hold joins the replace's: together they pay for the new one.
+                held += _resting_hold(replaced.side, replaced.old_price, replaced.old_quantity)
+            elif kind is Rejected:
+                if type(command) is Replace:
+                    self._order(incoming).settled = True
+                elif not cancel:
+                    self._order(incoming).status = "REJECTED"
+                held = self._release(user, spec, side, held)
+            else:  # Done or Canceled
+                ended: Done | Canceled = event  # type: ignore[assignment]
+                self._finish(spec, command, ended)
+                if ended.order_id == incoming and not cancel:
+                    held = self._release(user, spec, side, held)
+        if resting is not None and not cancel:
+            self._order(incoming).remaining = resting[1]
+            held = self._release(user, spec, side, held - _resting_hold(side, *resting))  # type: ignore[arg-type]
+        if held:
+            raise SettlementError(f"order {incoming}: {held} of its hold is unaccounted for")
+
+    def _release(self, user: str, spec: SymbolSpec, side: Side | None, amount: int) -> int:
+        """Give `amount` of the order's hold back to the user; returns what is left held: 0."""
+        if amount < 0:
+            raise SettlementError(f"{user} spent {-amount} more than the order held")
+        if amount:
+            if side is None:
+                raise SettlementError(f"{user}: a hold with no side to release it in")
+            asset = spec.quote if side is BUY else spec.base
+            self._move(user, asset, amount, -amount)
+        return 0
+
+    def _trade(self, spec: SymbolSpec, trade: Trade) -> None:
+        if trade.taker_side is BUY:
+            buyer, seller = trade.taker_user_id, trade.maker_user_id
+        else:
+            buyer, seller = trade.maker_user_id, trade.taker_user_id
+        notional = trade.price * trade.quantity
+        self._move(buyer, spec.quote, 0, -notional)
+        self._move(buyer, spec.base, trade.quantity, 0)
+        self._move(seller, spec.base, 0, -trade.quantity)
+        self._move(seller, spec.quote, notional, 0)
+        for order_id in (trade.maker_order_id, trade.taker_order_id):
+            state = self._order(order_id)
+            state.filled += trade.quantity
+            state.notional += notional
+
+    def _finish(self, spec: SymbolSpec, command: Command, event: Done | Canceled) -> None:
+        state = self._order(event.order_id)
+        state.remaining = 0
+        if type(event) is Done:
+            state.status = "FILLED"
+            return
+        state.status = "CANCELED"
+        state.settled = True
+        if event.order_id != command.order_id or type(command) is Cancel:
+            # A resting order leaves the book: it held exactly what it needed to rest.
+            canceled: Canceled = event  # type: ignore[assignment]
+            hold = _resting_hold(canceled.side, canceled.price or 0, canceled.remaining)
+            self._release(canceled.user_id, spec, canceled.side, hold)
+
+
+def _resting_hold(side: Side, price: int, remaining: int) -> int:
+    return price * remaining if side is BUY else remaining
