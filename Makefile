@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BIN := .venv/bin
 
-.PHONY: up test lint bench
+.PHONY: up test lint lint-infra bench
 
 $(BIN)/spot: pyproject.toml requirements.lock
 	$(PYTHON) -m venv .venv
@@ -20,6 +20,9 @@ lint: $(BIN)/spot
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+lint-infra:
+	infra/check.sh
 
 bench: $(BIN)/spot
 	$(BIN)/spot bench engine

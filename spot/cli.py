@@ -17,10 +17,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--orders", type=int, default=500_000, help="orders per run")
     bench.add_argument("--runs", type=int, default=3, help="runs; the median is printed")
 
+    commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cost"]:  # spot cost parses its own options
+        from spot import cost
+
+        return cost.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "replay":
         from spot.replay import run
