@@ -151,6 +151,8 @@ class Settlement:
             state = self._order(order_id)
             state.filled += trade.quantity
             state.notional += notional
+            if state.remaining is not None:  # else the record's own remaining goes down
+                state.remaining -= trade.quantity
 
     def _finish(self, spec: SymbolSpec, command: Command, event: Done | Canceled) -> None:
         state = self._order(event.order_id)

@@ -1,0 +1,297 @@
+"""The shard worker: reads `orders:{shard}`, applies commands to the books, settles.
+
+One batch of stream entries becomes one Redis round trip: a script that checks this
+worker still holds the shard's lease, skips the batch if the shard's watermark says it
+was already settled, else moves the balances, updates the order records, appends the
+events to `events:{shard}` and advances the watermark, all atomically; market data
+(depth, last price, recent trades) rides in the same pipeline.
+
+Crash recovery: restore the last snapshot (books + the stream id it was taken at),
+re-apply the stream up to the watermark to the books only (those effects are already
+in Redis), then carry on. The books are deterministic, so the re-applied commands
+rebuild exactly the state that was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+from redis.asyncio import Redis
+
+from schema import keys
+from schema.messages import Command, Event, Side, Trade
+from schema.symbols import SymbolSpec
+from workers.engine import MatchingEngine
+from workers.settlement import Settlement
+
+log = logging.getLogger("spot.worker")
+
+LEASE_MS = 5_000
+DEPTH_LEVELS = 50
+RECENT_TRADES = 100
+
+# KEYS: applied, owner, events. ARGV: token, last id, events payload, balance count,
+# (key, field, delta)*, order count, (key, status, remaining, price, filled, notional,
+# settled)*
+SETTLE = """
+local function parse(id)
+  local ms, seq = string.match(id, '(%d+)-(%d+)')
+  return tonumber(ms), tonumber(seq)
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('LEASE_LOST') end
+local applied = redis.call('GET', KEYS[1])
+if applied then
+  local am, as = parse(applied)
+  local bm, bs = parse(ARGV[2])
+  if am > bm or (am == bm and as >= bs) then return 0 end
+end
+local i = 4
+local balances = tonumber(ARGV[i])
+for _ = 1, balances do
+  if ARGV[i + 3] ~= '0' then redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
+  i = i + 3
+end
+i = i + 1
+local orders = tonumber(ARGV[i])
+for _ = 1, orders do
+  local key, status = ARGV[i + 1], ARGV[i + 2]
+  if ARGV[i + 5] ~= '0' then
+    redis.call('HINCRBY', key, 'filled', ARGV[i + 5])
+    redis.call('HINCRBY', key, 'notional', ARGV[i + 6])
+    if ARGV[i + 3] == '' then redis.call('HINCRBY', key, 'remaining', '-' .. ARGV[i + 5]) end
+    if status == '' or status == 'OPEN' then status = 'PARTIALLY_FILLED' end
+  end
+  if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'remaining', ARGV[i + 3]) end
+  if ARGV[i + 4] ~= '' then redis.call('HSET', key, 'price', ARGV[i + 4]) end
+  if ARGV[i + 7] == '1' then redis.call('HSET', key, 'pending', '0') end
+  if status ~= '' then
+    redis.call('HSET', key, 'status', status)
+    if status == 'FILLED' or status == 'CANCELED' or status == 'REJECTED' then
+      redis.call('EXPIRE', key, 86400)
+    end
+  end
+  i = i + 7
+end
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'events', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: owner. ARGV: token, lease ms.
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_commands = msgspec.msgpack.Decoder(Command)
+_events = msgspec.msgpack.Encoder()
+_json = msgspec.json.Encoder()
+_books = msgspec.msgpack.Decoder(dict[str, bytes])
+_specs = msgspec.json.Decoder(SymbolSpec)
+_SIDES = {b"BUY": Side.BUY, b"SELL": Side.SELL, b"": None}
+
+
+def stream_id_after(a: bytes, b: bytes) -> bool:
+    am, _, aseq = a.partition(b"-")
+    bm, _, bseq = b.partition(b"-")
+    return (int(am), int(aseq or 0)) > (int(bm), int(bseq or 0))
+
+
+@dataclass
+class Shard:
+    number: int
+    engine: MatchingEngine
+    position: bytes = b"0-0"  # last orders-stream id applied to the books
+    snapshot_at: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    def __init__(
+        self,
+        redis: Redis,
+        shards: list[int],
+        batch: int = 500,
+        snapshot_interval_s: float = 10.0,
+    ) -> None:
+        self.redis = redis
+        self.batch = batch
+        self.snapshot_interval_s = snapshot_interval_s
+        self.token = secrets.token_hex(8)
+        self.specs: dict[str, SymbolSpec] = {}
+        self.shards = {n: Shard(n, MatchingEngine(specs=())) for n in shards}
+        self.applied_orders = 0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._acquire_leases(stop)
+        if stop.is_set():
+            return
+        renewing = asyncio.create_task(self._renew_leases(stop))
+        try:
+            await self.load_specs()
+            for shard in self.shards.values():
+                await self._recover(shard)
+            log.info("worker %s owns shards %s", self.token, sorted(self.shards))
+            while not stop.is_set():
+                await self.step(block_ms=100)
+            for shard in self.shards.values():
+                await self.snapshot(shard)
+        finally:
+            renewing.cancel()
+            for n in self.shards:
+                await self.redis.eval(RELEASE, 1, keys.owner(n), self.token)
+
+    async def _acquire_leases(self, stop: asyncio.Event) -> None:
+        """One owner per shard (DESIGN.md §3.4). A crashed owner's lease runs out by
+        itself, so a restarted worker waits at most LEASE_MS."""
+        for n in self.shards:
+            while not stop.is_set():
+                if await self.redis.set(keys.owner(n), self.token, nx=True, px=LEASE_MS):
+                    break
+                await asyncio.sleep(0.2)
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(LEASE_MS / 5000)
+            for n in self.shards:
+                if not await self.redis.eval(RENEW, 1, keys.owner(n), self.token, LEASE_MS):
+                    log.error("lost the lease on shard %s; stopping", n)
+                    stop.set()
+
+    async def load_specs(self) -> None:
+        raw = await self.redis.hgetall(keys.SYMBOLS)
+        self.specs = {k.decode(): _specs.decode(v) for k, v in raw.items()}
+        for shard in self.shards.values():
+            shard.engine.specs.update(self.specs)
+
+    async def _recover(self, shard: Shard) -> None:
+        snap = await self.redis.hmget(keys.snapshot(shard.number), "id", "books")
+        if snap[0] is not None:
+            for symbol, data in _books.decode(snap[1]).items():
+                book = shard.engine.book(symbol)
+                if book is None:
+                    raise RuntimeError(f"snapshot holds {symbol}, which has no spec")
+                book.restore(data)
+            shard.position = snap[0]
+        applied = await self.redis.get(keys.applied(shard.number)) or b"0-0"
+        replayed = 0
+        while stream_id_after(applied, shard.position):
+            entries = await self.redis.xrange(
+                keys.orders(shard.number), b"(" + shard.position, applied, count=self.batch
+            )
+            if not entries:
+                break
+            for _, fields in entries:
+                shard.engine.apply(_commands.decode(fields[b"c"]))
+            shard.position = entries[-1][0]
+            replayed += len(entries)
+        log.info("shard %s recovered at %s (%s re-applied)", shard.number, applied, replayed)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def step(self, block_ms: int | None = None) -> int:
+        """Read and settle one batch per shard that has entries; returns commands applied."""
+        streams = {keys.orders(n): s.position for n, s in self.shards.items()}
+        reply = await self.redis.xread(streams, count=self.batch, block=block_ms)
+        applied = 0
+        for stream, entries in reply or ():
+            shard = self.shards[int(stream.rpartition(b":")[2])]
+            await self._settle(shard, entries)
+            applied += len(entries)
+        now = time.monotonic()
+        for shard in self.shards.values():
+            if now - shard.snapshot_at >= self.snapshot_interval_s:
+                await self.snapshot(shard)
+        return applied
+
+    async def _settle(self, shard: Shard, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        settlement = Settlement()
+        events: list[Event] = []
+        trades: dict[str, list[Trade]] = {}
+        engine = shard.engine
+        for _, fields in entries:
+            command = _commands.decode(fields[b"c"])
+            if command.symbol not in engine.specs:
+                await self.load_specs()  # a symbol listed after this worker started
+            out = engine.apply(command)
+            events.extend(out)
+            book = engine.books.get(command.symbol)
+            if book is None:
+                log.error("no spec for %s: order %s rejected", command.symbol, command.order_id)
+                continue
+            resting = book.order(command.order_id)
+            settlement.add(
+                book.spec,
+                command,
+                _SIDES[fields[b"s"]],
+                int(fields[b"h"]),
+                out,
+                None if resting is None else (resting.price, resting.remaining),
+            )
+            for event in out:
+                if type(event) is Trade:
+                    trades.setdefault(event.symbol, []).append(event)  # type: ignore[arg-type]
+        last_id = entries[-1][0]
+        args: list[object] = [self.token, last_id, _events.encode(events), len(settlement.balances)]
+        for (user, asset), (d_avail, d_locked) in settlement.balances.items():
+            args += [keys.balance(user), keys.available(asset), d_avail]
+            args += [keys.balance(user), keys.locked(asset), d_locked]
+        args[3] = 2 * len(settlement.balances)
+        args.append(len(settlement.orders))
+        for order_id, state in settlement.orders.items():
+            args += [
+                keys.order(order_id),
+                state.status or "",
+                "" if state.remaining is None else state.remaining,
+                "" if state.price is None else state.price,
+                state.filled,
+                state.notional,
+                int(state.settled),
+            ]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(SETTLE, 3, keys.applied(shard.number), keys.owner(shard.number),
+                  keys.events(shard.number), *args)  # fmt: skip
+        self._market_data(pipe, engine, {e.symbol for e in events}, trades)
+        await pipe.execute()
+        shard.position = last_id
+        self.applied_orders += len(entries)
+
+    def _market_data(
+        self, pipe, engine: MatchingEngine, symbols: set[str], trades: dict[str, list[Trade]]
+    ) -> None:
+        for symbol in symbols:
+            book = engine.books.get(symbol)
+            if book is None:
+                continue
+            bids, asks = book.depth(DEPTH_LEVELS)
+            pipe.set(
+                keys.depth(symbol), _json.encode({"bids": bids, "asks": asks, "seq": book.seq})
+            )
+            if book.last_price is not None:
+                pipe.set(keys.last_price(symbol), book.last_price)
+        for symbol, recent in trades.items():
+            pipe.lpush(keys.trades(symbol), *(_json.encode(t) for t in recent))
+            pipe.ltrim(keys.trades(symbol), 0, RECENT_TRADES - 1)
+
+    async def snapshot(self, shard: Shard) -> None:
+        """A consistent cut: taken between batches, so every applied command is settled."""
+        books = {symbol: book.snapshot() for symbol, book in shard.engine.books.items()}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.snapshot(shard.number),
+            mapping={"id": shard.position, "books": msgspec.msgpack.encode(books)},
+        )
+        # What the snapshot covers is never needed again for recovery.
+        pipe.xtrim(keys.orders(shard.number), minid=shard.position, approximate=True)
+        await pipe.execute()
+        shard.snapshot_at = time.monotonic()
