@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -122,7 +123,8 @@ class Worker:
         batch: int = 500,
         snapshot_interval_s: float = 10.0,
     ) -> None:
-        self.redis = redis
+        # Any: redis-py types replies as unions that decode_responses=False settles to bytes.
+        self.redis: Any = redis
         self.batch = batch
         self.snapshot_interval_s = snapshot_interval_s
         self.token = secrets.token_hex(8)
@@ -240,9 +242,9 @@ class Worker:
             )
             for event in out:
                 if type(event) is Trade:
-                    trades.setdefault(event.symbol, []).append(event)  # type: ignore[arg-type]
+                    trades.setdefault(event.symbol, []).append(event)
         last_id = entries[-1][0]
-        args: list[object] = [self.token, last_id, _events.encode(events), len(settlement.balances)]
+        args: list[Any] = [self.token, last_id, _events.encode(events), len(settlement.balances)]
         for (user, asset), (d_avail, d_locked) in settlement.balances.items():
             args += [keys.balance(user), keys.available(asset), d_avail]
             args += [keys.balance(user), keys.locked(asset), d_locked]
@@ -267,7 +269,7 @@ class Worker:
         self.applied_orders += len(entries)
 
     def _market_data(
-        self, pipe, engine: MatchingEngine, symbols: set[str], trades: dict[str, list[Trade]]
+        self, pipe: Any, engine: MatchingEngine, symbols: set[str], trades: dict[str, list[Trade]]
     ) -> None:
         for symbol in symbols:
             book = engine.books.get(symbol)

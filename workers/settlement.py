@@ -115,6 +115,7 @@ class Settlement:
                 elif not cancel:
                     self._order(incoming).status = "REJECTED"
                 held = self._release(user, spec, side, held)
+                resting = None  # what rests under this id (if anything) is not this command's
             else:  # Done or Canceled
                 ended: Done | Canceled = event  # type: ignore[assignment]
                 self._finish(spec, command, ended)
