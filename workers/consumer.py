@@ -32,7 +32,7 @@ from workers.settlement import Settlement
 
 log = logging.getLogger("spot.worker")
 
-LEASE_MS = 5_000
+LEASE_MS = 3_000  # how long a crashed worker's shards wait for a new owner
 DEPTH_LEVELS = 50
 RECENT_TRADES = 100
 
@@ -297,3 +297,23 @@ class Worker:
         pipe.xtrim(keys.orders(shard.number), minid=shard.position, approximate=True)
         await pipe.execute()
         shard.snapshot_at = time.monotonic()
+
+
+def run_worker(redis_url: str, shards: list[int], batch: int, snapshot_interval_s: float) -> None:
+    """A worker process: SIGTERM or SIGINT snapshot the shards and stop cleanly."""
+    import signal
+
+    import uvloop
+
+    async def main() -> None:
+        redis = Redis.from_url(redis_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await Worker(redis, shards, batch, snapshot_interval_s).run(stop)
+        finally:
+            await redis.aclose()
+
+    uvloop.run(main())
