@@ -177,47 +177,73 @@ async def wait_until_applied(redis, shard: int, timeout: float = 30.0) -> None:
     raise AssertionError("the worker never caught up")
 
 
+async def random_flow(router: Router, rng: random.Random, sent: list, done) -> None:
+    """Random places and cancels, recorded in `sent` with their holds, until done(count)."""
+    placed: list[tuple[int, str]] = []
+    n = 0
+    while not done(n):
+        n += 1
+        if n % 20 == 0:
+            await asyncio.sleep(0.01)
+        if placed and rng.random() < 0.2:
+            order_id, user = placed.pop(rng.randrange(len(placed)))
+            command = Cancel(order_id=order_id, user_id=user, symbol="AAPL")
+            if (await router.cancel(command)).status == "OK":
+                sent.append((command, 0))
+            continue
+        user = rng.choice(("alice", "bob"))
+        command = Place(
+            order_id=await router.order_ids.take(),
+            user_id=user,
+            symbol="AAPL",
+            side=rng.choice(list(Side)),
+            price=rng.randrange(9_900, 10_100, 10),
+            quantity=rng.randrange(1, 20),
+            time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
+        )
+        assert (await router.place(SPEC, command, 0)).status == "OK"
+        sent.append((command, hold_for(SPEC, command)[1]))
+        placed.append((command.order_id, user))
+
+
+def never_crashed(sent):
+    """The same commands through an engine that never stopped: its books, events, money."""
+    engine = MatchingEngine([SPEC])
+    expected: list[Event] = []
+    settlement = Settlement()
+    for command, hold in sent:
+        out = engine.apply(command)
+        expected.extend(out)
+        resting = engine.books["AAPL"].order(command.order_id)
+        side = command.side if isinstance(command, Place) else None
+        settlement.add(
+            SPEC, command, side, hold, out, resting and (resting.price, resting.remaining)
+        )
+    return engine, expected, settlement
+
+
+def hold_asset(command) -> str | None:
+    if isinstance(command, Place):
+        return SPEC.quote if command.side is Side.BUY else SPEC.base
+    return None
+
+
 async def test_kill_9_at_any_moment_loses_and_duplicates_nothing(redis, redis_url, market):
     router, shard = market
     for user in ("alice", "bob"):  # enough that no hold is ever refused while a worker is down
         await router.transfer(user, "USD", 990_000_000, "more")
         await router.transfer(user, "AAPL", 990_000, "more")
     rng = random.Random(7)
-    sent: list[tuple[Place | Cancel, int]] = []
-    placed: list[tuple[int, str]] = []
     kills = 0
-
-    async def send() -> None:
-        """A steady flow of orders until the last worker has been killed, and a bit more."""
-        n = 0
-        while kills < 3 or n % 300:
-            n += 1
-            if n % 20 == 0:
-                await asyncio.sleep(0.01)
-            if placed and rng.random() < 0.2:
-                order_id, user = placed.pop(rng.randrange(len(placed)))
-                command = Cancel(order_id=order_id, user_id=user, symbol="AAPL")
-                if (await router.cancel(command)).status == "OK":
-                    sent.append((command, 0))
-                continue
-            user = rng.choice(("alice", "bob"))
-            command = Place(
-                order_id=await router.order_ids.take(),
-                user_id=user,
-                symbol="AAPL",
-                side=rng.choice(list(Side)),
-                price=rng.randrange(9_900, 10_100, 10),
-                quantity=rng.randrange(1, 20),
-                time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
-            )
-            assert (await router.place(SPEC, command, 0)).status == "OK"
-            sent.append((command, hold_for(SPEC, command)[1]))
-            placed.append((command.order_id, user))
+    sent: list[tuple[Place | Cancel, int]] = []
 
     async def progress() -> bytes | None:
         return await redis.get(keys.applied(shard))
 
-    sender = asyncio.create_task(send())
+    # A steady flow of orders until the last worker has been killed, and a bit more.
+    sender = asyncio.create_task(
+        random_flow(router, random.Random(7), sent, lambda n: kills >= 3 and n % 300 == 0)
+    )
     worker = start_worker(redis_url, shard)
     try:
         while kills < 3:
@@ -240,34 +266,13 @@ async def test_kill_9_at_any_moment_loses_and_duplicates_nothing(redis, redis_ur
     assert len(sent) > 1_000
     assert await redis.hget(keys.snapshot(shard), "id") == await progress()
 
-    # The same commands through an engine that never crashed.
-    engine = MatchingEngine([SPEC])
-    expected: list[Event] = []
-    settlement = Settlement()
-    for command, hold in sent:
-        out = engine.apply(command)
-        expected.extend(out)
-        resting = engine.books["AAPL"].order(command.order_id)
-        side = command.side if isinstance(command, Place) else None
-        settlement.add(
-            SPEC, command, side, hold, out, resting and (resting.price, resting.remaining)
-        )
+    engine, expected, settlement = never_crashed(sent)
     assert await stream_events(redis, shard) == expected
-
     for user in ("alice", "bob"):
         for asset, funded in (("USD", 1_000_000_000), ("AAPL", 1_000_000)):
             d_avail, d_locked = settlement.balances.get((user, asset), [0, 0])
-            held = sum(
-                h
-                for c, h in sent
-                if isinstance(c, Place)
-                and c.user_id == user
-                and (SPEC.quote if c.side is Side.BUY else SPEC.base) == asset
-            )
-            assert await balance(redis, user, asset) == (
-                funded - held + d_avail,
-                held + d_locked,
-            )
+            held = sum(hold for c, hold in sent if c.user_id == user and hold_asset(c) == asset)
+            assert await balance(redis, user, asset) == (funded - held + d_avail, held + d_locked)
 
     # The snapshot taken on SIGTERM holds the very book that never crashed.
     books = msgspec.msgpack.decode(await redis.hget(keys.snapshot(shard), "books"))
