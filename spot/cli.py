@@ -1,13 +1,39 @@
 """The `spot` command: one entry point, one subcommand per job."""
 
+from __future__ import annotations
+
 import argparse
+import asyncio
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="run the whole exchange on this machine")
+    up.add_argument("--seed", action="store_true", help="list demo symbols, fund demo users")
+    up.add_argument("--users", type=int, default=100, help="demo users to fund with --seed")
+
+    seed = commands.add_parser("seed", help="list demo symbols and fund demo users u1..uN")
+    seed.add_argument("--users", type=int, default=100)
+
+    commands.add_parser("status", help="shards, owners, lag, symbols, order rates")
+    commands.add_parser("api", help="the HTTP API (Granian, RSGI, uvloop)")
+
+    worker = commands.add_parser("worker", help="a matching worker for some shards")
+    worker.add_argument(
+        "--shards",
+        type=_shard_list,
+        help="a shard number or a comma-separated list (default: every shard)",
+    )
+
+    token = commands.add_parser("token", help="print a bearer token for a user")
+    token.add_argument("user")
+    token.add_argument("--admin", action="store_true", help="with the admin role")
 
     replay = commands.add_parser("replay", help="feed JSON-line commands through the engine")
     replay.add_argument("file", help="commands, one JSON object a line")
@@ -18,15 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--orders", type=int, default=500_000, help="orders per run")
     bench.add_argument("--runs", type=int, default=3, help="runs; the median is printed")
 
-    worker = commands.add_parser("worker", help="a matching worker for some shards")
-    worker.add_argument(
-        "--shards",
-        type=_shard_list,
-        help="a shard number or a comma-separated list (default: every shard)",
-    )
-
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
-
     return parser
 
 
@@ -44,28 +62,83 @@ def main(argv: list[str] | None = None) -> int:
 
         return cost.main(argv[1:])
     args = _parser().parse_args(argv)
-    if args.command == "replay":
-        from spot.replay import run
+    from spot.settings import Settings
 
-        return run(args.file, args.symbols, sys.stdout.buffer)
-    if args.command == "worker":
-        return _worker(args.shards)
-    if args.command == "bench":
-        from spot import bench
+    try:
+        settings = Settings.from_env()
+    except ValueError as e:
+        print(f"spot: {e}", file=sys.stderr)
+        return 2
+    command: Callable[[Any, Settings], int] = COMMANDS[args.command]
+    return command(args, settings)
 
-        bench.engine(args.orders, args.runs)
+
+def _up(args: argparse.Namespace, settings: Any) -> int:
+    from spot.stack import Stack
+    from spot.supervisor import Supervisor, child_env, children
+
+    with Stack(settings) as (redis_url, database_url):
+        if args.seed:
+            _with_redis(redis_url, lambda redis: _seed_into(redis, settings, args.users))
+        secret_note = " (the dev secret: set SPOT_JWT_SECRET)" if settings.dev_secret else ""
+        print(
+            f"Spot is up: API at http://{settings.api_host}:{settings.api_port}, "
+            f"{settings.shards} matching workers, Redis {redis_url}\n"
+            f"  a token: spot token u1{secret_note}\n"
+            f"  status:  spot status\n"
+            f"Ctrl-C stops everything (workers snapshot their books first).",
+            flush=True,
+        )
+        Supervisor(children(settings), child_env(redis_url, database_url)).run()
     return 0
 
 
-def _worker(shards: list[int] | None) -> int:
-    from spot.settings import Settings
+def _seed(args: argparse.Namespace, settings: Any) -> int:
+    from spot.stack import Stack
+
+    with Stack(settings) as (redis_url, _):
+        _with_redis(redis_url, lambda redis: _seed_into(redis, settings, args.users))
+    return 0
+
+
+async def _seed_into(redis: Any, settings: Any, users: int) -> None:
+    from spot.seed import seed
+
+    placement = await seed(redis, settings.shards, users)
+    print(f"seeded {len(placement)} symbols and users u1..u{users}:")
+    for symbol, shard in sorted(placement.items(), key=lambda item: item[1]):
+        print(f"  {symbol:<10} shard {shard}")
+
+
+def _status(args: argparse.Namespace, settings: Any) -> int:
+    from spot.stack import Stack
+    from spot.status import render, shard_status
+
+    async def show(redis: Any) -> None:
+        print(render(await shard_status(redis, settings.shards)))
+
+    with Stack(settings) as (redis_url, _):
+        _with_redis(redis_url, show)
+    return 0
+
+
+def _api(args: argparse.Namespace, settings: Any) -> int:
+    from api.app import serve
+
+    if settings.redis_url is None:
+        print("spot api: set SPOT_REDIS_URL (spot up does it for you)", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Any) -> int:
     from workers.consumer import run_worker
 
-    settings = Settings.from_env()
     if settings.redis_url is None:
         print("spot worker: set SPOT_REDIS_URL (spot up does it for you)", file=sys.stderr)
         return 2
-    shards = list(range(settings.shards)) if shards is None else shards
+    shards = list(range(settings.shards)) if args.shards is None else args.shards
     if not shards or not all(0 <= n < settings.shards for n in shards):
         print(f"spot worker: shards must be within 0..{settings.shards - 1}", file=sys.stderr)
         return 2
@@ -73,6 +146,54 @@ def _worker(shards: list[int] | None) -> int:
     run_worker(settings.redis_url, shards, settings.worker_batch, settings.snapshot_interval_s)
     return 0
 
+
+def _token(args: argparse.Namespace, settings: Any) -> int:
+    from api.auth import make_token
+
+    try:
+        print(make_token(args.user, secret=settings.jwt_secret, admin=args.admin))
+    except ValueError as e:
+        print(f"spot token: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Any) -> int:
+    from spot.replay import run
+
+    return run(args.file, args.symbols, sys.stdout.buffer)
+
+
+def _bench(args: argparse.Namespace, settings: Any) -> int:
+    from spot import bench
+
+    bench.engine(args.orders, args.runs)
+    return 0
+
+
+def _with_redis(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
+    from redis.asyncio import Redis
+
+    async def run() -> None:
+        redis = Redis.from_url(url)
+        try:
+            await work(redis)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+COMMANDS: dict[str, Callable[[Any, Any], int]] = {
+    "up": _up,
+    "seed": _seed,
+    "status": _status,
+    "api": _api,
+    "worker": _worker,
+    "token": _token,
+    "replay": _replay,
+    "bench": _bench,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

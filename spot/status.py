@@ -1,0 +1,45 @@
+"""`spot status`: who owns which shard, how far behind each is, what runs where."""
+
+import time
+from typing import Any
+
+from schema import keys
+from spot.market import load_specs
+
+
+async def shard_status(redis: Any, shards: int) -> list[dict[str, Any]]:
+    specs = await load_specs(redis)
+    routes = {symbol: await redis.hgetall(keys.route(symbol)) for symbol in specs}
+    now = int(time.time())
+    rates: dict[str, float] = {}
+    for second in range(now - 10, now):  # the last ten whole seconds
+        for symbol, count in (await redis.hgetall(f"{keys.RATE}{second}")).items():
+            rates[symbol.decode()] = rates.get(symbol.decode(), 0) + int(count) / 10
+    rows = []
+    for n in range(shards):
+        applied = await redis.get(keys.applied(n)) or b"0-0"
+        # Lag: commands queued on the shard that its worker has not settled yet.
+        waiting = await redis.xrange(keys.orders(n), b"(" + applied, "+", count=100_000)
+        symbols = sorted(s for s, r in routes.items() if int(r.get(b"shard", -1)) == n)
+        rows.append(
+            {
+                "shard": n,
+                "owner": "yes" if await redis.exists(keys.owner(n)) else "NONE",
+                "lag": len(waiting),
+                "orders_per_s": round(sum(rates.get(s, 0) for s in symbols), 1),
+                "symbols": ",".join(
+                    s + ("(MIGRATING)" if routes[s].get(b"status") == b"MIGRATING" else "")
+                    for s in symbols
+                ),
+            }
+        )
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    head = f"{'shard':>5}  {'owner':<5}  {'lag':>7}  {'orders/s':>8}  symbols"
+    lines = [head] + [
+        f"{r['shard']:>5}  {r['owner']:<5}  {r['lag']:>7}  {r['orders_per_s']:>8}  {r['symbols']}"
+        for r in rows
+    ]
+    return "\n".join(lines)

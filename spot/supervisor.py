@@ -1,0 +1,93 @@
+"""`spot up`: the whole exchange on one machine.
+
+Starts Redis and PostgreSQL (embedded unless URLs are given), then the API, one
+matching worker per shard and the batcher, each its own process. A process that dies
+is restarted (a worker recovers from its snapshot). Ctrl-C stops everything: the
+children get SIGTERM, so workers snapshot their books before they exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from spot.settings import Settings
+
+STOP_GRACE_S = 20.0
+RESTART_BACKOFF_S = 1.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+
+
+def spot_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "spot.cli", *args]
+
+
+def children(settings: Settings) -> list[Child]:
+    procs = [Child("api", spot_command("api"))]
+    procs += [
+        Child(f"worker-{n}", spot_command("worker", "--shards", str(n)))
+        for n in range(settings.shards)
+    ]
+    return procs
+
+
+class Supervisor:
+    def __init__(self, procs: list[Child], env: dict[str, str]) -> None:
+        self.procs = procs
+        self.env = env
+        self.stopping = False
+
+    def start(self, child: Child) -> None:
+        # Own session: a Ctrl-C reaches only the supervisor, which stops children in order.
+        child.process = subprocess.Popen(child.argv, env=self.env, start_new_session=True)
+        child.started_at = time.monotonic()
+
+    def run(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        for child in self.procs:
+            self.start(child)
+        while not self.stopping:
+            time.sleep(0.2)
+            for child in self.procs:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is None or self.stopping:
+                    continue
+                if time.monotonic() - child.started_at < RESTART_BACKOFF_S:
+                    time.sleep(RESTART_BACKOFF_S)
+                child.restarts += 1
+                print(f"spot up: {child.name} exited ({code}); restarting", file=sys.stderr)
+                self.start(child)
+        self.shutdown()
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        running = [c.process for c in self.procs if c.process and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def child_env(redis_url: str, database_url: str) -> dict[str, str]:
+    return {**os.environ, "SPOT_REDIS_URL": redis_url, "SPOT_DATABASE_URL": database_url}
