@@ -1,0 +1,101 @@
+"""Fixtures for every layer of tests.
+
+Servers: `SPOT_REDIS_URL` / `SPOT_DATABASE_URL` when set (the machine's Redis and PostgreSQL),
+else embedded ones started once per session in a temporary folder (spot.stack). Tests never
+touch what else lives on a shared server: Redis DB 15 (unless the URL names another non-zero
+DB) and a `spot_test` database, created if missing.
+
+Async tests: an `async def test_...` runs on one uvloop event loop shared by the session
+(`aio`, an asyncio.Runner), so fixtures can set up and tear down async resources in the loop
+the test uses, with `aio.run(...)`. No pytest-asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import uvloop
+from redis.asyncio import Redis
+
+from spot.stack import EmbeddedPostgres, EmbeddedRedis, ensure_database
+
+TEST_REDIS_DB = 15
+TEST_DATABASE = "spot_test"
+# A hung await fails its test instead of the whole run.
+ASYNC_TEST_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aio() -> Iterator[asyncio.Runner]:
+    # Autouse, so that pytest_pyfunc_call finds it among every test's fixtures.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        yield runner
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    test = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(test):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in inspect.signature(test).parameters}
+    runner: asyncio.Runner = pyfuncitem.funcargs["aio"]
+    runner.run(asyncio.wait_for(test(**kwargs), ASYNC_TEST_TIMEOUT_S))
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SPOT_REDIS_URL")
+    if url:
+        yield _test_db(url)
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), durable=False)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory, aio: asyncio.Runner) -> Iterator[str]:
+    url = os.environ.get("SPOT_DATABASE_URL")
+    if url:
+        yield aio.run(ensure_database(url, TEST_DATABASE))
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "cluster")
+    try:
+        server.start()
+        yield aio.run(ensure_database(server.url("postgres"), TEST_DATABASE))
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis(redis_url: str, aio: asyncio.Runner) -> Iterator[Redis]:
+    """A client on an empty test DB; replies are bytes."""
+    client = Redis.from_url(redis_url)
+    aio.run(client.flushdb())
+    yield client
+    aio.run(client.aclose())
+
+
+@pytest.fixture
+def pg(database_url: str, aio: asyncio.Runner) -> Iterator[asyncpg.Connection]:
+    """A connection to the test database (tables are the test's own business)."""
+    conn = aio.run(asyncpg.connect(database_url))
+    yield conn
+    aio.run(conn.close())
+
+
+def _test_db(url: str) -> str:
+    """Keep tests off DB 0 of a shared Redis: flushdb there would wipe someone's data."""
+    parts = urlsplit(url)
+    if parts.path.strip("/") in ("", "0"):
+        parts = parts._replace(path=f"/{TEST_REDIS_DB}")
+    return urlunsplit(parts)

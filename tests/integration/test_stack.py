@@ -1,0 +1,92 @@
+"""The servers everything else stands on: embedded by default, the machine's when
+SPOT_REDIS_URL / SPOT_DATABASE_URL are set. Both ways must pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from redis.asyncio import Redis
+
+from spot.settings import Settings
+from spot.stack import EmbeddedRedis, Stack
+
+# What the order path relies on: XAUTOCLAIM is 6.2, and so is the oldest supported Redis.
+MIN_REDIS = (6, 2)
+MIN_POSTGRES = 14
+
+ROUTE_SCRIPT = """
+local shard = redis.call('HGET', KEYS[1], 'shard')
+return redis.call('XADD', KEYS[2] .. shard, '*', 'order', ARGV[1])
+"""
+
+
+async def test_redis_version(redis: Redis) -> None:
+    info = await redis.info("server")
+    version = tuple(int(part) for part in str(info["redis_version"]).split(".")[:2])
+    assert version >= MIN_REDIS
+
+
+async def test_redis_streams(redis: Redis) -> None:
+    first = await redis.xadd("orders:0", {"order": b"\x01\x02"})
+    await redis.xadd("orders:0", {"order": b"\x03"})
+
+    streams = await redis.xread({"orders:0": "0"}, count=10)
+
+    [(stream, entries)] = streams
+    assert stream == b"orders:0"
+    assert [fields for _, fields in entries] == [{b"order": b"\x01\x02"}, {b"order": b"\x03"}]
+    assert entries[0][0] == first
+    assert await redis.xread({"orders:0": entries[-1][0]}, count=10) == []
+
+
+async def test_redis_consumer_group_autoclaim(redis: Redis) -> None:
+    await redis.xadd("orders:1", {"order": b"a"})
+    await redis.xgroup_create("orders:1", "workers", id="0")
+    await redis.xreadgroup("workers", "crashed", {"orders:1": ">"})
+
+    # XAUTOCLAIM answers 2 items on Redis 6.2, 3 (plus deleted ids) on 7: index, don't unpack.
+    reply = await redis.xautoclaim("orders:1", "workers", "restarted", min_idle_time=0)
+
+    assert [fields for _, fields in reply[1]] == [{b"order": b"a"}]
+
+
+async def test_redis_lua_script(redis: Redis) -> None:
+    await redis.hset("route:BTC-USD", "shard", "7")
+    route = redis.register_script(ROUTE_SCRIPT)
+
+    # Through a pipeline, as the router sends it: EVALSHA, loading the script on NOSCRIPT.
+    async with redis.pipeline(transaction=False) as pipe:
+        await route(keys=["route:BTC-USD", "orders:"], args=[b"o1"], client=pipe)
+        await route(keys=["route:BTC-USD", "orders:"], args=[b"o2"], client=pipe)
+        ids = await pipe.execute()
+
+    assert len(ids) == 2
+    assert await redis.xlen("orders:7") == 2
+    assert await redis.eval("return ARGV[1] + 1", 0, "41") == 42
+
+
+async def test_postgres_query(pg: asyncpg.Connection) -> None:
+    assert await pg.fetchval("SELECT $1::bigint * 2", 21) == 42
+    assert await pg.fetchval("SELECT current_database()") == "spot_test"
+    version = await pg.fetchval("SHOW server_version_num")
+    assert int(version) // 10000 >= MIN_POSTGRES
+
+
+def test_embedded_redis_is_reused_and_stopped_by_its_starter(tmp_path: Path) -> None:
+    first = EmbeddedRedis(tmp_path, durable=False)
+    url = first.start()
+    try:
+        second = EmbeddedRedis(tmp_path, durable=False)
+        assert second.start() == url
+        assert first.started and not second.started
+    finally:
+        first.stop()
+    assert not first.running()
+
+
+def test_stack_with_urls_starts_nothing() -> None:
+    settings = Settings(redis_url="redis://example:6379/3", database_url="postgresql://x@y/z")
+
+    with Stack(settings) as urls:
+        assert urls == ("redis://example:6379/3", "postgresql://x@y/z")
