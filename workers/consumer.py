@@ -36,7 +36,8 @@ LEASE_MS = 3_000  # how long a crashed worker's shards wait for a new owner
 DEPTH_LEVELS = 50
 RECENT_TRADES = 100
 
-# KEYS: applied, owner, events. ARGV: token, last id, events payload, balance count,
+# KEYS: applied, owner, events. ARGV: token, last id, events payload, balance changes
+# for the database (holds included), balance count,
 # (key, field, delta)*, order count, (key, status, remaining, price, filled, notional,
 # settled)*
 SETTLE = """
@@ -51,7 +52,7 @@ if applied then
   local bm, bs = parse(ARGV[2])
   if am > bm or (am == bm and as >= bs) then return 0 end
 end
-local i = 4
+local i = 5
 local balances = tonumber(ARGV[i])
 for _ = 1, balances do
   if ARGV[i + 3] ~= '0' then redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
@@ -78,7 +79,7 @@ for _ = 1, orders do
   end
   i = i + 7
 end
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'events', ARGV[3])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'events', ARGV[3], 'balances', ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
@@ -244,11 +245,20 @@ class Worker:
                 if type(event) is Trade:
                     trades.setdefault(event.symbol, []).append(event)
         last_id = entries[-1][0]
-        args: list[Any] = [self.token, last_id, _events.encode(events), len(settlement.balances)]
+        for_database = [
+            (user, asset, d_avail, d_locked)
+            for (user, asset), (d_avail, d_locked) in settlement.with_holds().items()
+        ]
+        args: list[Any] = [
+            self.token,
+            last_id,
+            _events.encode(events),
+            _events.encode(for_database),
+            2 * len(settlement.balances),
+        ]
         for (user, asset), (d_avail, d_locked) in settlement.balances.items():
             args += [keys.balance(user), keys.available(asset), d_avail]
             args += [keys.balance(user), keys.locked(asset), d_locked]
-        args[3] = 2 * len(settlement.balances)
         args.append(len(settlement.orders))
         for order_id, state in settlement.orders.items():
             args += [

@@ -60,6 +60,9 @@ class Settlement:
         # (user, asset) -> [available delta, locked delta]
         self.balances: dict[tuple[str, str], list[int]] = {}
         self.orders: dict[int, OrderState] = {}
+        # What the router moved from available to locked for these commands. Redis has it
+        # already; the database learns of it with the settlement, in the same batch.
+        self.holds: dict[tuple[str, str], int] = {}
 
     def _move(self, user: str, asset: str, available: int, locked: int) -> None:
         delta = self.balances.get((user, asset))
@@ -91,7 +94,7 @@ class Settlement:
         incoming = command.order_id
         cancel = type(command) is Cancel
         user = command.user_id
-        held = hold
+        held = self._record_hold(user, spec, side, hold)
         for event in events:
             kind = type(event)
             if kind is Trade:
@@ -126,6 +129,21 @@ class Settlement:
             held = self._release(user, spec, side, held - _resting_hold(side, *resting))  # type: ignore[arg-type]
         if held:
             raise SettlementError(f"order {incoming}: {held} of its hold is unaccounted for")
+
+    def _record_hold(self, user: str, spec: SymbolSpec, side: Side | None, hold: int) -> int:
+        if hold:
+            key = (user, spec.quote if side is BUY else spec.base)
+            self.holds[key] = self.holds.get(key, 0) + hold
+        return hold
+
+    def with_holds(self) -> dict[tuple[str, str], list[int]]:
+        """Balance changes counting the router's holds: what the database must apply."""
+        out = {key: list(delta) for key, delta in self.balances.items()}
+        for key, hold in self.holds.items():
+            delta = out.setdefault(key, [0, 0])
+            delta[0] -= hold
+            delta[1] += hold
+        return out
 
     def _release(self, user: str, spec: SymbolSpec, side: Side | None, amount: int) -> int:
         """Give `amount` of the order's hold back to the user; returns what is left held: 0."""

@@ -25,6 +25,8 @@ class Exchange:
         self.book = OrderBook(SPEC)
         self.available = {(u, a): n for u in USERS for a, n in FUNDS.items()}
         self.locked = {(u, a): 0 for u in USERS for a in FUNDS}
+        # The database's view: funded, then only what settlements say, holds included.
+        self.database = {(u, a): [n, 0] for u in USERS for a, n in FUNDS.items()}
 
     def hold_for(self, command) -> tuple[Side | None, int]:
         if isinstance(command, Place):
@@ -64,6 +66,9 @@ class Exchange:
         for (user, asset), (d_avail, d_locked) in settlement.balances.items():
             self.available[(user, asset)] += d_avail
             self.locked[(user, asset)] += d_locked
+        for key, (d_avail, d_locked) in settlement.with_holds().items():
+            self.database[key][0] += d_avail
+            self.database[key][1] += d_locked
 
     def check(self) -> None:
         for asset, per_user in FUNDS.items():
@@ -78,6 +83,7 @@ class Exchange:
                 else:
                     needed[(order.user_id, SPEC.base)] += order.remaining
         assert self.locked == needed
+        assert self.database == {k: [self.available[k], self.locked[k]] for k in self.locked}
 
 
 PRICES = st.integers(940, 1060)
