@@ -31,6 +31,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a shard number or a comma-separated list (default: every shard)",
     )
 
+    batcher = commands.add_parser("batcher", help="persist events and the ledger to the database")
+    batcher.add_argument("--shards", type=_shard_list, help="default: every shard")
+
+    audit = commands.add_parser("audit", help="check Redis against the database, and money")
+    audit.add_argument("--wait", type=float, default=30.0, help="seconds to wait to catch up")
+
+    db = commands.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade"])
+    db.add_argument("revision", nargs="?", help="default: head (upgrade), -1 (downgrade)")
+
     token = commands.add_parser("token", help="print a bearer token for a user")
     token.add_argument("user")
     token.add_argument("--admin", action="store_true", help="with the admin role")
@@ -77,7 +87,10 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
     from spot.stack import Stack
     from spot.supervisor import Supervisor, child_env, children
 
+    from spot import db
+
     with Stack(settings) as (redis_url, database_url):
+        db.upgrade(database_url)
         if args.seed:
             _with_redis(redis_url, lambda redis: _seed_into(redis, settings, args.users))
         secret_note = " (the dev secret: set SPOT_JWT_SECRET)" if settings.dev_secret else ""
@@ -147,6 +160,60 @@ def _worker(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _batcher(args: argparse.Namespace, settings: Any) -> int:
+    from batcher.batcher import run_batcher
+
+    if settings.redis_url is None or settings.database_url is None:
+        print("spot batcher: set SPOT_REDIS_URL and SPOT_DATABASE_URL", file=sys.stderr)
+        return 2
+    shards = list(range(settings.shards)) if args.shards is None else args.shards
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run_batcher(
+        settings.redis_url,
+        settings.database_url,
+        shards,
+        settings.batcher_batch,
+        settings.batcher_interval_s,
+    )
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: Any) -> int:
+    import asyncpg
+
+    from spot.audit import audit, render, wait_caught_up
+    from spot.stack import Stack
+
+    verdict: list[bool] = []
+
+    async def check(redis: Any) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            behind = await wait_caught_up(redis, conn, settings.shards, args.wait)
+            found = await audit(redis, conn)
+        finally:
+            await conn.close()
+        print(render(found, behind))
+        verdict.append(not behind and not any(found.values()))
+
+    with Stack(settings) as (redis_url, database_url):
+        _with_redis(redis_url, check)
+    print("audit: clean" if verdict[0] else "audit: DIFFERENCES FOUND")
+    return 0 if verdict[0] else 1
+
+
+def _db(args: argparse.Namespace, settings: Any) -> int:
+    from spot import db
+    from spot.stack import Stack
+
+    with Stack(settings) as (_, database_url):
+        if args.action == "upgrade":
+            db.upgrade(database_url, args.revision or "head")
+        else:
+            db.downgrade(database_url, args.revision or "-1")
+    return 0
+
+
 def _token(args: argparse.Namespace, settings: Any) -> int:
     from api.auth import make_token
 
@@ -190,6 +257,9 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {
     "status": _status,
     "api": _api,
     "worker": _worker,
+    "batcher": _batcher,
+    "audit": _audit,
+    "db": _db,
     "token": _token,
     "replay": _replay,
     "bench": _bench,

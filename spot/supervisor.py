@@ -40,6 +40,7 @@ def children(settings: Settings) -> list[Child]:
         Child(f"worker-{n}", spot_command("worker", "--shards", str(n)))
         for n in range(settings.shards)
     ]
+    procs.append(Child("batcher", spot_command("batcher")))
     return procs
 
 

@@ -13,17 +13,15 @@ import sys
 import msgspec
 import pytest
 
-from api.router import Router, hold_for
+from api.router import Router
 from schema import keys
-from schema.messages import Cancel, Event, Place, Replace, Side, TimeInForce
-from schema.symbols import SymbolSpec
+from schema.messages import Cancel, Event, Place, Replace, Side
 from spot.market import list_symbol
+from tests.integration.flow import SPEC, never_crashed, random_flow
 from workers.consumer import Worker
 from workers.engine import MatchingEngine
-from workers.settlement import Settlement
 
 SHARDS = 10
-SPEC = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD", band_bps=2000, reference_price=10_000)
 events_decoder = msgspec.msgpack.Decoder(list[Event])
 
 
@@ -175,51 +173,6 @@ async def wait_until_applied(redis, shard: int, timeout: float = 30.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the worker never caught up")
-
-
-async def random_flow(router: Router, rng: random.Random, sent: list, done) -> None:
-    """Random places and cancels, recorded in `sent` with their holds, until done(count)."""
-    placed: list[tuple[int, str]] = []
-    n = 0
-    while not done(n):
-        n += 1
-        if n % 20 == 0:
-            await asyncio.sleep(0.01)
-        if placed and rng.random() < 0.2:
-            order_id, user = placed.pop(rng.randrange(len(placed)))
-            command = Cancel(order_id=order_id, user_id=user, symbol="AAPL")
-            if (await router.cancel(command)).status == "OK":
-                sent.append((command, 0))
-            continue
-        user = rng.choice(("alice", "bob"))
-        command = Place(
-            order_id=await router.order_ids.take(),
-            user_id=user,
-            symbol="AAPL",
-            side=rng.choice(list(Side)),
-            price=rng.randrange(9_900, 10_100, 10),
-            quantity=rng.randrange(1, 20),
-            time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
-        )
-        assert (await router.place(SPEC, command, 0)).status == "OK"
-        sent.append((command, hold_for(SPEC, command)[1]))
-        placed.append((command.order_id, user))
-
-
-def never_crashed(sent):
-    """The same commands through an engine that never stopped: its books, events, money."""
-    engine = MatchingEngine([SPEC])
-    expected: list[Event] = []
-    settlement = Settlement()
-    for command, hold in sent:
-        out = engine.apply(command)
-        expected.extend(out)
-        resting = engine.books["AAPL"].order(command.order_id)
-        side = command.side if isinstance(command, Place) else None
-        settlement.add(
-            SPEC, command, side, hold, out, resting and (resting.price, resting.remaining)
-        )
-    return engine, expected, settlement
 
 
 def hold_asset(command) -> str | None:

@@ -1,0 +1,208 @@
+"""Writing one flush to PostgreSQL: set-based statements in one transaction.
+
+New orders and trades go in by COPY; order changes, balance deltas, ledger entries and
+offsets by one `unnest` statement each. The consumer's offsets are written in the same
+transaction, so a flush is applied exactly once whatever crashes when.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from batcher.changes import Changes
+from schema.symbols import SymbolSpec
+
+CONSUMER = "batcher"
+
+ORDER_COLUMNS = (
+    "order_id", "user_id", "symbol", "side", "type", "price", "quantity", "filled",
+    "remaining", "notional", "status", "reason", "time_in_force", "post_only",
+    "client_order_id", "seq", "created_at", "updated_at",
+)  # fmt: skip
+TRADE_COLUMNS = (
+    "symbol", "seq", "price", "quantity", "maker_order_id", "taker_order_id",
+    "maker_user_id", "taker_user_id", "taker_side", "created_at",
+)  # fmt: skip
+
+UPDATE_ORDERS = """
+UPDATE orders AS o SET
+    filled = o.filled + u.filled,
+    notional = o.notional + u.notional,
+    remaining = COALESCE(u.remaining, o.remaining - u.filled),
+    status = COALESCE(u.status, o.status),
+    reason = COALESCE(u.reason, o.reason),
+    price = COALESCE(u.price, o.price),
+    updated_at = $8
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
+            $7::bigint[]) AS u(order_id, filled, notional, remaining, status, reason, price)
+WHERE o.order_id = u.order_id
+"""
+
+ADD_BALANCES = """
+INSERT INTO balances AS b (user_id, asset, available, locked, updated_at)
+SELECT u.user_id, u.asset, u.available, u.locked, $5
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+    AS u(user_id, asset, available, locked)
+ON CONFLICT (user_id, asset) DO UPDATE SET
+    available = b.available + excluded.available,
+    locked = b.locked + excluded.locked,
+    updated_at = excluded.updated_at
+"""
+
+ADD_LEDGER = """
+INSERT INTO ledger (entry_id, user_id, asset, amount, kind, reference, created_at)
+SELECT u.entry_id, u.user_id, u.asset, u.amount,
+       CASE WHEN u.amount < 0 THEN 'WITHDRAWAL' ELSE 'DEPOSIT' END, u.reference, $6
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+    AS u(entry_id, user_id, asset, amount, reference)
+"""
+
+SAVE_OFFSETS = """
+INSERT INTO consumer_offsets AS c (consumer, stream, last_id, updated_at)
+SELECT $1, u.stream, u.last_id, $4 FROM unnest($2::text[], $3::text[]) AS u(stream, last_id)
+ON CONFLICT (consumer, stream) DO UPDATE SET
+    last_id = excluded.last_id, updated_at = excluded.updated_at
+"""
+
+
+SAVE_SYMBOLS = """
+INSERT INTO symbols AS s (symbol, base, quote, tick, lot, min_qty, max_qty, band_bps,
+                          reference_price, created_at)
+SELECT u.*, $10 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                            $6::bigint[], $7::bigint[], $8::int[], $9::bigint[])
+    AS u(symbol, base, quote, tick, lot, min_qty, max_qty, band_bps, reference_price)
+ON CONFLICT (symbol) DO UPDATE SET
+    tick = excluded.tick, lot = excluded.lot, min_qty = excluded.min_qty,
+    max_qty = excluded.max_qty, band_bps = excluded.band_bps,
+    reference_price = excluded.reference_price
+"""
+
+
+async def save_symbols(conn: asyncpg.Connection, specs: list[SymbolSpec]) -> None:
+    if specs:
+        columns = [[getattr(spec, name) for spec in specs] for name in SymbolSpec.__struct_fields__]
+        await conn.execute(SAVE_SYMBOLS, *columns, datetime.now(UTC))
+
+
+async def load_offsets(conn: asyncpg.Connection, lock: bool = False) -> dict[str, str]:
+    query = "SELECT stream, last_id FROM consumer_offsets WHERE consumer = $1"
+    rows = await conn.fetch(query + (" FOR UPDATE" if lock else ""), CONSUMER)
+    return {row["stream"]: row["last_id"] for row in rows}
+
+
+async def write(
+    conn: asyncpg.Connection,
+    changes: Changes,
+    rejected: dict[int, dict[str, Any]],
+    offsets: dict[str, str],
+) -> None:
+    """Apply `changes` and move the offsets; the caller holds the transaction.
+
+    `rejected` holds the order records (from Redis) of places the book rejected: the
+    REJECTED event alone does not say what the order was."""
+    now = datetime.now(UTC)
+    rows = [_new_order(changes, a.order_id, a, now) for a in changes.new_orders.values()]
+    rows += [_rejected_order(order_id, record, now) for order_id, record in rejected.items()]
+    if rows:
+        await conn.copy_records_to_table("orders", records=rows, columns=ORDER_COLUMNS)
+    updates = [
+        (order_id, change)
+        for order_id, change in changes.orders.items()
+        if order_id not in changes.new_orders
+    ]
+    if updates:
+        await conn.execute(
+            UPDATE_ORDERS,
+            [order_id for order_id, _ in updates],
+            [c.filled for _, c in updates],
+            [c.notional for _, c in updates],
+            [c.remaining for _, c in updates],
+            [c.status for _, c in updates],
+            [c.reason for _, c in updates],
+            [c.price for _, c in updates],
+            now,
+        )
+    if changes.trades:
+        await conn.copy_records_to_table(
+            "trades",
+            records=[
+                (
+                    t.symbol,
+                    t.seq,
+                    t.price,
+                    t.quantity,
+                    t.maker_order_id,
+                    t.taker_order_id,
+                    t.maker_user_id,
+                    t.taker_user_id,
+                    t.taker_side.value,
+                    now,
+                )
+                for t in changes.trades
+            ],  # fmt: skip
+            columns=TRADE_COLUMNS,
+        )
+    if changes.ledger:
+        await conn.execute(ADD_LEDGER, *map(list, zip(*changes.ledger, strict=True)), now)
+    if changes.balances:
+        keys = list(changes.balances)
+        await conn.execute(
+            ADD_BALANCES,
+            [user for user, _ in keys],
+            [asset for _, asset in keys],
+            [changes.balances[k][0] for k in keys],
+            [changes.balances[k][1] for k in keys],
+            now,
+        )
+    await conn.execute(SAVE_OFFSETS, CONSUMER, list(offsets), list(offsets.values()), now)
+
+
+def _new_order(changes: Changes, order_id: int, accepted: Any, now: datetime) -> tuple[Any, ...]:
+    change = changes.orders[order_id]
+    return (
+        order_id,
+        accepted.user_id,
+        accepted.symbol,
+        accepted.side.value,
+        accepted.order_type.value,
+        change.price if change.price is not None else accepted.price,
+        accepted.quantity,
+        change.filled,
+        change.remaining,
+        change.notional,
+        change.status,
+        change.reason,
+        accepted.time_in_force.value,
+        accepted.post_only,
+        accepted.client_order_id,
+        accepted.seq,
+        now,
+        now,
+    )
+
+
+def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> tuple[Any, ...]:
+    price = record.get("price")
+    return (
+        order_id,
+        record["user_id"],
+        record["symbol"],
+        record["side"],
+        record["type"],
+        int(price) if price else None,
+        int(record["quantity"]),
+        0,
+        0,
+        0,
+        "REJECTED",
+        record.get("reason"),
+        record["time_in_force"],
+        record.get("post_only") == "1",
+        record.get("client_order_id") or None,
+        None,
+        now,
+        now,
+    )

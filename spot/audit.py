@@ -1,0 +1,142 @@
+"""`spot audit`: once everything has caught up, Redis and the database must agree and
+money must be conserved (DESIGN.md §3). Prints every difference; any means failure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+
+from batcher import postgres
+from schema import keys
+from spot.market import load_specs
+
+CHECKS = {
+    "conservation": "per asset, balances sum to deposits minus withdrawals",
+    "balances": "every balance in Redis equals the database's",
+    "non-negative": "no balance is negative",
+    "locked": "locked funds equal what open orders hold",
+    "fills": "every order's filled quantity equals the sum of its trades",
+}
+
+OPEN_ORDERS = """
+SELECT user_id, symbol, side, price, remaining FROM orders
+WHERE status IN ('OPEN', 'PARTIALLY_FILLED')
+"""
+
+FILLS_VS_TRADES = """
+WITH fills AS (
+    SELECT order_id, SUM(quantity) AS quantity, SUM(price * quantity) AS notional FROM (
+        SELECT maker_order_id AS order_id, quantity, price FROM trades
+        UNION ALL
+        SELECT taker_order_id, quantity, price FROM trades
+    ) t GROUP BY order_id
+)
+SELECT o.order_id, o.filled, o.notional, f.quantity, f.notional AS traded_notional
+FROM orders o LEFT JOIN fills f ON f.order_id = o.order_id
+WHERE o.filled <> COALESCE(f.quantity, 0) OR o.notional <> COALESCE(f.notional, 0)
+LIMIT 20
+"""
+
+
+async def caught_up(redis: Any, conn: asyncpg.Connection, shards: int) -> list[str]:
+    """What has not caught up yet: workers behind their streams, the batcher behind its."""
+    behind = []
+    for n in range(shards):
+        last = (
+            await redis.xinfo_stream(keys.orders(n)) if await redis.exists(keys.orders(n)) else None
+        )
+        applied = (await redis.get(keys.applied(n)) or b"0-0").decode()
+        if last is not None and last["last-generated-id"].decode() != applied and last["length"]:
+            behind.append(f"worker of shard {n}")
+    offsets = await postgres.load_offsets(conn)
+    for stream in [keys.events(n) for n in range(shards)] + [keys.LEDGER]:
+        if not await redis.exists(stream):
+            continue
+        last = (await redis.xinfo_stream(stream))["last-generated-id"].decode()
+        if offsets.get(stream, "0-0") != last:
+            behind.append(f"batcher on {stream}")
+    return behind
+
+
+async def wait_caught_up(
+    redis: Any, conn: asyncpg.Connection, shards: int, timeout: float
+) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        behind = await caught_up(redis, conn, shards)
+        if not behind or time.monotonic() > deadline:
+            return behind
+        await asyncio.sleep(0.1)
+
+
+async def redis_balances(redis: Any) -> dict[tuple[str, str], list[int]]:
+    out: dict[tuple[str, str], list[int]] = {}
+    async for key in redis.scan_iter(match=keys.BALANCE + "*", count=1000):
+        user = key.decode()[len(keys.BALANCE) :]
+        for field, value in (await redis.hgetall(key)).items():
+            kind, _, asset = field.decode().partition(":")
+            out.setdefault((user, asset), [0, 0])[0 if kind == "avail" else 1] = int(value)
+    return out
+
+
+async def audit(redis: Any, conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """Every check's differences (empty lists: clean)."""
+    found: dict[str, list[str]] = {name: [] for name in CHECKS}
+    in_redis = await redis_balances(redis)
+    rows = await conn.fetch("SELECT user_id, asset, available, locked FROM balances")
+    in_db = {(r["user_id"], r["asset"]): [r["available"], r["locked"]] for r in rows}
+    for key in sorted(set(in_redis) | set(in_db)):
+        a, b = in_redis.get(key, [0, 0]), in_db.get(key, [0, 0])
+        if a != b:
+            found["balances"].append(f"{key}: redis {a} != database {b}")
+        if min(a + b) < 0:
+            found["non-negative"].append(f"{key}: redis {a}, database {b}")
+    funded: dict[str, int] = {}
+    for r in await conn.fetch("SELECT asset, SUM(amount) AS total FROM ledger GROUP BY asset"):
+        funded[r["asset"]] = int(r["total"])
+    totals: dict[str, int] = {}
+    for (_, asset), (available, locked) in in_redis.items():
+        totals[asset] = totals.get(asset, 0) + available + locked
+    for asset in sorted(set(funded) | set(totals)):
+        if funded.get(asset, 0) != totals.get(asset, 0):
+            found["conservation"].append(
+                f"{asset}: balances {totals.get(asset, 0)} != ledger {funded.get(asset, 0)}"
+            )
+    held = await locked_by_open_orders(redis, conn)
+    for key in sorted(set(held) | {k for k, v in in_db.items() if v[1]}):
+        if held.get(key, 0) != in_db.get(key, [0, 0])[1]:
+            found["locked"].append(
+                f"{key}: locked {in_db.get(key, [0, 0])[1]} != open orders {held.get(key, 0)}"
+            )
+    for r in await conn.fetch(FILLS_VS_TRADES):
+        found["fills"].append(
+            f"order {r['order_id']}: filled {r['filled']} / notional {r['notional']}, "
+            f"trades {r['quantity']} / {r['traded_notional']}"
+        )
+    return found
+
+
+async def locked_by_open_orders(redis: Any, conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
+    """What the open orders in the database hold: a buy price × remaining of the quote,
+    a sell its remaining base."""
+    specs = await load_specs(redis)
+    held: dict[tuple[str, str], int] = {}
+    for r in await conn.fetch(OPEN_ORDERS):
+        spec = specs[r["symbol"]]
+        if r["side"] == "BUY":
+            key, amount = (r["user_id"], spec.quote), r["price"] * r["remaining"]
+        else:
+            key, amount = (r["user_id"], spec.base), r["remaining"]
+        held[key] = held.get(key, 0) + amount
+    return held
+
+
+def render(found: dict[str, list[str]], behind: list[str]) -> str:
+    lines = [f"not caught up: {', '.join(behind)}"] if behind else []
+    for name, problems in found.items():
+        lines.append(f"{'ok  ' if not problems else 'FAIL'} {name}: {CHECKS[name]}")
+        lines += [f"       {p}" for p in problems]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Random order flow through the real router, and the oracle it is checked against."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+from api.router import Router, hold_for
+from schema.messages import Cancel, Event, Place, Side, TimeInForce
+from schema.symbols import SymbolSpec
+from workers.engine import MatchingEngine
+from workers.settlement import Settlement
+
+SPEC = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD", band_bps=2000, reference_price=10_000)
+Sent = list[tuple[Place | Cancel, int]]
+
+
+async def random_flow(
+    router: Router, rng: random.Random, sent: Sent, done: Callable[[int], bool]
+) -> None:
+    """Random places and cancels by alice and bob, recorded in `sent` with their holds,
+    until done(count)."""
+    placed: list[tuple[int, str]] = []
+    n = 0
+    while not done(n):
+        n += 1
+        if n % 20 == 0:
+            await asyncio.sleep(0.01)  # a steady flow, so kills land mid-stream
+        if placed and rng.random() < 0.2:
+            order_id, user = placed.pop(rng.randrange(len(placed)))
+            command = Cancel(order_id=order_id, user_id=user, symbol=SPEC.symbol)
+            if (await router.cancel(command)).status == "OK":
+                sent.append((command, 0))
+            continue
+        user = rng.choice(("alice", "bob"))
+        place = Place(
+            order_id=await router.order_ids.take(),
+            user_id=user,
+            symbol=SPEC.symbol,
+            side=rng.choice(list(Side)),
+            price=rng.randrange(9_900, 10_100, 10),
+            quantity=rng.randrange(1, 20),
+            time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
+        )
+        result = await router.place(SPEC, place, 0)
+        assert result.status == "OK", result
+        sent.append((place, hold_for(SPEC, place)[1]))
+        placed.append((place.order_id, user))
+
+
+def never_crashed(sent: Sent) -> tuple[MatchingEngine, list[Event], Settlement]:
+    """The same commands through an engine that never stopped: its books, events, money."""
+    engine = MatchingEngine([SPEC])
+    expected: list[Event] = []
+    settlement = Settlement()
+    for command, hold in sent:
+        out = engine.apply(command)
+        expected.extend(out)
+        resting = engine.books[SPEC.symbol].order(command.order_id)
+        side = command.side if isinstance(command, Place) else None
+        settlement.add(
+            SPEC, command, side, hold, out, resting and (resting.price, resting.remaining)
+        )
+    return engine, expected, settlement
