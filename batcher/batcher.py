@@ -27,7 +27,7 @@ log = logging.getLogger("spot.batcher")
 
 _events = msgspec.msgpack.Decoder(list[Event])
 _balances = msgspec.msgpack.Decoder(list[tuple[str, str, int, int]])
-STATS = "batcher:stats"  # hash: what `spot status` and /metrics show
+_json = msgspec.json.Encoder()
 
 
 @dataclass
@@ -102,10 +102,12 @@ class Batcher:
                     int(fields[b"amount"]),
                     fields[b"ref"].decode(),
                 )
+                accepted_id = entry_id
             else:
                 flush.changes.add_events(_events.decode(fields[b"events"]))
                 flush.changes.add_balances(_balances.decode(fields[b"balances"]))
-            ms = int(entry_id.partition(b"-")[0])
+                accepted_id = fields[b"first"]  # the worker batch's oldest order
+            ms = int(accepted_id.partition(b"-")[0])
             flush.oldest_ms = ms if flush.oldest_ms is None else min(flush.oldest_ms, ms)
         flush.offsets[stream] = entries[-1][0].decode()
         flush.entries += len(entries)
@@ -129,18 +131,19 @@ class Batcher:
         pipe = self.redis.pipeline(transaction=False)
         for stream, last in flush.offsets.items():
             pipe.xtrim(stream, minid=last, approximate=True)
+        # From the oldest order's acceptance to its rows committed: the flush's worst case.
         lag_ms = time.time() * 1000 - (flush.oldest_ms or 0)
-        pipe.hset(
-            STATS,
-            mapping={
-                "flushes": self.flushes,
-                "last_entries": flush.entries,
-                "last_events": flush.changes.events,
-                "last_flush_ms": round(elapsed_ms, 2),
-                "last_lag_ms": round(lag_ms, 1),
-                "at_ms": int(time.time() * 1000),
-            },
-        )
+        stats = {
+            "flushes": self.flushes,
+            "entries": flush.entries,
+            "events": flush.changes.events,
+            "flush_ms": round(elapsed_ms, 2),
+            "lag_ms": round(lag_ms, 1),
+            "at_ms": int(time.time() * 1000),
+        }
+        pipe.hset(keys.BATCHER_STATS, mapping=stats)
+        pipe.lpush(keys.BATCHER_FLUSHES, _json.encode(stats))
+        pipe.ltrim(keys.BATCHER_FLUSHES, 0, 9_999)
         await pipe.execute()
 
     async def _rejected_records(self, changes: Changes) -> dict[int, dict[str, Any]]:

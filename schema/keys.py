@@ -25,6 +25,10 @@ SNAPSHOT = "snapshot:"  # snapshot:{shard} -> hash id, books
 OWNER = "owner:"  # owner:{shard} -> lease token of the one worker applying the shard
 SYMBOLS = "symbols"  # hash symbol -> SymbolSpec JSON
 
+# -- batcher ------------------------------------------------------------------------------
+BATCHER_STATS = "batcher:stats"  # hash: the last flush, for `spot status` and /metrics
+BATCHER_FLUSHES = "batcher:flushes"  # list: recent flushes, newest first, for benchmarks
+
 # -- market data --------------------------------------------------------------------------
 DEPTH = "depth:"  # depth:{symbol} -> JSON {"bids": [[price, qty]...], "asks": ...}
 TRADES = "trades:"  # trades:{symbol} -> list of recent trades, newest first

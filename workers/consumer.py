@@ -37,7 +37,8 @@ DEPTH_LEVELS = 50
 RECENT_TRADES = 100
 
 # KEYS: applied, owner, events. ARGV: token, last id, events payload, balance changes
-# for the database (holds included), balance count,
+# for the database (holds included), first id (how old the batch's oldest order is),
+# balance count,
 # (key, field, delta)*, order count, (key, status, remaining, price, filled, notional,
 # settled)*
 SETTLE = """
@@ -52,7 +53,7 @@ if applied then
   local bm, bs = parse(ARGV[2])
   if am > bm or (am == bm and as >= bs) then return 0 end
 end
-local i = 5
+local i = 6
 local balances = tonumber(ARGV[i])
 for _ = 1, balances do
   if ARGV[i + 3] ~= '0' then redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
@@ -79,7 +80,8 @@ for _ = 1, orders do
   end
   i = i + 7
 end
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'events', ARGV[3], 'balances', ARGV[4])
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'first', ARGV[5], 'events', ARGV[3],
+           'balances', ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
@@ -254,6 +256,7 @@ class Worker:
             last_id,
             _events.encode(events),
             _events.encode(for_database),
+            entries[0][0],
             2 * len(settlement.balances),
         ]
         for (user, asset), (d_avail, d_locked) in settlement.balances.items():
