@@ -84,10 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Any) -> int:
+    from spot import db
     from spot.stack import Stack
     from spot.supervisor import Supervisor, child_env, children
-
-    from spot import db
 
     with Stack(settings) as (redis_url, database_url):
         db.upgrade(database_url)
@@ -136,7 +135,7 @@ def _status(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _api(args: argparse.Namespace, settings: Any) -> int:
-    from api.app import serve
+    from spot.api_server import serve
 
     if settings.redis_url is None:
         print("spot api: set SPOT_REDIS_URL (spot up does it for you)", file=sys.stderr)

@@ -1,0 +1,174 @@
+"""The OpenAPI 3.1 document: schemas generated from the msgspec types in schema/wire.py,
+paths written here (they are few, and their prose is for people)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from schema import wire
+
+REF = "#/components/schemas/{name}"
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(name=name)}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    what = {
+        400: "malformed body or query",
+        401: "missing, invalid or expired token",
+        403: "admin token needed",
+        404: "no such order or symbol",
+        409: "duplicate client_order_id (with the original order_id), or order not open",
+        413: "body too large",
+        422: "a rule of the symbol is broken, or insufficient balance",
+        503: "storage unavailable",
+    }
+    return {str(s): _json("Error", what[s]) for s in statuses}
+
+
+def _op(summary: str, ok: tuple[int, str, str], errors: tuple[int, ...], **extra: Any) -> Any:
+    status, schema, description = ok
+    responses = {str(status): _json(schema, description), **_errors(*errors)}
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _path_param(name: str, kind: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": kind}}]
+
+
+def _query_param(name: str, low: int, high: int, default: int) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": low, "maximum": high, "default": default}
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+AUTH = [{"bearer": []}]
+ORDER_ID = _path_param("id", "integer")
+SYMBOL = _path_param("symbol", "string")
+
+
+def document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [*wire.REQUESTS, *wire.REPLIES], ref_template=REF
+    )
+    order = (400, 401, 404, 413, 503)
+    paths = {
+        "/v1/orders": {
+            "post": _op(
+                "Place an order",
+                (202, "OrderAccepted", "queued"),
+                (400, 401, 409, 413, 422, 503),
+                requestBody=_body("PlaceOrder"),
+                security=AUTH,
+            )
+        },
+        "/v1/orders/{id}": {
+            "get": _op(
+                "One of the caller's orders",
+                (200, "OrderView", "the order"),
+                (401, 404, 503),
+                parameters=ORDER_ID,
+                security=AUTH,
+            ),
+            "delete": _op(
+                "Cancel",
+                (202, "OrderAccepted", "cancel queued"),
+                (401, 404, 409, 503),
+                parameters=ORDER_ID,
+                security=AUTH,
+            ),
+            "patch": _op(
+                "Replace price and/or quantity",
+                (202, "OrderAccepted", "replace queued"),
+                (*order, 409, 422),
+                parameters=ORDER_ID,
+                requestBody=_body("ReplaceOrder"),
+                security=AUTH,
+            ),
+        },
+        "/v1/balances": {
+            "get": _op(
+                "The caller's balances",
+                (200, "Balances", "available and locked per asset"),
+                (401, 503),
+                security=AUTH,
+            )
+        },
+        "/v1/symbols": {"get": _op("Listed symbols", (200, "Symbols", "specs"), (503,))},
+        "/v1/book/{symbol}": {
+            "get": _op(
+                "Order book depth",
+                (200, "Book", "best levels first"),
+                (400, 404, 503),
+                parameters=[*SYMBOL, _query_param("depth", 1, 50, 20)],
+            )
+        },
+        "/v1/trades/{symbol}": {
+            "get": _op(
+                "Recent trades, newest first",
+                (200, "Trades", "trades"),
+                (400, 404, 503),
+                parameters=[*SYMBOL, _query_param("limit", 1, 100, 50)],
+            )
+        },
+        "/v1/admin/deposits": {
+            "post": _op(
+                "Credit a user's available balance (admin)",
+                (200, "Transferred", "done"),
+                (400, 401, 403, 413, 422, 503),
+                requestBody=_body("Deposit"),
+                security=AUTH,
+            )
+        },
+        "/v1/admin/withdrawals": {
+            "post": _op(
+                "Debit a user's available balance (admin)",
+                (200, "Transferred", "done"),
+                (400, 401, 403, 413, 422, 503),
+                requestBody=_body("Withdrawal"),
+                security=AUTH,
+            )
+        },
+        "/healthz": {
+            "get": {"summary": "The process is up", "responses": {"200": {"description": "up"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Redis reachable and symbols loaded",
+                "responses": {"200": {"description": "ready"}, **_errors(503)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {"description": "text format 0.0.4", "content": {"text/plain": {}}}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Spot", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }

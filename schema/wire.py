@@ -1,0 +1,156 @@
+"""What travels over HTTP: request bodies and replies of the v1 API (DESIGN.md §2).
+
+Requests forbid unknown fields, so a misspelt `post_onyl` is a 400 rather than an
+order placed without it. Prices, quantities and amounts are integers (minor units,
+base units); msgspec's strict typing refuses floats, strings and booleans for them.
+Replies omit fields left at their default, so an optional field that does not apply
+is absent rather than null.
+"""
+
+from typing import Annotated
+
+import msgspec
+
+from schema.messages import OrderType, SelfTrade, Side, TimeInForce
+from schema.symbols import SymbolSpec
+
+# Amounts cross the router's Lua scripts as doubles: exact up to 2^53 (api/router.py).
+MAX_INTEGER = 2**53
+
+# A user id is part of Redis key names (`balance:{user}`, `cid:{user}:{client id}`):
+# no ':' in it keeps `cid:` keys of different users from ever colliding.
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+UserId = Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)]
+ClientOrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Asset = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+# Zero and negative prices pass here and are refused by the symbol rules (422), which
+# name the rule; only what no rule could ever accept is malformed.
+Integer = Annotated[int, msgspec.Meta(le=MAX_INTEGER)]
+Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_INTEGER)]
+
+_request = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True, "gc": False}
+_reply = {"kw_only": True, "omit_defaults": True, "gc": False}
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+class PlaceOrder(msgspec.Struct, **_request):
+    symbol: Symbol
+    side: Side
+    quantity: Integer
+    type: OrderType = OrderType.LIMIT
+    price: Integer | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+    self_trade: SelfTrade = SelfTrade.CANCEL_RESTING
+    client_order_id: ClientOrderId | None = None
+
+
+class ReplaceOrder(msgspec.Struct, **_request):
+    """A new price and/or a new remaining quantity; at least one of them."""
+
+    price: Integer | None = None
+    quantity: Integer | None = None
+
+
+class Deposit(msgspec.Struct, **_request):
+    user_id: UserId
+    asset: Asset
+    amount: Amount
+    # Who or what asked for it (a bank transfer id...); kept in the ledger stream.
+    reference: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+
+
+class Withdrawal(Deposit, **_request):
+    pass
+
+
+# -- replies ------------------------------------------------------------------------------
+
+
+class OrderAccepted(msgspec.Struct, **_reply):
+    """202: the command is queued; its outcome shows in GET /v1/orders/{id}."""
+
+    order_id: int
+    status: str  # NEW, CANCEL_REQUESTED or REPLACE_REQUESTED
+    client_order_id: str | None = None
+
+
+class OrderView(msgspec.Struct, **_reply):
+    order_id: int
+    symbol: str
+    side: Side
+    type: OrderType
+    price: int | None
+    quantity: int
+    remaining: int
+    filled: int
+    # notional // filled, rounded down; None before the first fill
+    average_price: int | None
+    time_in_force: TimeInForce
+    post_only: bool
+    client_order_id: str | None
+    status: str
+    created_ms: int
+    # a replace is queued and not applied yet
+    replace_pending: bool = False
+
+
+class Balance(msgspec.Struct, **_reply):
+    asset: str
+    available: int
+    locked: int
+
+
+class Balances(msgspec.Struct, **_reply):
+    user_id: str
+    balances: list[Balance]
+
+
+class Transferred(msgspec.Struct, **_reply):
+    """A deposit or withdrawal done: the user's available balance of the asset after it."""
+
+    user_id: str
+    asset: str
+    available: int
+
+
+class Symbols(msgspec.Struct, **_reply):
+    symbols: list[SymbolSpec]
+
+
+class Book(msgspec.Struct, kw_only=True, gc=False):
+    """Price levels, best first: [[price, quantity], ...]; `seq` is the symbol's event
+    sequence number the snapshot reflects."""
+
+    symbol: str
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    seq: int
+
+
+class PublicTrade(msgspec.Struct, kw_only=True, gc=False):
+    """A trade as anyone may see it: no user ids, no order ids."""
+
+    seq: int
+    price: int
+    quantity: int
+    taker_side: Side
+
+
+class Trades(msgspec.Struct, kw_only=True, gc=False):
+    symbol: str
+    trades: list[PublicTrade]
+
+
+class Error(msgspec.Struct, **_reply):
+    error: str
+    message: str
+    # 409 on a repeated client_order_id: the order that id already belongs to
+    order_id: int | None = None
+
+
+REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal)
+REPLIES = (OrderAccepted, OrderView, Balances, Transferred, Symbols, Book, Trades, Error)
