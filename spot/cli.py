@@ -50,9 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--symbols", help="JSON list of symbol specs (default: tick 1, lot 1)")
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
-    bench.add_argument("target", choices=["engine"])
-    bench.add_argument("--orders", type=int, default=500_000, help="orders per run")
-    bench.add_argument("--runs", type=int, default=3, help="runs; the median is printed")
+    bench.add_argument("target", choices=["engine", "pipeline"])
+    bench.add_argument("--orders", type=int, default=500_000, help="engine: orders per run")
+    bench.add_argument("--runs", type=int, default=3, help="engine: runs; the median is printed")
+    bench.add_argument("--seconds", type=int, default=15, help="pipeline: how long wrk runs")
+    bench.add_argument("--connections", type=int, default=64, help="pipeline: wrk connections")
+    bench.add_argument("--users", type=int, default=50, help="pipeline: distinct traders")
 
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
     return parser
@@ -231,10 +234,14 @@ def _replay(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Any) -> int:
-    from spot import bench
+    if args.target == "engine":
+        from spot.bench.engine import engine
 
-    bench.engine(args.orders, args.runs)
-    return 0
+        engine(args.orders, args.runs)
+        return 0
+    from spot.bench.pipeline import pipeline
+
+    return pipeline(settings, args.seconds, args.connections, args.users)
 
 
 def _with_redis(url: str, work: Callable[[Any], Awaitable[None]]) -> None:

@@ -36,10 +36,10 @@ def spot_command(*args: str) -> list[str]:
 
 def children(settings: Settings) -> list[Child]:
     procs = [Child("api", spot_command("api"))]
-    procs += [
-        Child(f"worker-{n}", spot_command("worker", "--shards", str(n)))
-        for n in range(settings.shards)
-    ]
+    processes = min(settings.worker_processes or os.cpu_count() or 1, settings.shards)
+    for n in range(processes):
+        shards = ",".join(str(s) for s in range(n, settings.shards, processes))
+        procs.append(Child(f"worker-{n}", spot_command("worker", "--shards", shards)))
     procs.append(Child("batcher", spot_command("batcher")))
     return procs
 

@@ -35,6 +35,7 @@ log = logging.getLogger("spot.worker")
 LEASE_MS = 3_000  # how long a crashed worker's shards wait for a new owner
 DEPTH_LEVELS = 50
 RECENT_TRADES = 100
+DEPTH_INTERVAL_S = 0.05
 
 # KEYS: applied, owner, events. ARGV: token, last id, events payload, balance changes
 # for the database (holds included), first id (how old the batch's oldest order is),
@@ -116,6 +117,8 @@ class Shard:
     engine: MatchingEngine
     position: bytes = b"0-0"  # last orders-stream id applied to the books
     snapshot_at: float = field(default_factory=time.monotonic)
+    dirty: set[str] = field(default_factory=set)  # symbols whose depth is not yet published
+    depth_at: float = 0.0
 
 
 class Worker:
@@ -134,6 +137,7 @@ class Worker:
         self.specs: dict[str, SymbolSpec] = {}
         self.shards = {n: Shard(n, MatchingEngine(specs=())) for n in shards}
         self.applied_orders = 0
+        self._settle_sha: str | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -215,6 +219,10 @@ class Worker:
             applied += len(entries)
         now = time.monotonic()
         for shard in self.shards.values():
+            if shard.dirty and not reply:  # idle: publish what the throttle held back
+                pipe = self.redis.pipeline(transaction=False)
+                self._publish_depth(pipe, shard)
+                await pipe.execute()
             if now - shard.snapshot_at >= self.snapshot_interval_s:
                 await self.snapshot(shard)
         return applied
@@ -273,19 +281,28 @@ class Worker:
                 state.notional,
                 int(state.settled),
             ]
+        if self._settle_sha is None:
+            self._settle_sha = await self.redis.script_load(SETTLE)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.eval(SETTLE, 3, keys.applied(shard.number), keys.owner(shard.number),
-                  keys.events(shard.number), *args)  # fmt: skip
-        self._market_data(pipe, engine, {e.symbol for e in events}, trades)
+        pipe.evalsha(self._settle_sha, 3, keys.applied(shard.number), keys.owner(shard.number),
+                     keys.events(shard.number), *args)  # fmt: skip
+        shard.dirty.update(e.symbol for e in events)
+        for symbol, recent in trades.items():
+            pipe.lpush(keys.trades(symbol), *(_json.encode(t) for t in recent))
+            pipe.ltrim(keys.trades(symbol), 0, RECENT_TRADES - 1)
+        self._publish_depth(pipe, shard)
         await pipe.execute()
         shard.position = last_id
         self.applied_orders += len(entries)
 
-    def _market_data(
-        self, pipe: Any, engine: MatchingEngine, symbols: set[str], trades: dict[str, list[Trade]]
-    ) -> None:
-        for symbol in symbols:
-            book = engine.books.get(symbol)
+    def _publish_depth(self, pipe: Any, shard: Shard) -> None:
+        """Depth and last price of the symbols that changed, at most every DEPTH_INTERVAL_S:
+        computing the top 50 levels on every small batch cost more than the matching."""
+        now = time.monotonic()
+        if not shard.dirty or now - shard.depth_at < DEPTH_INTERVAL_S:
+            return
+        for symbol in shard.dirty:
+            book = shard.engine.books.get(symbol)
             if book is None:
                 continue
             bids, asks = book.depth(DEPTH_LEVELS)
@@ -294,9 +311,8 @@ class Worker:
             )
             if book.last_price is not None:
                 pipe.set(keys.last_price(symbol), book.last_price)
-        for symbol, recent in trades.items():
-            pipe.lpush(keys.trades(symbol), *(_json.encode(t) for t in recent))
-            pipe.ltrim(keys.trades(symbol), 0, RECENT_TRADES - 1)
+        shard.dirty.clear()
+        shard.depth_at = now
 
     async def snapshot(self, shard: Shard) -> None:
         """A consistent cut: taken between batches, so every applied command is settled."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from spot.bench import realistic
+from spot.bench.engine import realistic
 
 EXAMPLES = Path(__file__).parents[2] / "spot" / "examples"
 

@@ -1,0 +1,1 @@
+"""`spot bench …`: benchmarks that print figures. Never run by the tests."""
