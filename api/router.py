@@ -26,6 +26,7 @@ from schema.symbols import SymbolSpec
 
 # Amounts travel through Lua as doubles: exact up to 2^53 minor units.
 MAX_AMOUNT = 2**53
+RECENT_ORDERS = 200  # per user, kept in Redis for read-your-writes
 
 TERMINAL = "status == 'FILLED' or status == 'CANCELED' or status == 'REJECTED'"
 
@@ -41,7 +42,7 @@ local function enqueue(route, pending_prefix, symbol, orders_prefix, ...)
 end
 """
 
-# KEYS: route, balance, order record, client-order key ('' for none), rate
+# KEYS: route, balance, order record, client-order key ('' for none), rate, user's orders
 # ARGV: orders prefix, pending prefix, command (msgpack), hold, avail field, locked field,
 #       asset the order pays with, created ms
 # The order record is built here from the command itself: fewer arguments to pack and
@@ -74,6 +75,10 @@ redis.call('HSET', KEYS[3], 'user_id', c.user_id, 'symbol', c.symbol, 'side', c.
   'client_order_id', c.client_order_id or '', 'status', 'NEW', 'pays_with', ARGV[7],
   'created_ms', ARGV[8])
 if redis.call('HINCRBY', KEYS[5], c.symbol, 1) == 1 then redis.call('EXPIRE', KEYS[5], 120) end
+-- The user's newest orders, for reads that must see an order before the batcher has
+-- written it (read-your-writes).
+redis.call('LPUSH', KEYS[6], order_id)
+redis.call('LTRIM', KEYS[6], 0, 199)  -- RECENT_ORDERS
 return {'OK', route[1]}
 """
 )
@@ -251,6 +256,7 @@ class Router:
             keys.order(place.order_id),
             "" if place.client_order_id is None else keys.client_order(user, place.client_order_id),
             f"{keys.RATE}{int(time.time())}",
+            keys.user_orders(user),
             keys.ORDERS,
             keys.PENDING,
             self._encode(place),
@@ -259,7 +265,7 @@ class Router:
             keys.locked(asset),
             asset,
             created_ms,
-            numkeys=5,
+            numkeys=6,
         )
         return _result(reply)
 

@@ -15,6 +15,7 @@ ORDER_IDS = "seq:order_id"  # counter; API processes take blocks of ids from it
 # -- accounts -----------------------------------------------------------------------------
 BALANCE = "balance:"  # balance:{user} -> hash "avail:{asset}" / "locked:{asset}"
 ORDER = "order:"  # order:{id} -> hash of what the user sees of the order
+USER_ORDERS = "user_orders:"  # user_orders:{user} -> list of recent order ids, newest first
 CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate check)
 LEDGER = "ledger"  # stream of deposits and withdrawals, for the batcher
 
@@ -78,6 +79,10 @@ def locked(asset: str) -> str:
 
 def order(order_id: int) -> str:
     return f"{ORDER}{order_id}"
+
+
+def user_orders(user: str) -> str:
+    return USER_ORDERS + user
 
 
 def client_order(user: str, client_order_id: str) -> str:
