@@ -14,6 +14,9 @@ FROM python:3.11-slim
 # No .pyc writes: the pods run with a read-only root filesystem.
 ENV PATH=/opt/spot/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=build /opt/spot /opt/spot
+# Migrations are not part of the package: spot.db.alembic_ini() finds them here.
+COPY --from=build /src/alembic.ini /opt/spot/share/spot/alembic.ini
+COPY --from=build /src/alembic /opt/spot/share/spot/alembic
 # The same non-root uid as runAsUser in infra/terraform/workloads.tf.
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin spot
 USER 10001

@@ -1,0 +1,186 @@
+"""The database tables, as SQLAlchemy Core: what the batcher writes and the API reads.
+
+Portable on purpose (PostgreSQL 14+, MySQL 8, MariaDB 10.11), since the same Alembic
+migrations serve all three: every string has a length, money and sizes are BigInteger in minor
+units (prices in quote minor units per one base unit, quantities in base units, amounts in
+the asset's minor units), no PostgreSQL-only types. On MySQL the tables use a binary
+collation so that user ids, symbols and stream ids compare case-sensitively, as on
+PostgreSQL, and timestamps keep microseconds (MySQL's DATETIME stores no zone: write UTC).
+
+Constraint and index names come from `NAMING`, so autogenerate produces the same names on
+every run and every backend (all well under the 63/64-character identifier limits).
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects import mysql
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+# MySQL's DATETIME keeps whole seconds unless given a precision; PostgreSQL's timestamptz
+# keeps microseconds. CURRENT_TIMESTAMP(6) is valid on all three servers (and MySQL wants
+# the default's precision to match the column's).
+Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+NOW = text("CURRENT_TIMESTAMP(6)")
+ZERO = text("0")
+
+# Table options MySQL/MariaDB take and every other dialect ignores.
+MYSQL: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
+USER_ID = 64
+SYMBOL = 32
+ASSET = 16
+# A Redis stream id "<ms>-<seq>": 13 digits of milliseconds until the year 2286, a dash and
+# the sequence within that millisecond.
+STREAM_ID = 32
+
+
+def _created_at() -> Column[datetime]:
+    return Column("created_at", Timestamp, nullable=False, server_default=NOW)
+
+
+def _updated_at() -> Column[datetime]:
+    return Column("updated_at", Timestamp, nullable=False, server_default=NOW)
+
+
+symbols = Table(
+    "symbols",
+    metadata,
+    Column("symbol", String(SYMBOL), primary_key=True),
+    Column("base", String(ASSET), nullable=False),
+    Column("quote", String(ASSET), nullable=False),
+    Column("tick", BigInteger, nullable=False),
+    Column("lot", BigInteger, nullable=False),
+    Column("min_qty", BigInteger, nullable=False),
+    Column("max_qty", BigInteger, nullable=False),
+    Column("band_bps", Integer, nullable=True),
+    Column("reference_price", BigInteger, nullable=True),
+    _created_at(),
+    **MYSQL,
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    # Assigned by the API before the order is queued, so never generated here.
+    Column("order_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("symbol", String(SYMBOL), nullable=False),
+    Column("side", String(4), nullable=False),  # BUY | SELL
+    Column("type", String(6), nullable=False),  # LIMIT | MARKET
+    Column("price", BigInteger, nullable=True),  # NULL for MARKET
+    Column("quantity", BigInteger, nullable=False),
+    Column("filled", BigInteger, nullable=False, server_default=ZERO),
+    Column("remaining", BigInteger, nullable=False),
+    # Sum of price × quantity over its fills: average price = notional / filled.
+    Column("notional", BigInteger, nullable=False, server_default=ZERO),
+    # NEW | OPEN | PARTIALLY_FILLED | FILLED | CANCELED | REJECTED
+    Column("status", String(16), nullable=False),
+    Column("reason", String(32), nullable=True),
+    Column("time_in_force", String(3), nullable=False),  # GTC | IOC | FOK
+    Column("post_only", Boolean, nullable=False),
+    Column("client_order_id", String(64), nullable=True),
+    Column("seq", BigInteger, nullable=True),  # the symbol sequence of its ACCEPTED event
+    _created_at(),
+    _updated_at(),
+    # A user's orders newest first: order ids grow, so a backward scan of this index.
+    Index(None, "user_id", "order_id"),
+    Index(None, "user_id", "symbol", "status"),
+    # NULLs are distinct on every backend: orders without a client id never collide.
+    UniqueConstraint("user_id", "client_order_id"),
+    **MYSQL,
+)
+
+trades = Table(
+    "trades",
+    metadata,
+    Column("symbol", String(SYMBOL), nullable=False),
+    # The TRADE event's symbol sequence: gap-free per symbol, so (symbol, seq) makes a
+    # redelivered trade collide instead of landing twice.
+    Column("seq", BigInteger, nullable=False, autoincrement=False),
+    Column("price", BigInteger, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("maker_order_id", BigInteger, nullable=False),
+    Column("taker_order_id", BigInteger, nullable=False),
+    Column("maker_user_id", String(USER_ID), nullable=False),
+    Column("taker_user_id", String(USER_ID), nullable=False),
+    Column("taker_side", String(4), nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("symbol", "seq"),
+    Index(None, "maker_user_id", "created_at"),
+    Index(None, "taker_user_id", "created_at"),
+    Index(None, "maker_order_id"),
+    Index(None, "taker_order_id"),
+    **MYSQL,
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("asset", String(ASSET), nullable=False),
+    Column("available", BigInteger, nullable=False, server_default=ZERO),
+    Column("locked", BigInteger, nullable=False, server_default=ZERO),
+    _updated_at(),
+    PrimaryKeyConstraint("user_id", "asset"),
+    # No CHECK (available >= 0): the database follows Redis, which enforces it atomically.
+    # One flush sums deltas read from several streams up to different points, so a sum can
+    # dip below zero for a flush before the entry that covers it lands (a withdrawal read
+    # before the sale that funded it) - and PostgreSQL checks an upsert's proposed row, the
+    # bare delta, before it resolves the conflict. `spot audit` checks non-negativity once
+    # everything has caught up.
+    **MYSQL,
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    # The Redis stream id of the deposit or withdrawal: a replay inserts the same key.
+    Column("entry_id", String(STREAM_ID), primary_key=True),
+    Column("user_id", String(USER_ID), nullable=False),
+    Column("asset", String(ASSET), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # negative for withdrawals
+    Column("kind", String(16), nullable=False),  # DEPOSIT | WITHDRAWAL | FEE
+    Column("reference", String(128), nullable=False),
+    _created_at(),
+    Index(None, "user_id", "created_at"),
+    **MYSQL,
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("consumer", String(32), nullable=False),
+    Column("stream", String(64), nullable=False),
+    Column("last_id", String(STREAM_ID), nullable=False),  # the last Redis stream id applied
+    _updated_at(),
+    PrimaryKeyConstraint("consumer", "stream"),
+    **MYSQL,
+)
