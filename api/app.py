@@ -7,8 +7,13 @@ most one Redis round trip of its own, shared with concurrent requests by the rou
 coalesced pipelines; the symbol specs and price bands come from a cache a background
 task refreshes every REFRESH_S, never from Redis per request.
 
+Order history (GET /v1/orders, /v1/fills) reads PostgreSQL, which the batcher writes
+every 100 ms, through a small asyncpg pool per worker process; what the batcher has not
+written yet comes from Redis (read-your-writes), whose order records are never behind
+the database's rows.
+
 Errors are `{"error": CODE, "message": ...}`. Whatever a client sends gets a 4xx; a 500
-means a fault of ours (logged), a 503 that Redis cannot be reached.
+means a fault of ours (logged), a 503 that Redis or the database cannot be reached.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
+import asyncpg
 import msgspec
 from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -35,12 +42,16 @@ from schema.codes import HTTP_STATUS, RejectReason
 from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce
 from schema.symbols import SymbolSpec
 from schema.wire import (
+    ORDER_STATUSES,
     Balance,
     Balances,
     Book,
     Deposit,
     Error,
+    Fill,
+    Fills,
     OrderAccepted,
+    Orders,
     OrderView,
     PlaceOrder,
     PublicTrade,
@@ -59,6 +70,11 @@ REDIS_POOL_SIZE = 64  # the router needs one connection per pipeline in flight, 
 REDIS_WAIT_S = 5.0  # for a free pooled connection, then 503
 BOOK_DEPTH = (1, 50, 20)  # min, max, default of ?depth=
 TRADES_LIMIT = (1, 100, 50)  # of ?limit=; the workers keep the last 100
+HISTORY_LIMIT = (1, 500, 100)  # of ?limit= on GET /v1/orders and /v1/fills
+DB_POOL = (1, 4)  # connections per API process: history reads are few and short
+DB_WAIT_S = 5.0  # to connect, for a pooled connection, for a query; then 503
+DB_RETRY_S = 1.0  # while the database is down, one connection attempt a second at most
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 JSON = [("content-type", "application/json")]
 TEXT = [("content-type", "text/plain; version=0.0.4; charset=utf-8")]
@@ -76,6 +92,50 @@ class _Depth(msgspec.Struct, gc=False):
 
 
 Handler = Callable[[Scope, HTTPProtocol, str], Awaitable[Reply]]
+
+ORDER_COLUMNS = (
+    "order_id, user_id, symbol, side, type, price, quantity, filled, remaining, notional, "
+    "status, reason, time_in_force, post_only, client_order_id, created_at"
+)
+ORDER_BY_ID = f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
+
+
+def _orders_query(symbol: bool, status: bool) -> str:
+    """A user's orders newest first: a backward scan of (user_id, order_id), or of
+    (user_id, symbol, status) when both filter. One text per combination of filters rather
+    than `$3 IS NULL OR ...`, so that each gets a plan that uses an index."""
+    where = "user_id = $1"
+    if symbol:
+        where += " AND symbol = $3"
+    if status:
+        where += f" AND status = ${4 if symbol else 3}"
+    return f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where} ORDER BY order_id DESC LIMIT $2"
+
+
+def _fills_query(symbol: bool) -> str:
+    """A user's trades newest first: the newest `limit` as maker and as taker, each from
+    its own index on (role_user_id, created_at), merged. Trades of one flush share their
+    created_at; the symbol sequence orders them."""
+    extra = " AND symbol = $3" if symbol else ""
+
+    def role(name: str, side: str) -> str:
+        return (
+            f"(SELECT {name.lower()}_order_id AS order_id, symbol, {side} AS side, price, "
+            f"quantity, '{name}' AS liquidity, seq, created_at FROM trades "
+            f"WHERE {name.lower()}_user_id = $1{extra} "
+            "ORDER BY created_at DESC, seq DESC LIMIT $2)"
+        )
+
+    maker = role("MAKER", "CASE taker_side WHEN 'BUY' THEN 'SELL' ELSE 'BUY' END")
+    taker = role("TAKER", "taker_side")
+    return f"{maker} UNION ALL {taker} ORDER BY created_at DESC, seq DESC LIMIT $2"
+
+
+ORDERS_QUERIES = {(a, b): _orders_query(a, b) for a in (False, True) for b in (False, True)}
+FILLS_QUERIES = {a: _fills_query(a) for a in (False, True)}
+SYMBOL_LENGTH = 32  # schema.tables.SYMBOL
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
 
 _encode = msgspec.json.Encoder().encode
 _place_decoder = msgspec.json.Decoder(PlaceOrder)
@@ -126,18 +186,25 @@ class App:
         self._exact: dict[str, dict[str, tuple[Handler, RouteStats]]] = {}
         self._param: dict[str, dict[str, tuple[Handler, RouteStats]]] = {}
         self._unavailable_logged_at = 0.0
+        self.db: asyncpg.Pool | None = None
+        self._db_lock = asyncio.Lock()
+        self._db_retry_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.configure(Settings.from_env())
         loop.run_until_complete(self._first_refresh())
+        if self.settings.database_url is not None:
+            loop.run_until_complete(self._open_database())
         task = loop.create_task(self._refresh_forever())
         self._tasks.add(task)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.db is not None:
+            loop.run_until_complete(self.db.close())
         loop.run_until_complete(self.redis.aclose(close_connection_pool=True))
 
     def configure(self, settings: Settings) -> None:
@@ -160,9 +227,11 @@ class App:
         self._openapi = _encode(openapi.document())
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v1/orders", self.place),
+            ("GET", "/v1/orders", self.orders),
             ("GET", "/v1/orders/{id}", self.order),
             ("DELETE", "/v1/orders/{id}", self.cancel),
             ("PATCH", "/v1/orders/{id}", self.replace),
+            ("GET", "/v1/fills", self.fills),
             ("GET", "/v1/balances", self.balances),
             ("GET", "/v1/symbols", self.symbols),
             ("GET", "/v1/book/{symbol}", self.book),
@@ -178,6 +247,17 @@ class App:
             prefix, _, last = route.rpartition("/")
             table, path = (self._param, prefix) if last.startswith("{") else (self._exact, route)
             table.setdefault(path, {})[method] = (handler, self.metrics.route(method, route))
+
+    async def _open_database(self) -> None:
+        url = self.settings.database_url
+        low, high = DB_POOL
+        try:
+            self.db = await asyncpg.create_pool(
+                url, min_size=low, max_size=high, timeout=DB_WAIT_S, command_timeout=DB_WAIT_S
+            )
+        except DB_ERRORS as exc:
+            self._db_retry_at = time.monotonic() + DB_RETRY_S
+            self._unavailable("PostgreSQL", exc)
 
     async def _first_refresh(self) -> None:
         try:
@@ -251,7 +331,7 @@ class App:
                 status, headers = 401, UNAUTHORIZED
                 body = _encode(Error(error=exc.code, message=exc.message))
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                self._unavailable(exc)
+                self._unavailable("Redis", exc)
                 status, body, headers = _error(503, "UNAVAILABLE", "storage unavailable, retry")
             except ProtocolClosed:  # the client went away mid-request: nobody to answer
                 return
@@ -261,12 +341,38 @@ class App:
         proto.response_bytes(status, headers, body)
         stats.observe(status, time.perf_counter() - start)
 
-    def _unavailable(self, exc: Exception) -> None:
-        # Once a second at most: while Redis is down every request would log.
+    def _unavailable(self, store: str, exc: Exception) -> None:
+        # Once a second at most: while a store is down every request would log.
         now = time.monotonic()
         if now - self._unavailable_logged_at >= 1.0:
             self._unavailable_logged_at = now
-            log.warning("Redis unavailable, answering 503: %s", exc)
+            log.warning("%s unavailable, answering 503: %r", store, exc)
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        pool = await self._database()
+        try:
+            async with pool.acquire(timeout=DB_WAIT_S) as conn:
+                return await conn.fetch(query, *args, timeout=DB_WAIT_S)
+        except DB_ERRORS as exc:
+            self._unavailable("PostgreSQL", exc)
+            raise HTTPError(503, "UNAVAILABLE", "the database is unavailable, retry") from None
+
+    async def _database(self) -> asyncpg.Pool:
+        if self.db is not None:
+            return self.db
+        if self.settings.database_url is None:
+            raise HTTPError(
+                503,
+                "NO_DATABASE",
+                "order history needs a database: this API has no SPOT_DATABASE_URL",
+            )
+        # Down at start, or since: one attempt at a time, one a second at most.
+        async with self._db_lock:
+            if self.db is None and time.monotonic() >= self._db_retry_at:
+                await self._open_database()
+        if self.db is None:
+            raise HTTPError(503, "UNAVAILABLE", "the database is unavailable, retry")
+        return self.db
 
     def _principal(self, scope: Scope) -> Principal:
         return self.auth.principal(scope.headers.get("authorization"))
@@ -360,10 +466,71 @@ class App:
     async def order(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = self._principal(scope).user_id
         order_id = _order_id(param)
+        # Redis first: its record is never behind the database's row, and lasts until
+        # 24 h after the order ended.
         record = await self.redis.hgetall(keys.order(order_id))
-        if record.get(b"user_id", b"").decode() != user:
+        owner = record.get(b"user_id")
+        if owner is not None:
+            if owner.decode() != user:
+                raise _unknown_order(order_id)
+            return 200, _encode(_order_view(order_id, record)), JSON
+        rows = await self._fetch(ORDER_BY_ID, order_id)
+        if not rows or rows[0]["user_id"] != user:
             raise _unknown_order(order_id)
-        return 200, _encode(_order_view(order_id, record)), JSON
+        return 200, _encode(_row_view(rows[0])), JSON
+
+    async def orders(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        user = self._principal(scope).user_id
+        query = _query(scope)
+        symbol = _query_symbol(query)
+        status = _query_text(query, "status")
+        if status is not None and status not in ORDER_STATUSES:
+            raise HTTPError(400, "MALFORMED", f"status must be one of {', '.join(ORDER_STATUSES)}")
+        limit = _query_int(query, "limit", HISTORY_LIMIT)
+        await self._database()  # no database: 503 before any work
+        recent = await self._recent_orders(user)
+        fresh = [
+            view
+            for view in recent.values()
+            if (symbol is None or view.symbol == symbol)
+            and (status is None or view.status == status)
+        ]
+        # A row whose newer Redis record no longer matches the filters is dropped: ask for
+        # that many more, so that `limit` rows are still there to show.
+        hidden = len(recent) - len(fresh)
+        filters = [f for f in (symbol, status) if f is not None]
+        rows = await self._fetch(
+            ORDERS_QUERIES[symbol is not None, status is not None], user, limit + hidden, *filters
+        )
+        views = fresh + [_row_view(row) for row in rows if row["order_id"] not in recent]
+        views.sort(key=_by_order_id, reverse=True)
+        return 200, _encode(Orders(orders=views[:limit])), JSON
+
+    async def _recent_orders(self, user: str) -> dict[int, OrderView]:
+        """The user's newest orders as Redis holds them, which may be ahead of the database
+        or not in it yet (the batcher writes every 100 ms). An id whose record has expired
+        (24 h after the order ended) is left to the database."""
+        ids = [int(i) for i in await self.redis.lrange(keys.user_orders(user), 0, -1)]
+        if not ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for order_id in ids:
+            pipe.hgetall(keys.order(order_id))
+        owner = user.encode()
+        return {
+            order_id: _order_view(order_id, record)
+            for order_id, record in zip(ids, await pipe.execute(), strict=True)
+            if record.get(b"user_id") == owner
+        }
+
+    async def fills(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        user = self._principal(scope).user_id
+        query = _query(scope)
+        symbol = _query_symbol(query)
+        limit = _query_int(query, "limit", HISTORY_LIMIT)
+        filters = [symbol] if symbol is not None else []
+        rows = await self._fetch(FILLS_QUERIES[symbol is not None], user, limit, *filters)
+        return 200, _encode(Fills(fills=[_fill(row) for row in rows])), JSON
 
     async def cancel(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = self._principal(scope).user_id
@@ -477,7 +644,7 @@ class App:
 
     async def book(self, scope: Scope, proto: HTTPProtocol, symbol: str) -> Reply:
         self._listed(symbol)
-        depth = _query_int(scope, "depth", BOOK_DEPTH)
+        depth = _query_int(_query(scope), "depth", BOOK_DEPTH)
         raw = await self.redis.get(keys.depth(symbol))
         if raw is None:
             book = Book(symbol=symbol, bids=[], asks=[], seq=0)
@@ -490,7 +657,7 @@ class App:
 
     async def trades(self, scope: Scope, proto: HTTPProtocol, symbol: str) -> Reply:
         self._listed(symbol)
-        limit = _query_int(scope, "limit", TRADES_LIMIT)
+        limit = _query_int(_query(scope), "limit", TRADES_LIMIT)
         raw = await self.redis.lrange(keys.trades(symbol), 0, limit - 1)
         recent = [_trade_decoder.decode(t) for t in raw]
         return 200, _encode(Trades(symbol=symbol, trades=recent)), JSON
@@ -559,6 +726,7 @@ def _order_view(order_id: int, r: dict[bytes, bytes]) -> OrderView:
     filled = int(r[b"filled"])
     price = r.get(b"price", b"")
     client_order_id = r.get(b"client_order_id", b"")
+    reason = r.get(b"reason")
     return OrderView(
         order_id=order_id,
         symbol=r[b"symbol"].decode(),
@@ -575,18 +743,78 @@ def _order_view(order_id: int, r: dict[bytes, bytes]) -> OrderView:
         status=r[b"status"].decode(),
         created_ms=int(r[b"created_ms"]),
         replace_pending=r.get(b"pending") == b"1",
+        reason=reason.decode() if reason else None,
     )
 
 
-def _query_int(scope: Scope, name: str, limits: tuple[int, int, int]) -> int:
+def _row_view(row: asyncpg.Record) -> OrderView:
+    filled = row["filled"]
+    return OrderView(
+        order_id=row["order_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        type=OrderType(row["type"]),
+        price=row["price"],
+        quantity=row["quantity"],
+        remaining=row["remaining"],
+        filled=filled,
+        average_price=row["notional"] // filled if filled else None,
+        time_in_force=TimeInForce(row["time_in_force"]),
+        post_only=row["post_only"],
+        client_order_id=row["client_order_id"],
+        status=row["status"],
+        created_ms=_ms(row["created_at"]),
+        reason=row["reason"],
+    )
+
+
+def _fill(row: asyncpg.Record) -> Fill:
+    return Fill(
+        order_id=row["order_id"],
+        symbol=row["symbol"],
+        side=Side(row["side"]),
+        price=row["price"],
+        quantity=row["quantity"],
+        liquidity=row["liquidity"],
+        seq=row["seq"],
+        created_ms=_ms(row["created_at"]),
+    )
+
+
+def _by_order_id(view: OrderView) -> int:
+    return view.order_id
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - EPOCH) // MILLISECOND
+
+
+def _query(scope: Scope) -> dict[str, list[str]]:
+    return parse_qs(scope.query_string)
+
+
+def _query_int(query: dict[str, list[str]], name: str, limits: tuple[int, int, int]) -> int:
     low, high, default = limits
-    values = parse_qs(scope.query_string).get(name)
+    values = query.get(name)
     if not values:
         return default
     value = values[-1]
     if not value.isdigit() or not low <= int(value) <= high:
         raise HTTPError(400, "MALFORMED", f"{name} must be an integer in {low}..{high}")
     return int(value)
+
+
+def _query_text(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _query_symbol(query: dict[str, list[str]]) -> str | None:
+    # Not checked against the listed symbols: a delisted symbol still has its history.
+    symbol = _query_text(query, "symbol")
+    if symbol is not None and (len(symbol) > SYMBOL_LENGTH or not symbol.isprintable()):
+        raise HTTPError(400, "MALFORMED", f"symbol must be 1..{SYMBOL_LENGTH} printable characters")
+    return symbol
 
 
 def _amount(detail: str | None) -> int:

@@ -29,7 +29,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
         422: "a rule of the symbol is broken, or insufficient balance",
-        503: "storage unavailable",
+        503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
 
@@ -53,9 +53,22 @@ def _query_param(name: str, low: int, high: int, default: int) -> dict[str, Any]
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+def _query_text(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
 AUTH = [{"bearer": []}]
 ORDER_ID = _path_param("id", "integer")
 SYMBOL = _path_param("symbol", "string")
+SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32)
+STATUS_FILTER = _query_text("status", "only orders in this status", enum=list(wire.ORDER_STATUSES))
+HISTORY_LIMIT = _query_param("limit", 1, 500, 100)
 
 
 def document() -> dict[str, Any]:
@@ -71,7 +84,14 @@ def document() -> dict[str, Any]:
                 (400, 401, 409, 413, 422, 503),
                 requestBody=_body("PlaceOrder"),
                 security=AUTH,
-            )
+            ),
+            "get": _op(
+                "The caller's orders, newest first (those just placed included)",
+                (200, "Orders", "orders"),
+                (400, 401, 503),
+                parameters=[SYMBOL_FILTER, STATUS_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            ),
         },
         "/v1/orders/{id}": {
             "get": _op(
@@ -96,6 +116,15 @@ def document() -> dict[str, Any]:
                 requestBody=_body("ReplaceOrder"),
                 security=AUTH,
             ),
+        },
+        "/v1/fills": {
+            "get": _op(
+                "The caller's fills, newest first, as maker or taker",
+                (200, "Fills", "fills"),
+                (400, 401, 503),
+                parameters=[SYMBOL_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            )
         },
         "/v1/balances": {
             "get": _op(

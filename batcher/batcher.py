@@ -28,6 +28,7 @@ log = logging.getLogger("spot.batcher")
 _events = msgspec.msgpack.Decoder(list[Event])
 _balances = msgspec.msgpack.Decoder(list[tuple[str, str, int, int]])
 _json = msgspec.json.Encoder()
+READ_ENTRIES = 100  # stream entries per XREAD; a worker's entry holds a whole batch of events
 
 
 @dataclass
@@ -73,17 +74,15 @@ class Batcher:
             await self.step()
 
     async def step(self) -> int:
-        """Gather for up to one interval (or one full batch), then flush; returns entries."""
+        """Gather for up to one interval (or `batch` events), then flush; returns entries."""
         flush = Flush()
         deadline = time.monotonic() + self.interval_s
-        while flush.entries < self.batch:
+        while flush.changes.events + len(flush.changes.ledger) < self.batch:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
             positions = {s: flush.offsets.get(s, self.positions[s]) for s in self.streams}
-            reply = await self.redis.xread(
-                positions, count=self.batch - flush.entries, block=left_ms
-            )
+            reply = await self.redis.xread(positions, count=READ_ENTRIES, block=left_ms)
             if not reply:
                 break
             for stream, entries in reply:
@@ -118,7 +117,7 @@ class Batcher:
         async with self.pool.acquire() as conn, conn.transaction():
             if {a.symbol for a in flush.changes.new_orders.values()} - self.symbols:
                 await self._save_symbols(conn)  # listed since this batcher started
-            stored = await postgres.load_offsets(conn, lock=True)
+            stored = await postgres.load_offsets(conn, self.streams, lock=True)
             if any(stored.get(s, "0-0") != self.positions[s] for s in flush.offsets):
                 # Another batcher moved the offsets: re-read from what the database holds.
                 log.warning("offsets moved under this batcher; re-reading from %s", stored)

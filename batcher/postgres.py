@@ -87,9 +87,17 @@ async def save_symbols(conn: asyncpg.Connection, specs: list[SymbolSpec]) -> Non
         await conn.execute(SAVE_SYMBOLS, *columns, datetime.now(UTC))
 
 
-async def load_offsets(conn: asyncpg.Connection, lock: bool = False) -> dict[str, str]:
+async def load_offsets(
+    conn: asyncpg.Connection, streams: list[str] | None = None, lock: bool = False
+) -> dict[str, str]:
+    """Stored offsets (of `streams` only, if given). `lock` holds their rows until the
+    transaction ends: two batchers on the same streams serialise, on others they don't."""
     query = "SELECT stream, last_id FROM consumer_offsets WHERE consumer = $1"
-    rows = await conn.fetch(query + (" FOR UPDATE" if lock else ""), CONSUMER)
+    args: list[Any] = [CONSUMER]
+    if streams is not None:
+        query += " AND stream = ANY($2::text[])"
+        args.append(streams)
+    rows = await conn.fetch(query + (" FOR UPDATE" if lock else ""), *args)
     return {row["stream"]: row["last_id"] for row in rows}
 
 

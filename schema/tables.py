@@ -111,8 +111,9 @@ orders = Table(
     _created_at(),
     _updated_at(),
     # A user's orders newest first: order ids grow, so a backward scan of this index.
+    # Filters on symbol and status ride this scan: every index costs each COPY'd row, and
+    # the batcher measured ~22 µs a row with four of them.
     Index(None, "user_id", "order_id"),
-    Index(None, "user_id", "symbol", "status"),
     # NULLs are distinct on every backend: orders without a client id never collide.
     UniqueConstraint("user_id", "client_order_id"),
     **MYSQL,
@@ -136,8 +137,6 @@ trades = Table(
     PrimaryKeyConstraint("symbol", "seq"),
     Index(None, "maker_user_id", "created_at"),
     Index(None, "taker_user_id", "created_at"),
-    Index(None, "maker_order_id"),
-    Index(None, "taker_order_id"),
     **MYSQL,
 )
 

@@ -7,7 +7,7 @@ Replies omit fields left at their default, so an optional field that does not ap
 is absent rather than null.
 """
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -28,6 +28,11 @@ Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 # name the rule; only what no rule could ever accept is malformed.
 Integer = Annotated[int, msgspec.Meta(le=MAX_INTEGER)]
 Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_INTEGER)]
+
+# What GET /v1/orders?status= may name: NEW until a worker has taken the order, then OPEN,
+# PARTIALLY_FILLED, or one of the three ends.
+ORDER_STATUSES = ("NEW", "OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED")
+Liquidity = Literal["MAKER", "TAKER"]
 
 _request = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True, "gc": False}
 _reply = {"kw_only": True, "omit_defaults": True, "gc": False}
@@ -96,6 +101,33 @@ class OrderView(msgspec.Struct, **_reply):
     created_ms: int
     # a replace is queued and not applied yet
     replace_pending: bool = False
+    # why it was canceled or rejected (schema.codes), when that is known
+    reason: str | None = None
+
+
+class Orders(msgspec.Struct, **_reply):
+    """The caller's orders, newest (highest order id) first."""
+
+    orders: list[OrderView]
+
+
+class Fill(msgspec.Struct, **_reply):
+    """One trade as one of its two users sees it: their order, their side."""
+
+    order_id: int
+    symbol: str
+    side: Side
+    price: int
+    quantity: int
+    liquidity: Liquidity  # MAKER: the order rested in the book; TAKER: it came in and crossed
+    seq: int  # the trade's symbol sequence number
+    created_ms: int  # when the trade was written to the database
+
+
+class Fills(msgspec.Struct, **_reply):
+    """The caller's fills, newest first."""
+
+    fills: list[Fill]
 
 
 class Balance(msgspec.Struct, **_reply):
@@ -153,4 +185,15 @@ class Error(msgspec.Struct, **_reply):
 
 
 REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal)
-REPLIES = (OrderAccepted, OrderView, Balances, Transferred, Symbols, Book, Trades, Error)
+REPLIES = (
+    OrderAccepted,
+    OrderView,
+    Orders,
+    Fills,
+    Balances,
+    Transferred,
+    Symbols,
+    Book,
+    Trades,
+    Error,
+)

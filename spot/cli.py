@@ -50,12 +50,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--symbols", help="JSON list of symbol specs (default: tick 1, lot 1)")
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
-    bench.add_argument("target", choices=["engine", "pipeline"])
+    bench.add_argument("target", choices=["engine", "pipeline", "batcher"])
     bench.add_argument("--orders", type=int, default=500_000, help="engine: orders per run")
     bench.add_argument("--runs", type=int, default=3, help="engine: runs; the median is printed")
     bench.add_argument("--seconds", type=int, default=15, help="pipeline: how long wrk runs")
     bench.add_argument("--connections", type=int, default=64, help="pipeline: wrk connections")
     bench.add_argument("--users", type=int, default=50, help="pipeline: distinct traders")
+    bench.add_argument("--rate", type=int, default=20_000, help="batcher: orders/s offered")
 
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
     return parser
@@ -239,6 +240,10 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
 
         engine(args.orders, args.runs)
         return 0
+    if args.target == "batcher":
+        from spot.bench.batcher import batcher
+
+        return batcher(settings, args.rate, args.seconds)
     from spot.bench.pipeline import pipeline
 
     return pipeline(settings, args.seconds, args.connections, args.users)

@@ -75,9 +75,6 @@ def upgrade() -> None:
         **MYSQL,
     )
     op.create_index(op.f("ix_orders_user_id_order_id"), "orders", ["user_id", "order_id"])
-    op.create_index(
-        op.f("ix_orders_user_id_symbol_status"), "orders", ["user_id", "symbol", "status"]
-    )
     op.create_table(
         "trades",
         sa.Column("symbol", sa.String(length=32), nullable=False),
@@ -99,8 +96,6 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_trades_taker_user_id_created_at"), "trades", ["taker_user_id", "created_at"]
     )
-    op.create_index(op.f("ix_trades_maker_order_id"), "trades", ["maker_order_id"])
-    op.create_index(op.f("ix_trades_taker_order_id"), "trades", ["taker_order_id"])
     op.create_table(
         "balances",
         sa.Column("user_id", sa.String(length=64), nullable=False),
