@@ -41,7 +41,7 @@ DEPTH_INTERVAL_S = 0.05
 # for the database (holds included), first id (how old the batch's oldest order is),
 # balance count,
 # (key, field, delta)*, order count, (key, status, remaining, price, filled, notional,
-# settled)*
+# settled, reason)*
 SETTLE = """
 local function parse(id)
   local ms, seq = string.match(id, '(%d+)-(%d+)')
@@ -73,13 +73,14 @@ for _ = 1, orders do
   if ARGV[i + 3] ~= '' then redis.call('HSET', key, 'remaining', ARGV[i + 3]) end
   if ARGV[i + 4] ~= '' then redis.call('HSET', key, 'price', ARGV[i + 4]) end
   if ARGV[i + 7] == '1' then redis.call('HSET', key, 'pending', '0') end
+  if ARGV[i + 8] ~= '' then redis.call('HSET', key, 'reason', ARGV[i + 8]) end
   if status ~= '' then
     redis.call('HSET', key, 'status', status)
     if status == 'FILLED' or status == 'CANCELED' or status == 'REJECTED' then
       redis.call('EXPIRE', key, 86400)
     end
   end
-  i = i + 7
+  i = i + 8
 end
 redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'first', ARGV[5], 'events', ARGV[3],
            'balances', ARGV[4])
@@ -280,6 +281,7 @@ class Worker:
                 state.filled,
                 state.notional,
                 int(state.settled),
+                state.reason or "",
             ]
         if self._settle_sha is None:
             self._settle_sha = await self.redis.script_load(SETTLE)

@@ -40,10 +40,11 @@ BUY = Side.BUY
 class OrderState:
     """Changes to one order record: absolute status/remaining/price, deltas for fills."""
 
-    __slots__ = ("status", "remaining", "price", "filled", "notional", "settled")
+    __slots__ = ("status", "reason", "remaining", "price", "filled", "notional", "settled")
 
     def __init__(self) -> None:
         self.status: str | None = None
+        self.reason: str | None = None  # why it was canceled or rejected
         self.remaining: int | None = None
         self.price: int | None = None
         self.filled = 0
@@ -116,7 +117,8 @@ class Settlement:
                 if type(command) is Replace:
                     self._order(incoming).settled = True
                 elif not cancel:
-                    self._order(incoming).status = "REJECTED"
+                    state = self._order(incoming)
+                    state.status, state.reason = "REJECTED", event.reason.value  # type: ignore[union-attr]
                 held = self._release(user, spec, side, held)
                 resting = None  # what rests under this id (if anything) is not this command's
             else:  # Done or Canceled
@@ -176,14 +178,15 @@ class Settlement:
     def _finish(self, spec: SymbolSpec, command: Command, event: Done | Canceled) -> None:
         state = self._order(event.order_id)
         state.remaining = 0
-        if type(event) is Done:
+        if not isinstance(event, Canceled):
             state.status = "FILLED"
             return
         state.status = "CANCELED"
+        state.reason = event.reason.value
         state.settled = True
         if event.order_id != command.order_id or type(command) is Cancel:
             # A resting order leaves the book: it held exactly what it needed to rest.
-            canceled: Canceled = event  # type: ignore[assignment]
+            canceled = event
             hold = _resting_hold(canceled.side, canceled.price or 0, canceled.remaining)
             self._release(canceled.user_id, spec, canceled.side, hold)
 
