@@ -50,7 +50,9 @@ class Batcher:
     ) -> None:
         self.redis = redis
         self.pool = pool
-        self.streams = [keys.events(n) for n in shards] + [keys.LEDGER]
+        # The ledger has one writer: whichever batcher has shard 0, so that several
+        # batchers (each on its own shards) can share the work.
+        self.streams = [keys.events(n) for n in shards] + ([keys.LEDGER] if 0 in shards else [])
         self.batch = batch
         self.interval_s = interval_s
         self.positions: dict[str, str] = {}

@@ -36,12 +36,18 @@ def spot_command(*args: str) -> list[str]:
 
 def children(settings: Settings) -> list[Child]:
     procs = [Child("api", spot_command("api"))]
-    processes = min(settings.worker_processes or os.cpu_count() or 1, settings.shards)
-    for n in range(processes):
-        shards = ",".join(str(s) for s in range(n, settings.shards, processes))
+    workers = min(settings.worker_processes or os.cpu_count() or 1, settings.shards)
+    for n, shards in enumerate(deal(settings.shards, workers)):
         procs.append(Child(f"worker-{n}", spot_command("worker", "--shards", shards)))
+    # One batcher: two measured slower, their flushes waiting on each other's balance rows.
     procs.append(Child("batcher", spot_command("batcher")))
     return procs
+
+
+def deal(shards: int, processes: int) -> list[str]:
+    """Shard lists, round robin: deal(10, 3) -> ["0,3,6,9", "1,4,7", "2,5,8"]."""
+    processes = min(processes, shards)
+    return [",".join(str(s) for s in range(n, shards, processes)) for n in range(processes)]
 
 
 class Supervisor:

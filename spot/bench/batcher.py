@@ -34,7 +34,6 @@ from spot.supervisor import child_env, spot_command
 from workers.engine import MatchingEngine
 
 ENTRY_ORDERS = 50  # commands per events entry: what one worker batch holds under load
-SHARD = 0
 
 
 def _entries(orders: int) -> list[tuple[bytes, bytes]]:
@@ -67,8 +66,9 @@ def _entries(orders: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _offer(redis: Redis, entries: list[tuple[bytes, bytes]], rate: int) -> float:
-    """XADD the entries so that orders arrive at `rate` per second; returns seconds taken."""
+async def _offer(redis: Redis, entries: list[tuple[bytes, bytes]], rate: int, shards: int) -> float:
+    """XADD the entries, dealt over the shards, so that orders arrive at `rate` per second;
+    returns seconds taken."""
     interval = ENTRY_ORDERS / rate
     started = time.monotonic()
     for n, (events, balances) in enumerate(entries):
@@ -77,7 +77,8 @@ async def _offer(redis: Redis, entries: list[tuple[bytes, bytes]], rate: int) ->
             await asyncio.sleep(delay)
         now = f"{int(time.time() * 1000)}-0"
         await redis.xadd(
-            keys.events(SHARD), {"id": now, "first": now, "events": events, "balances": balances}
+            keys.events(n % shards),
+            {"id": now, "first": now, "events": events, "balances": balances},
         )
     return time.monotonic() - started
 
@@ -106,32 +107,39 @@ async def _run(
     await redis.flushdb()
     await conn.execute("TRUNCATE orders, trades, balances, ledger, consumer_offsets, symbols")
     await list_symbol(redis, SPEC, settings.shards)
-    proc = subprocess.Popen(
-        spot_command("batcher", "--shards", str(SHARD)), env=child_env(redis_url, database_url)
-    )
+    env = child_env(redis_url, database_url)
+    procs = [subprocess.Popen(spot_command("batcher"), env=env)]
     try:
-        await asyncio.sleep(1.5)  # the batcher starts and reads its offsets
+        await asyncio.sleep(1.5)  # the batchers start and read their offsets
         pg = _pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
-        groups = {"batcher": [proc.pid], "postgres": [pg] if pg else []}
+        groups = {"batcher": [p.pid for p in procs], "postgres": [pg] if pg else []}
         before = _cpu(groups)
-        took = await _offer(redis, entries, rate)
-        last = (await redis.xinfo_stream(keys.events(SHARD)))["last-generated-id"].decode()
-        while (await conn.fetchval(
-            "SELECT last_id FROM consumer_offsets WHERE stream = $1", keys.events(SHARD)
-        )) != last:  # fmt: skip
-            await asyncio.sleep(0.02)
+        took = await _offer(redis, entries, rate, settings.shards)
+        await _caught_up(redis, conn, settings.shards)
         after = _cpu(groups)
         flushes = [msgspec.json.decode(f) for f in await redis.lrange(keys.BATCHER_FLUSHES, 0, -1)]
         rows = await conn.fetchval(
             "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM trades)"
         )
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
         await conn.close()
         await redis.aclose()
     _report(orders, took, rows, flushes, before, after)
     return 0
+
+
+async def _caught_up(redis: Redis, conn: asyncpg.Connection, shards: int) -> None:
+    for n in range(shards):
+        if not await redis.exists(keys.events(n)):
+            continue
+        last = (await redis.xinfo_stream(keys.events(n)))["last-generated-id"].decode()
+        query = "SELECT last_id FROM consumer_offsets WHERE stream = $1"
+        while await conn.fetchval(query, keys.events(n)) != last:
+            await asyncio.sleep(0.02)
 
 
 def _pct(values: list[float], p: float) -> float:

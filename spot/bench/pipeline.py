@@ -169,7 +169,7 @@ def _measure(
         groups = {
             "api": [procs["api"].pid],
             "workers": [p.pid for n, p in procs.items() if n.startswith("worker")],
-            "batcher": [procs["batcher"].pid],
+            "batcher": [p.pid for n, p in procs.items() if n.startswith("batcher")],
         }
         redis_pid = _pid_listening(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
         postgres_pid = _pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
