@@ -94,9 +94,10 @@ class Metrics:
         second = int(time.time()) - 1
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(f"{keys.RATE}{second}")
+        pipe.hgetall(keys.BATCHER_STATS)
         for shard in range(self.shards):
             pipe.xlen(keys.orders(shard))
-        rates, *lengths = await pipe.execute()
+        rates, batcher, *lengths = await pipe.execute()
         lines = [
             "# HELP spot_orders_per_second Orders routed per symbol in the last complete second.",
             "# TYPE spot_orders_per_second gauge",
@@ -110,4 +111,20 @@ class Metrics:
         ]
         for shard, n in enumerate(lengths):
             lines.append(f'spot_queue_depth{{shard="{shard}"}} {n}')
+        for name, field, help_text in BATCHER_GAUGES:
+            if field.encode() in batcher:
+                lines += [
+                    f"# HELP {name} {help_text}",
+                    f"# TYPE {name} gauge",
+                    f"{name} {float(batcher[field.encode()])}",
+                ]
         return "\n".join(lines) + "\n"
+
+
+# The batcher's last flush, as it records it in Redis (batcher/batcher.py).
+BATCHER_GAUGES = [
+    ("spot_batcher_flushes", "flushes", "Flushes since the batcher started."),
+    ("spot_batcher_batch_events", "events", "Events written by the last flush."),
+    ("spot_batcher_flush_ms", "flush_ms", "Duration of the last flush, in milliseconds."),
+    ("spot_batcher_lag_ms", "lag_ms", "Acceptance to commit of the last flush's oldest order."),
+]

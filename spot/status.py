@@ -36,6 +36,18 @@ async def shard_status(redis: Any, shards: int) -> list[dict[str, Any]]:
     return rows
 
 
+async def batcher_status(redis: Any) -> str:
+    stats = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.BATCHER_STATS)).items()}
+    if not stats:
+        return "batcher: no flush yet"
+    age_s = (time.time() * 1000 - int(stats["at_ms"])) / 1000
+    return (
+        f"batcher: {stats['flushes']} flushes; the last {age_s:.1f} s ago wrote "
+        f"{stats['events']} events in {stats['flush_ms']} ms, "
+        f"{stats['lag_ms']} ms after its oldest order was accepted"
+    )
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     head = f"{'shard':>5}  {'owner':<5}  {'lag':>7}  {'orders/s':>8}  symbols"
     lines = [head] + [
