@@ -11,7 +11,7 @@ $(BIN)/spot: pyproject.toml requirements.lock
 	touch $@
 
 up: $(BIN)/spot
-	$(BIN)/spot replay spot/examples/demo.jsonl --symbols spot/examples/symbols.json
+	$(BIN)/spot up --seed
 
 test: $(BIN)/spot
 	$(BIN)/pytest
@@ -26,3 +26,5 @@ lint-infra:
 
 bench: $(BIN)/spot
 	$(BIN)/spot bench engine
+	$(BIN)/spot bench batcher
+	$(BIN)/spot bench pipeline
