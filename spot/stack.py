@@ -184,15 +184,28 @@ class EmbeddedPostgres:
         except KeyError:
             subprocess.run(["useradd", "--system", user], check=True, capture_output=True)
             entry = pwd.getpwnam(user)
-        for folder in self.folder.parents:
-            folder.chmod(folder.stat().st_mode | 0o055)  # go+rx on the way down
+        self._reach()
         for path in [self.bin.parent, *self.bin.parent.rglob("*")]:
             path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
         self.log.touch()
         for path in (self.folder, self.log):
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def _reach(self) -> None:
+        """go+rx on every folder down to the cluster, so its user can get there.
+
+        Again before each pg_ctl: something may have taken it away since (every pytest
+        session resets /tmp/pytest-of-root to 0700). The running server does not care:
+        it works from inside its folder.
+        """
+        for folder in self.folder.parents:
+            mode = folder.stat().st_mode
+            if mode & 0o055 != 0o055:
+                folder.chmod(mode | 0o055)
+
     def _run(self, program: str, *args: str) -> None:
+        if self.user is not None:
+            self._reach()
         # stderr to a file, not a pipe: the postmaster pg_ctl forks could inherit the pipe
         # and keep it open, and reading it to EOF would then hang.
         with tempfile.TemporaryFile() as stderr:

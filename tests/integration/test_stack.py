@@ -3,13 +3,15 @@ SPOT_REDIS_URL / SPOT_DATABASE_URL are set. Both ways must pass."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import asyncpg
 from redis.asyncio import Redis
 
 from spot.settings import Settings
-from spot.stack import EmbeddedRedis, Stack
+from spot.stack import EmbeddedPostgres, EmbeddedRedis, Stack
 
 # What the order path relies on: XAUTOCLAIM is 6.2, and so is the oldest supported Redis.
 MIN_REDIS = (6, 2)
@@ -83,6 +85,22 @@ def test_embedded_redis_is_reused_and_stopped_by_its_starter(tmp_path: Path) -> 
     finally:
         first.stop()
     assert not first.running()
+
+
+def test_embedded_postgres_is_reused_and_stops_after_its_folder_was_locked() -> None:
+    # Not tmp_path: see the database_url fixture.
+    folder = Path(tempfile.mkdtemp(prefix="spot-test-pg-"))
+    first = EmbeddedPostgres(folder / "cluster")
+    try:
+        url = first.start()
+        assert EmbeddedPostgres(folder / "cluster").start() == url
+        # What every pytest session does to /tmp/pytest-of-root: as root, the cluster's
+        # unprivileged user is locked out until stop() lets it back in.
+        folder.chmod(0o700)
+    finally:
+        first.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert first.port() is None
 
 
 def test_stack_with_urls_starts_nothing() -> None:
