@@ -101,9 +101,9 @@ ORDER_BY_ID = f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
 
 
 def _orders_query(symbol: bool, status: bool) -> str:
-    """A user's orders newest first: a backward scan of (user_id, order_id), or of
-    (user_id, symbol, status) when both filter. One text per combination of filters rather
-    than `$3 IS NULL OR ...`, so that each gets a plan that uses an index."""
+    """A user's orders newest first: a backward scan of (user_id, order_id), the symbol and
+    status filters applied on the way. One text per combination of filters rather than
+    `$3 IS NULL OR ...`, so that each gets its own plan."""
     where = "user_id = $1"
     if symbol:
         where += " AND symbol = $3"
