@@ -27,6 +27,9 @@ class RejectReason(StrEnum):
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     DUPLICATE_ORDER_ID = "DUPLICATE_ORDER_ID"
     POST_ONLY_WOULD_TRADE = "POST_ONLY_WOULD_TRADE"
+    # a command for a symbol this shard no longer owns, or queued under an older route epoch
+    # (a hot-shard migration moved the symbol): never applied to an empty book
+    STALE_ROUTE = "STALE_ROUTE"
 
 
 class CancelReason(StrEnum):

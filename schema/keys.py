@@ -10,6 +10,10 @@ import zlib
 ROUTE = "route:"  # route:{symbol} -> hash shard, status (ACTIVE|MIGRATING), epoch
 ORDERS = "orders:"  # orders:{shard} -> stream of commands for the shard's worker
 PENDING = "pending:"  # pending:{symbol} -> stream of commands held while migrating
+MIGRATION = "migration:"  # migration:{id} -> hash: the migration's state machine (spot.migration)
+MIGRATING = "migrating:"  # migrating:{symbol} -> id of the one migration moving the symbol
+MIGRATION_IDS = "seq:migration"  # counter for migration ids
+HANDOFF = "handoff:"  # handoff:{migration id} -> the drained book's snapshot (OrderBook bytes)
 ORDER_IDS = "seq:order_id"  # counter; API processes take blocks of ids from it
 
 # -- accounts -----------------------------------------------------------------------------
@@ -47,6 +51,18 @@ def orders(shard: int) -> str:
 
 def pending(symbol: str) -> str:
     return PENDING + symbol
+
+
+def migration(migration_id: str) -> str:
+    return MIGRATION + migration_id
+
+
+def migrating(symbol: str) -> str:
+    return MIGRATING + symbol
+
+
+def handoff(migration_id: str) -> str:
+    return HANDOFF + migration_id
 
 
 def events(shard: int) -> str:

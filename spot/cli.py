@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--users", type=int, default=50, help="pipeline: distinct traders")
     bench.add_argument("--rate", type=int, default=20_000, help="batcher: orders/s offered")
 
+    move = commands.add_parser("migrate", help="move a symbol to another shard, live")
+    move.add_argument("symbol")
+    move.add_argument("--to", type=int, required=True, dest="to_shard", help="target shard")
+    move.add_argument("--timeout", type=float, default=5.0, help="seconds per step")
+
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
     return parser
 
@@ -250,6 +255,35 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
     return pipeline(settings, args.seconds, args.connections, args.users)
 
 
+def _migrate(args: argparse.Namespace, settings: Any) -> int:
+    from spot import migration
+    from spot.stack import Stack
+
+    if not 0 <= args.to_shard < settings.shards:
+        print(f"spot migrate: --to must be within 0..{settings.shards - 1}", file=sys.stderr)
+        return 2
+    result: dict[str, Any] = {}
+
+    async def move(redis: Any) -> None:
+        result.update(await migration.migrate(redis, args.symbol, args.to_shard, args.timeout))
+
+    with Stack(settings) as (redis_url, _):
+        try:
+            _with_redis(redis_url, move)
+        except migration.MigrationError as e:
+            print(f"spot migrate: {e}", file=sys.stderr)
+            return 1
+    print(
+        f"migration {result['id']}: {result['symbol']} shard {result['from']} -> "
+        f"{result['to']}: {result['state']}"
+    )
+    for step, ms in result["timings_ms"].items():
+        print(f"  {step:<9} {ms:>6} ms")
+    if "paused_for_ms" in result:
+        print(f"  paused {result['paused_for_ms']} ms, {result['pending']} commands buffered")
+    return 0 if result["state"] == "DONE" else 1
+
+
 def _with_redis(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
     from redis.asyncio import Redis
 
@@ -275,6 +309,7 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {
     "token": _token,
     "replay": _replay,
     "bench": _bench,
+    "migrate": _migrate,
 }
 
 if __name__ == "__main__":

@@ -10,6 +10,14 @@ Crash recovery: restore the last snapshot (books + the stream id it was taken at
 re-apply the stream up to the watermark to the books only (those effects are already
 in Redis), then carry on. The books are deterministic, so the re-applied commands
 rebuild exactly the state that was lost.
+
+Hot-shard migration (DESIGN.md §4, spot/migration.py) reaches a worker as control
+entries in its stream, ordered with the commands (field `ctl` instead of `c`):
+DRAIN hands a symbol's book over through `handoff:{migration}` and drops it, ADOPT
+takes a handed-over book. Which symbols a shard gave away or took at which route epoch
+is kept in `Shard.owners` (and in the snapshot): a command for a symbol the shard gave
+away, or queued under an older epoch than the one it took it at, is rejected as
+STALE_ROUTE rather than applied to an empty book.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from schema import keys
-from schema.messages import Command, Event, Side, Trade
+from schema.codes import RejectReason
+from schema.messages import Action, Cancel, Command, Event, Place, Rejected, Side, Trade
 from schema.symbols import SymbolSpec
+from workers.book import BookSnapshot
 from workers.engine import MatchingEngine
 from workers.settlement import Settlement
 
@@ -36,6 +46,7 @@ LEASE_MS = 3_000  # how long a crashed worker's shards wait for a new owner
 DEPTH_LEVELS = 50
 RECENT_TRADES = 100
 DEPTH_INTERVAL_S = 0.05
+HANDOFF_TTL_S = 3_600  # a handed-over book outlives any recovery that may re-read it
 
 # KEYS: applied, owner, events. ARGV: token, last id, events payload, balance changes
 # for the database (holds included), first id (how old the batch's oldest order is),
@@ -55,6 +66,7 @@ if applied then
   if am > bm or (am == bm and as >= bs) then return 0 end
 end
 local i = 6
+-- a batch of control entries only has no events: it just moves the watermark
 local balances = tonumber(ARGV[i])
 for _ = 1, balances do
   if ARGV[i + 3] ~= '0' then redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]) end
@@ -82,8 +94,10 @@ for _ = 1, orders do
   end
   i = i + 8
 end
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'first', ARGV[5], 'events', ARGV[3],
-           'balances', ARGV[4])
+if ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'first', ARGV[5], 'events', ARGV[3],
+             'balances', ARGV[4])
+end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
@@ -98,10 +112,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: migration. A DRAIN marker is claimed atomically against the orchestrator's
+# rollback: once claimed the orchestrator must give the book back; once rolled back the
+# marker is ignored. A claimed marker stays claimed, so re-applying it (recovery, a
+# worker that took the shard over) decides the same.
+CLAIM = """
+if redis.call('HGET', KEYS[1], 'drained') == '1' then return 1 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return 0 end
+redis.call('HSET', KEYS[1], 'drained', '1')
+return 1
+"""
+
 _commands = msgspec.msgpack.Decoder(Command)
 _events = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
 _books = msgspec.msgpack.Decoder(dict[str, bytes])
+_owners = msgspec.msgpack.Decoder(dict[str, tuple[bool, int]])
+_handoff = msgspec.msgpack.Decoder(BookSnapshot)
 _specs = msgspec.json.Decoder(SymbolSpec)
 _SIDES = {b"BUY": Side.BUY, b"SELL": Side.SELL, b"": None}
 
@@ -120,6 +147,15 @@ class Shard:
     snapshot_at: float = field(default_factory=time.monotonic)
     dirty: set[str] = field(default_factory=set)  # symbols whose depth is not yet published
     depth_at: float = 0.0
+    # symbol -> (owned, route epoch) for the symbols a migration moved off or onto this
+    # shard; a symbol not here is owned at any epoch (its home shard, before any move)
+    owners: dict[str, tuple[bool, int]] = field(default_factory=dict)
+
+    def stale(self, symbol: str, fields: dict[bytes, bytes]) -> bool:
+        owner = self.owners.get(symbol)
+        if owner is None:
+            return False
+        return not owner[0] or int(fields.get(b"e", b"0")) < owner[1]
 
 
 class Worker:
@@ -185,13 +221,15 @@ class Worker:
             shard.engine.specs.update(self.specs)
 
     async def _recover(self, shard: Shard) -> None:
-        snap = await self.redis.hmget(keys.snapshot(shard.number), "id", "books")
+        snap = await self.redis.hmget(keys.snapshot(shard.number), "id", "books", "owners")
         if snap[0] is not None:
             for symbol, data in _books.decode(snap[1]).items():
                 book = shard.engine.book(symbol)
                 if book is None:
                     raise RuntimeError(f"snapshot holds {symbol}, which has no spec")
                 book.restore(data)
+            if snap[2] is not None:  # snapshots from before migrations have no owners
+                shard.owners = _owners.decode(snap[2])
             shard.position = snap[0]
         applied = await self.redis.get(keys.applied(shard.number)) or b"0-0"
         replayed = 0
@@ -201,8 +239,16 @@ class Worker:
             )
             if not entries:
                 break
+            handoffs: dict[str, bytes] = {}
             for _, fields in entries:
-                shard.engine.apply(_commands.decode(fields[b"c"]))
+                if b"ctl" in fields:
+                    await self._control(shard, fields, handoffs)
+                    continue
+                command = _commands.decode(fields[b"c"])
+                if not shard.stale(command.symbol, fields):
+                    shard.engine.apply(command)
+            if handoffs:  # the same bytes again: the book is deterministic
+                await self._write_handoffs(handoffs)
             shard.position = entries[-1][0]
             replayed += len(entries)
         log.info("shard %s recovered at %s (%s re-applied)", shard.number, applied, replayed)
@@ -232,26 +278,13 @@ class Worker:
         settlement = Settlement()
         events: list[Event] = []
         trades: dict[str, list[Trade]] = {}
-        engine = shard.engine
+        handoffs: dict[str, bytes] = {}
         for _, fields in entries:
-            command = _commands.decode(fields[b"c"])
-            if command.symbol not in engine.specs:
-                await self.load_specs()  # a symbol listed after this worker started
-            out = engine.apply(command)
-            events.extend(out)
-            book = engine.books.get(command.symbol)
-            if book is None:
-                log.error("no spec for %s: order %s rejected", command.symbol, command.order_id)
+            if b"ctl" in fields:
+                await self._control(shard, fields, handoffs)
                 continue
-            resting = book.order(command.order_id)
-            settlement.add(
-                book.spec,
-                command,
-                _SIDES[fields[b"s"]],
-                int(fields[b"h"]),
-                out,
-                None if resting is None else (resting.price, resting.remaining),
-            )
+            out = await self._apply(shard, fields, settlement)
+            events.extend(out)
             for event in out:
                 if type(event) is Trade:
                     trades.setdefault(event.symbol, []).append(event)
@@ -263,7 +296,7 @@ class Worker:
         args: list[Any] = [
             self.token,
             last_id,
-            _events.encode(events),
+            _events.encode(events) if events else "",
             _events.encode(for_database),
             entries[0][0],
             2 * len(settlement.balances),
@@ -286,6 +319,10 @@ class Worker:
         if self._settle_sha is None:
             self._settle_sha = await self.redis.script_load(SETTLE)
         pipe = self.redis.pipeline(transaction=False)
+        # A handed-over book is stored before the watermark passes its DRAIN marker, so a
+        # crash in between re-applies the marker and stores the same bytes again.
+        for key, data in handoffs.items():
+            pipe.set(key, data, ex=HANDOFF_TTL_S)
         pipe.evalsha(self._settle_sha, 3, keys.applied(shard.number), keys.owner(shard.number),
                      keys.events(shard.number), *args)  # fmt: skip
         shard.dirty.update(e.symbol for e in events)
@@ -296,6 +333,99 @@ class Worker:
         await pipe.execute()
         shard.position = last_id
         self.applied_orders += len(entries)
+
+    async def _apply(
+        self, shard: Shard, fields: dict[bytes, bytes], settlement: Settlement
+    ) -> list[Event]:
+        """One command through the book (or rejected as stale) and into the settlement."""
+        engine = shard.engine
+        command = _commands.decode(fields[b"c"])
+        if command.symbol not in engine.specs:
+            await self.load_specs()  # a symbol listed after this worker started
+        if shard.stale(command.symbol, fields):
+            out: list[Event] = [_stale(command)]
+            spec = engine.specs.get(command.symbol)
+            resting = None
+        else:
+            out = engine.apply(command)
+            book = engine.books.get(command.symbol)
+            spec = None if book is None else book.spec
+            resting = None if book is None else book.order(command.order_id)
+        if spec is None:
+            log.error("no spec for %s: order %s rejected", command.symbol, command.order_id)
+            return out
+        settlement.add(
+            spec,
+            command,
+            _SIDES[fields[b"s"]],
+            int(fields[b"h"]),
+            out,
+            None if resting is None else (resting.price, resting.remaining),
+        )
+        return out
+
+    async def _control(
+        self, shard: Shard, fields: dict[bytes, bytes], handoffs: dict[str, bytes]
+    ) -> None:
+        """A migration's DRAIN or ADOPT marker; the same live and when recovering."""
+        symbol = fields[b"symbol"].decode()
+        migration = fields[b"migration"].decode()
+        epoch = int(fields[b"epoch"])
+        if symbol not in shard.engine.specs:
+            await self.load_specs()
+        if fields[b"ctl"] == b"DRAIN":
+            await self._drain(shard, symbol, migration, epoch, handoffs)
+        elif fields[b"ctl"] == b"ADOPT":
+            await self._adopt(shard, symbol, migration, epoch, handoffs)
+        else:
+            log.error("shard %s: unknown control entry %r", shard.number, fields[b"ctl"])
+
+    async def _drain(
+        self, shard: Shard, symbol: str, migration: str, epoch: int, handoffs: dict[str, bytes]
+    ) -> None:
+        owner = shard.owners.get(symbol, (True, -1))
+        if not owner[0] or owner[1] >= epoch:
+            log.warning("shard %s: DRAIN of %s it does not own ignored", shard.number, symbol)
+            return
+        book = shard.engine.book(symbol)
+        if book is None:
+            log.error("shard %s: DRAIN of %s, which has no spec, ignored", shard.number, symbol)
+            return
+        if not await self.redis.eval(CLAIM, 1, keys.migration(migration)):
+            log.info("shard %s keeps %s: migration %s rolled back", shard.number, symbol, migration)
+            return
+        handoffs[keys.handoff(migration)] = book.snapshot()
+        del shard.engine.books[symbol]
+        shard.owners[symbol] = (False, epoch)
+
+    async def _adopt(
+        self, shard: Shard, symbol: str, migration: str, epoch: int, handoffs: dict[str, bytes]
+    ) -> None:
+        owner = shard.owners.get(symbol)
+        if owner is not None and owner[0] and owner[1] >= epoch:
+            return  # adopted already
+        # The handoff may come from a DRAIN earlier in this very batch (a rollback gives
+        # the book back to the shard that drained it).
+        data = handoffs.get(keys.handoff(migration)) or await self.redis.get(
+            keys.handoff(migration)
+        )
+        if data is None:
+            log.error("shard %s: no handoff for migration %s", shard.number, migration)
+            return
+        held = shard.engine.books.get(symbol)
+        if held is None or held.seq < _handoff.decode(data).seq:
+            book = shard.engine.book(symbol)
+            if book is None:
+                log.error("shard %s: ADOPT of %s, which has no spec", shard.number, symbol)
+                return
+            book.restore(data)
+        shard.owners[symbol] = (True, epoch)
+
+    async def _write_handoffs(self, handoffs: dict[str, bytes]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for key, data in handoffs.items():
+            pipe.set(key, data, ex=HANDOFF_TTL_S)
+        await pipe.execute()
 
     def _publish_depth(self, pipe: Any, shard: Shard) -> None:
         """Depth and last price of the symbols that changed, at most every DEPTH_INTERVAL_S:
@@ -322,12 +452,30 @@ class Worker:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             keys.snapshot(shard.number),
-            mapping={"id": shard.position, "books": msgspec.msgpack.encode(books)},
+            mapping={
+                "id": shard.position,
+                "books": msgspec.msgpack.encode(books),
+                "owners": msgspec.msgpack.encode(shard.owners),
+            },
         )
         # What the snapshot covers is never needed again for recovery.
         pipe.xtrim(keys.orders(shard.number), minid=shard.position, approximate=True)
         await pipe.execute()
         shard.snapshot_at = time.monotonic()
+
+
+def _stale(command: Command) -> Rejected:
+    # seq 0: the event belongs to no book (this shard has none for the symbol).
+    action = (
+        Action.PLACE
+        if type(command) is Place
+        else Action.CANCEL
+        if type(command) is Cancel
+        else Action.REPLACE
+    )
+    return Rejected(
+        command.symbol, 0, command.order_id, command.user_id, action, RejectReason.STALE_ROUTE
+    )
 
 
 def run_worker(redis_url: str, shards: list[int], batch: int, snapshot_interval_s: float) -> None:

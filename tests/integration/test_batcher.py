@@ -172,7 +172,13 @@ async def test_batcher_killed_before_during_and_after_commits(
 
 
 async def _keep_stepping(worker: Worker, flow: asyncio.Task) -> None:
-    while not flow.done():
-        await worker.step(block_ms=10)
-    while await worker.step(block_ms=10):
-        pass
+    stop = asyncio.Event()
+    renewing = asyncio.create_task(worker._renew_leases(stop))  # the test outlives a lease
+    try:
+        while not flow.done():
+            await worker.step(block_ms=10)
+        while await worker.step(block_ms=10):
+            pass
+    finally:
+        stop.set()
+        renewing.cancel()
