@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BIN := .venv/bin
 
-.PHONY: up test lint lint-infra bench
+.PHONY: up test lint lint-infra bench loadtest
 
 $(BIN)/spot: pyproject.toml requirements.lock
 	$(PYTHON) -m venv .venv
@@ -28,3 +28,9 @@ bench: $(BIN)/spot
 	$(BIN)/spot bench engine
 	$(BIN)/spot bench batcher
 	$(BIN)/spot bench pipeline
+
+# SECONDS, RATE: e.g. make loadtest SECONDS=300 RATE=5000 (thresholds: python -m loadtest.run -h)
+SECONDS ?= 60
+RATE ?= 5000
+loadtest: $(BIN)/spot
+	$(BIN)/python -m loadtest.run --seconds $(SECONDS) --rate $(RATE)

@@ -1,0 +1,394 @@
+"""`python -m loadtest.run`: the whole stack under Locust on this machine, one summary.
+
+Starts what `spot up` starts (embedded Redis and PostgreSQL unless SPOT_REDIS_URL /
+SPOT_DATABASE_URL are set, in a throwaway data folder; the API, the matching workers, the
+batcher), seeds users u1..uN, runs Locust headless with `--processes` for `--seconds` at
+`--rate` order commands per second, then prints one table: offered, accepted, matched and
+persisted orders/s, latency percentiles, errors, batcher lag, CPU seconds per process and
+`spot audit`'s verdict. Exits 1 when a threshold is missed, naming it.
+
+Locust's HTML report, its CSVs, its log, a PNG timeline and the table land in
+loadtest/results/<timestamp>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import psutil
+from redis.asyncio import Redis
+
+from api.auth import make_token
+from loadtest import results
+from loadtest.thresholds import Thresholds
+from schema import keys
+from spot import db
+from spot.audit import wait_caught_up
+from spot.bench.pipeline import _cpu, _pid_listening, _wait_ready
+from spot.seed import DEMO_SYMBOLS, demo_user, seed
+from spot.settings import Settings
+from spot.stack import Stack
+from spot.status import shard_status
+from spot.supervisor import child_env, children
+
+HERE = Path(__file__).resolve().parent
+# Orders per second one user of the seed's model sends, on average over the weights in
+# locustfile.py: (75 × 1/10 + 18 × 1/3 + 7 × 1) / 100.
+MODEL_RATE = (75 / 10 + 18 / 3 + 7 / 1) / 100
+MODEL_CLASSES = ["OrdinaryUser", "ActiveTrader", "DayTrader"]
+MAX_USER_RATE = 20.0  # order commands per second one open-loop MaxUser offers
+SAMPLE_S = 0.2  # how often the worker streams are sampled for acceptance→matched
+DRAIN_TIMEOUT_S = 120.0
+
+# The newest events entry of each shard: its id (when the worker settled the batch) and
+# `first` (the orders-stream id of the batch's oldest order, i.e. when it was accepted).
+# Only the two ids leave Redis, not the batch's events.
+NEWEST_BATCH = """
+local out = {}
+for _, key in ipairs(KEYS) do
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+  if newest then
+    local fields = newest[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'first' then out[#out + 1] = newest[1]; out[#out + 1] = fields[j + 1] end
+    end
+  end
+end
+return out
+"""
+
+
+@dataclass
+class Run:
+    """What the runner measured besides Locust's own files."""
+
+    scenario: str
+    rate: float
+    seconds: int
+    users: int
+    traders: int
+    processes: int
+    speed: float = 1.0
+    locust_code: int = 0
+    started_ms: float = 0.0  # wall clock when Locust started
+    load_s: float = 0.0  # Locust's whole run, spawning included
+    matched_ms: list[float] = field(default_factory=list)  # acceptance→events, sampled
+    sample_s: float = SAMPLE_S
+    flushes: list[dict[str, float]] = field(default_factory=list)
+    backlog: int = 0  # orders queued but not matched when Locust stopped
+    drained_s: float = 0.0  # until workers and batcher had caught up
+    behind: list[str] = field(default_factory=list)
+    server_buckets: dict[float, int] = field(default_factory=dict)  # API's own timing
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    persisted: tuple[int, float] = (0, 0.0)  # orders rows, seconds between first and last
+    trades: tuple[int, float] = (0, 0.0)
+    audit_clean: bool = False
+    audit_output: str = ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = args.out or HERE / "results" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    run = _plan(args)
+    env = {k: v for k, v in os.environ.items() if k.startswith("SPOT_")}
+    with tempfile.TemporaryDirectory(prefix="spot-loadtest-") as data:
+        env["SPOT_DATA_DIR"] = data
+        env.setdefault("SPOT_API_PORT", str(_free_port()))
+        settings = Settings.from_env(env)
+        # Durable like `spot up` (Redis AOF every second): the machine pays what it would.
+        with Stack(settings) as (redis_url, database_url):
+            env |= {"SPOT_REDIS_URL": redis_url, "SPOT_DATABASE_URL": database_url}
+            _execute(run, settings, env, Path(data), out)
+    table = results.summary(run, out, Thresholds.from_args(args))
+    print(table.text)
+    (out / "summary.txt").write_text(table.text + "\n")
+    return 0 if not table.misses else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--seconds", type=int, default=60, help="how long Locust runs")
+    parser.add_argument("--rate", type=float, default=5_000, help="order commands/s offered")
+    parser.add_argument(
+        "--scenario",
+        choices=["model", "max"],
+        default="model",
+        help="model: the seed's ordinary / active / day-trader users (closed loop, paced); "
+        "max: open loop, a fixed rate whatever the response times",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        help="Locust users (model: default rate/0.205 up to --max-users, the model's clock "
+        "sped up past that; max: default rate/20)",
+    )
+    parser.add_argument("--max-users", type=int, default=1_000, help="model: connections cap")
+    parser.add_argument("--traders", type=int, default=1_000, help="seeded users at most")
+    parser.add_argument("--processes", type=int, default=2, help="Locust worker processes")
+    parser.add_argument("--out", type=Path, help="default: loadtest/results/<timestamp>")
+    Thresholds.add_arguments(parser)
+    return parser
+
+
+def _plan(args: argparse.Namespace) -> Run:
+    if args.scenario == "model":
+        users = args.users or max(1, min(args.max_users, round(args.rate / MODEL_RATE)))
+        speed = args.rate / (users * MODEL_RATE)
+    else:
+        users = args.users or max(1, math.ceil(args.rate / MAX_USER_RATE))
+        speed = 1.0
+    return Run(
+        scenario=args.scenario,
+        rate=args.rate,
+        seconds=args.seconds,
+        users=users,
+        traders=min(users, args.traders),
+        processes=args.processes,
+        speed=speed,
+    )
+
+
+def _execute(run: Run, settings: Settings, env: dict[str, str], data: Path, out: Path) -> None:
+    redis_url, database_url = env["SPOT_REDIS_URL"], env["SPOT_DATABASE_URL"]
+    db.upgrade(database_url)
+    before = asyncio.run(_prepare(run, settings, redis_url, database_url))
+    config = data / "locust.json"
+    config.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    make_token(demo_user(n), secret=settings.jwt_secret, ttl_s=24 * 3600)
+                    for n in range(1, run.traders + 1)
+                ],
+                "symbols": {s.symbol: s.reference_price for s in DEMO_SYMBOLS},
+                "speed": run.speed,
+                "pace_s": run.users / run.rate,
+                "processes": run.processes,
+            }
+        )
+    )
+    env = child_env(redis_url, database_url) | env
+    log = (out / "stack.log").open("ab")  # the API's, workers' and batchers' output
+    procs = {
+        c.name: subprocess.Popen(c.argv, env=env, start_new_session=True, stdout=log, stderr=log)
+        for c in children(settings)
+    }
+    try:
+        _wait_ready(settings.api_port)
+        # The seed's deposits must be in the database before orders spend them: the
+        # batcher applies its streams side by side, not in the order they were written.
+        asyncio.run(_drain(run, settings, redis_url, database_url))
+        if run.behind:
+            raise RuntimeError(f"the batcher never persisted the seed: {run.behind}")
+        groups = _groups(procs, redis_url, database_url)
+        cpu_before = _cpu(groups)
+        self_before = _self_cpu()
+        buckets_before = _server_buckets(settings.api_port)
+        asyncio.run(_load(run, settings, redis_url, config, out))
+        buckets_after = _server_buckets(settings.api_port)
+        run.server_buckets = {le: n - buckets_before.get(le, 0) for le, n in buckets_after.items()}
+        asyncio.run(_drain(run, settings, redis_url, database_url))
+        cpu_after = _cpu(groups)
+        run.cpu_s |= {kind: cpu_after[kind] - cpu_before[kind] for kind in groups}
+        run.cpu_s["runner"] = _self_cpu() - self_before
+        asyncio.run(_count(run, redis_url, database_url, before))
+        audit = subprocess.run(
+            [sys.executable, "-m", "spot.cli", "audit", "--wait", "60"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        run.audit_clean = audit.returncode == 0
+        run.audit_output = audit.stdout + audit.stderr
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+async def _prepare(
+    run: Run, settings: Settings, redis_url: str, database_url: str
+) -> dict[str, int]:
+    """Seed, and return how far the tables went before the run (a given database may
+    hold earlier runs)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        await seed(redis, settings.shards, run.traders)
+    finally:
+        await redis.aclose()
+    conn = await asyncpg.connect(database_url)
+    try:
+        return {
+            "order_id": await conn.fetchval("SELECT COALESCE(MAX(order_id), 0) FROM orders"),
+            "trades": await conn.fetchval("SELECT COUNT(*) FROM trades"),
+        }
+    finally:
+        await conn.close()
+
+
+def _groups(procs: dict, redis_url: str, database_url: str) -> dict[str, list[int]]:
+    groups = {
+        "api": [procs["api"].pid],
+        "workers": [p.pid for n, p in procs.items() if n.startswith("worker")],
+        "batcher": [p.pid for n, p in procs.items() if n.startswith("batcher")],
+    }
+    for kind, url in (("redis", redis_url), ("postgres", database_url)):
+        host_port = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        host, _, port = host_port.rpartition(":")
+        pid = _pid_listening(int(port)) if host in ("127.0.0.1", "localhost") else None
+        groups[kind] = [pid] if pid else []
+    return groups
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out: Path) -> None:
+    """Run Locust to its end, sampling acceptance→matched meanwhile."""
+    classes = MODEL_CLASSES if run.scenario == "model" else ["MaxUser"]
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless",
+        "--processes", str(run.processes), "--users", str(run.users),
+        "--spawn-rate", str(max(1, run.users // 2)), "--run-time", f"{run.seconds}s",
+        "--host", f"http://127.0.0.1:{settings.api_port}",
+        "--csv", str(out / "locust"), "--html", str(out / "report.html"),
+        "--only-summary", "--reset-stats", "--stop-timeout", "1", *classes,
+    ]  # fmt: skip
+    redis = Redis.from_url(redis_url)
+    streams = [keys.events(n) for n in range(settings.shards)]
+    seen: dict[bytes, bytes] = {}
+    locust_cpu: dict[int, float] = {}
+    started = time.monotonic()
+    run.started_ms = time.time() * 1000
+    with (out / "locust.log").open("wb") as log:
+        locust = subprocess.Popen(
+            argv, env=os.environ | {"LOADTEST_CONFIG": str(config)}, stdout=log, stderr=log
+        )
+        try:
+            while True:
+                _sample_cpu(locust.pid, locust_cpu)
+                pid, status, _ = os.wait4(locust.pid, os.WNOHANG)
+                if pid:
+                    locust.returncode = os.waitstatus_to_exitcode(status)
+                    run.locust_code = locust.returncode
+                    # Its forked workers are not all reaped by the master, so wait4's
+                    # rusage misses them: the last sample of each process counts.
+                    run.cpu_s["locust"] = sum(locust_cpu.values())
+                    break
+                if time.monotonic() - started > run.seconds + 120:
+                    locust.kill()
+                newest = await redis.eval(NEWEST_BATCH, len(streams), *streams)
+                for settled, first in zip(newest[::2], newest[1::2], strict=True):
+                    if seen.get(first) != settled:
+                        seen[first] = settled
+                        run.matched_ms.append(_ms(settled) - _ms(first))
+                await asyncio.sleep(SAMPLE_S)
+        finally:
+            run.load_s = time.monotonic() - started
+            run.backlog = sum(r["lag"] for r in await shard_status(redis, settings.shards))
+            await redis.aclose()
+
+
+def _sample_cpu(root: int, seen: dict[int, float]) -> None:
+    """CPU seconds so far of `root` and its descendants, kept per pid."""
+    try:
+        proc = psutil.Process(root)
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seen[p.pid] = times.user + times.system
+
+
+def _ms(stream_id: bytes) -> float:
+    return float(stream_id.partition(b"-")[0])
+
+
+async def _drain(run: Run, settings: Settings, redis_url: str, database_url: str) -> None:
+    """Wait for the workers and the batcher to catch up; read the batcher's flushes."""
+    redis = Redis.from_url(redis_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        started = time.monotonic()
+        run.behind = await wait_caught_up(redis, conn, settings.shards, DRAIN_TIMEOUT_S)
+        run.drained_s = time.monotonic() - started
+        raw = await redis.lrange(keys.BATCHER_FLUSHES, 0, -1)
+        flushes = [json.loads(r) for r in reversed(raw)]
+        run.flushes = [f for f in flushes if f["at_ms"] >= run.started_ms and f["events"]]
+    finally:
+        await conn.close()
+        await redis.aclose()
+
+
+async def _count(run: Run, redis_url: str, database_url: str, before: dict[str, int]) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        orders = await conn.fetchrow(
+            "SELECT COUNT(*) AS n, EXTRACT(EPOCH FROM MAX(created_at) - MIN(created_at)) AS s "
+            "FROM orders WHERE order_id > $1",
+            before["order_id"],
+        )
+        trades = await conn.fetchrow(
+            "SELECT COUNT(*) AS n, EXTRACT(EPOCH FROM MAX(created_at) - MIN(created_at)) AS s "
+            "FROM trades WHERE taker_order_id > $1",
+            before["order_id"],
+        )
+    finally:
+        await conn.close()
+    run.persisted = (orders["n"], float(orders["s"] or 0))
+    run.trades = (trades["n"], float(trades["s"] or 0))
+
+
+def _server_buckets(port: int) -> dict[float, int]:
+    """The API's latency histogram over every route: upper bound (s) -> requests at most
+    that slow. Granian's time in the handler, without the client's or the network's."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    out: dict[float, int] = {}
+    for line in text.splitlines():
+        if line.startswith("spot_http_request_duration_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            out[bound] = out.get(bound, 0) + int(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
