@@ -53,9 +53,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # Book snapshots bound the replay after a crash to this much stream.
     snapshot_interval_s: Seconds = 10.0
     # The batcher writes one transaction per this many events or this much time,
-    # whichever comes first. Each transaction costs a WAL flush: `spot bench batcher`
-    # measured fewer, larger flushes keeping up at 20,000 orders/s where 500 did not.
-    batcher_batch: Positive = 5000
+    # whichever comes first. `spot bench batcher` at 20,000 orders/s: 500 fell behind (a
+    # WAL flush per transaction), 5000 kept up but committed ~2x later than 2000.
+    batcher_batch: Positive = 2000
     batcher_interval_s: Seconds = 0.1
 
     def __repr__(self) -> str:
