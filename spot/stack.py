@@ -26,7 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -283,13 +283,6 @@ class Stack:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def embedded_services(settings: Settings, *, durable: bool = True) -> Iterator[tuple[str, str]]:
-    """`(redis_url, database_url)` for the duration of the block."""
-    with Stack(settings, durable=durable) as urls:
-        yield urls
 
 
 def _port_in(path: Path) -> int | None:
