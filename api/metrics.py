@@ -127,4 +127,9 @@ BATCHER_GAUGES = [
     ("spot_batcher_batch_events", "events", "Events written by the last flush."),
     ("spot_batcher_flush_ms", "flush_ms", "Duration of the last flush, in milliseconds."),
     ("spot_batcher_lag_ms", "lag_ms", "Acceptance to commit of the last flush's oldest order."),
+    # A stream waits while a symbol's next event is in another stream not read that far
+    # (a migration's older half): for long only if events went missing.
+    ("spot_batcher_held_streams", "held_streams", "Event streams waiting on a sequence gap."),
+    ("spot_batcher_held_ms", "held_ms", "How long the longest-waiting stream has waited."),
+    ("spot_batcher_refused_events", "refused", "Events refused as already applied (want 0)."),
 ]

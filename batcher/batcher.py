@@ -4,6 +4,12 @@ It reads each stream from the offset the database holds, gathers until the batch
 full or the interval is up, and writes one transaction per flush, offsets included;
 then trims what it has passed from the streams. A redelivered entry (a crash between
 commit and the next read) is at or below the stored offset and is skipped.
+
+Each symbol's events are applied in sequence order across streams (batcher/sequencing.py):
+after a hot-shard migration a symbol's newer events are in another stream than its older
+ones, and order rows do not commute. A stream whose next entry would skip a symbol's seq
+waits there (its offset stays before the entry, which is read again) while the others go
+on; the database keeps each symbol's last applied seq with the rows (`symbol_progress`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +26,7 @@ import msgspec
 
 from batcher import postgres
 from batcher.changes import Changes
+from batcher.sequencing import Gap, Sequencer
 from schema import keys
 from schema.messages import Event
 from spot.market import load_specs
@@ -29,14 +37,36 @@ _events = msgspec.msgpack.Decoder(list[Event])
 _balances = msgspec.msgpack.Decoder(list[tuple[str, str, int, int]])
 _json = msgspec.json.Encoder()
 READ_ENTRIES = 100  # stream entries per XREAD; a worker's entry holds a whole batch of events
+# A stream waiting on a gap longer than this is logged: a migration's two halves are both
+# in Redis before the newer one can be read, so a wait that lasts means events went missing
+# (or another batcher that owns the older stream is down).
+HOLD_WARN_S = 5.0
+HOLD_STATS_INTERVAL_S = 1.0  # how often the stats show a wait while nothing is flushed
+
+Entry = tuple[bytes, dict[bytes, bytes]]
 
 
 @dataclass
 class Flush:
     changes: Changes = field(default_factory=Changes)
-    offsets: dict[str, str] = field(default_factory=dict)
+    offsets: dict[str, str] = field(default_factory=dict)  # the last entry applied, per stream
     entries: int = 0
     oldest_ms: int | None = None  # the oldest entry's stream time: how stale the flush is
+    # symbol -> its seq before this flush (None: not known), for every symbol it advances
+    before: dict[str, int | None] = field(default_factory=dict)
+    gaps: dict[str, tuple[bytes, Gap]] = field(default_factory=dict)  # stream -> (entry, gap)
+    # events of entries that waited, decoded once: (stream, entry id) -> events
+    decoded: dict[tuple[str, bytes], list[Event]] = field(default_factory=dict)
+
+
+@dataclass
+class Hold:
+    """A stream waiting at `entry_id` since `since` (monotonic seconds)."""
+
+    entry_id: bytes
+    gap: Gap
+    since: float
+    warned: bool = False
 
 
 class Batcher:
@@ -58,11 +88,17 @@ class Batcher:
         self.positions: dict[str, str] = {}
         self.symbols: set[str] = set()
         self.flushes = 0
+        self.sequencer = Sequencer()
+        self.holds: dict[str, Hold] = {}  # stream -> what it waits on
+        self.hold_warn_s = HOLD_WARN_S
+        self._holds_published_at = 0.0
+        self._refused_logged = 0
 
     async def start(self) -> None:
         async with self.pool.acquire() as conn:
             stored = await postgres.load_offsets(conn)
             await self._save_symbols(conn)
+            self.sequencer.load(await postgres.load_progress(conn))
         self.positions = {s: stored.get(s, "0-0") for s in self.streams}
 
     async def _save_symbols(self, conn: asyncpg.Connection) -> None:
@@ -77,56 +113,149 @@ class Batcher:
 
     async def step(self) -> int:
         """Gather for up to one interval (or `batch` events), then flush; returns entries."""
+        if self.holds:
+            # Another batcher may have filled the gap since: its streams are not ours.
+            await self._reload_progress({hold.gap.symbol for hold in self.holds.values()})
         flush = Flush()
+        reading: dict[str, bytes | str] = dict(self.positions)  # where the next XREAD starts
+        queues: dict[str, deque[Entry]] = {}  # entries read and not applied yet, per stream
         deadline = time.monotonic() + self.interval_s
         while flush.changes.events + len(flush.changes.ledger) < self.batch:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
-            positions = {s: flush.offsets.get(s, self.positions[s]) for s in self.streams}
+            # A waiting stream is not read further: nothing behind its gap can go first.
+            positions = {s: reading[s] for s in self.streams if not queues.get(s)}
+            if not positions:  # every stream waits: only another batcher can fill the gaps
+                await asyncio.sleep(left_ms / 1000)
+                break
             reply = await self.redis.xread(positions, count=READ_ENTRIES, block=left_ms)
             if not reply:
                 break
             for stream, entries in reply:
-                self._gather(flush, stream.decode(), entries)
+                name = stream.decode()
+                reading[name] = entries[-1][0]
+                queues.setdefault(name, deque()).extend(entries)
+            self._apply_ready(flush, queues)
+        self._note_holds(flush, queues)
         if flush.entries:
             await self.flush(flush)
+        elif self.holds:
+            await self._publish_holds()
         return flush.entries
 
-    def _gather(self, flush: Flush, stream: str, entries: list[Any]) -> None:
-        for entry_id, fields in entries:
-            if stream == keys.LEDGER:
-                flush.changes.add_transfer(
-                    entry_id.decode(),
-                    fields[b"user"].decode(),
-                    fields[b"asset"].decode(),
-                    int(fields[b"amount"]),
-                    fields[b"ref"].decode(),
-                )
-                accepted_id = entry_id
-            else:
-                flush.changes.add_events(_events.decode(fields[b"events"]))
-                flush.changes.add_balances(_balances.decode(fields[b"balances"]))
-                accepted_id = fields[b"first"]  # the worker batch's oldest order
-            ms = int(accepted_id.partition(b"-")[0])
-            flush.oldest_ms = ms if flush.oldest_ms is None else min(flush.oldest_ms, ms)
-        flush.offsets[stream] = entries[-1][0].decode()
-        flush.entries += len(entries)
+    def _apply_ready(self, flush: Flush, queues: dict[str, deque[Entry]]) -> None:
+        """Each stream's entries in order until one waits on a gap; then the waiting
+        streams again while any stream got further, so that a flush holding both halves
+        of a migrated symbol applies them in order."""
+        progress = True
+        while progress:
+            progress = False
+            for stream, queue in queues.items():
+                while queue and self._apply_entry(flush, stream, queue[0]):
+                    queue.popleft()
+                    progress = True
+
+    def _apply_entry(self, flush: Flush, stream: str, entry: Entry) -> bool:
+        """Add one entry to the flush, whole, unless it waits on a gap (False)."""
+        entry_id, fields = entry
+        if stream == keys.LEDGER:
+            flush.changes.add_transfer(
+                entry_id.decode(),
+                fields[b"user"].decode(),
+                fields[b"asset"].decode(),
+                int(fields[b"amount"]),
+                fields[b"ref"].decode(),
+            )
+            accepted_id = entry_id
+        else:
+            events = flush.decoded.pop((stream, entry_id), None)
+            if events is None:
+                events = _events.decode(fields[b"events"])
+            admitted = self.sequencer.admit(events, flush.before)
+            if isinstance(admitted, Gap):
+                flush.decoded[(stream, entry_id)] = events
+                flush.gaps[stream] = (entry_id, admitted)
+                return False
+            flush.changes.add_events(admitted)
+            flush.changes.add_balances(_balances.decode(fields[b"balances"]))
+            accepted_id = fields[b"first"]  # the worker batch's oldest order
+        ms = int(accepted_id.partition(b"-")[0])
+        flush.oldest_ms = ms if flush.oldest_ms is None else min(flush.oldest_ms, ms)
+        flush.offsets[stream] = entry_id.decode()
+        flush.entries += 1
+        return True
+
+    def _note_holds(self, flush: Flush, queues: dict[str, deque[Entry]]) -> None:
+        """Which streams wait, since when; a wait past `hold_warn_s` is logged once."""
+        now = time.monotonic()
+        holds = {}
+        for stream, queue in queues.items():
+            if not queue:
+                continue
+            entry_id, gap = flush.gaps[stream]
+            hold = self.holds.get(stream)
+            if hold is None or hold.entry_id != entry_id:
+                hold = Hold(entry_id, gap, now)
+            hold.gap = gap
+            holds[stream] = hold
+            if not hold.warned and now - hold.since >= self.hold_warn_s:
+                hold.warned = True
+                log.warning(
+                    "%s has waited %.1f s at entry %s: %s needs seq %s next, the entry has "
+                    "seq %s; the events between are in no stream this batcher has read",
+                    stream, now - hold.since, entry_id.decode(), gap.symbol, gap.expected,
+                    gap.found,
+                )  # fmt: skip
+        self.holds = holds
+
+    def _hold_stats(self) -> dict[str, Any]:
+        if not self.holds:
+            return {"held_streams": 0, "held_ms": 0, "held": ""}
+        now = time.monotonic()
+        stream, hold = min(self.holds.items(), key=lambda item: item[1].since)
+        gap = hold.gap
+        return {
+            "held_streams": len(self.holds),
+            "held_ms": round((now - hold.since) * 1000),
+            "held": f"{stream} waits for {gap.symbol} seq {gap.expected} (has {gap.found})",
+        }
+
+    async def _publish_holds(self) -> None:
+        """Nothing to flush, yet streams wait: keep the stats saying so (throttled)."""
+        now = time.monotonic()
+        if now - self._holds_published_at < HOLD_STATS_INTERVAL_S:
+            return
+        self._holds_published_at = now
+        await self.redis.hset(keys.BATCHER_STATS, mapping=self._hold_stats())
+
+    async def _reload_progress(self, symbols: set[str]) -> None:
+        async with self.pool.acquire() as conn:
+            self.sequencer.load(await postgres.load_progress(conn, sorted(symbols)))
 
     async def flush(self, flush: Flush) -> None:
         started = time.perf_counter()
-        rejected = await self._rejected_records(flush.changes)
-        async with self.pool.acquire() as conn, conn.transaction():
-            if {a.symbol for a in flush.changes.new_orders.values()} - self.symbols:
-                await self._save_symbols(conn)  # listed since this batcher started
-            stored = await postgres.load_offsets(conn, self.streams, lock=True)
-            if any(stored.get(s, "0-0") != self.positions[s] for s in flush.offsets):
-                # Another batcher moved the offsets: re-read from what the database holds.
-                log.warning("offsets moved under this batcher; re-reading from %s", stored)
-                self.positions.update(stored)
-                return
-            await postgres.write(conn, flush.changes, rejected, flush.offsets)
+        applied = self.sequencer.applied
+        progress = {symbol: applied[symbol] for symbol in flush.before}
+        try:
+            rejected = await self._rejected_records(flush.changes)
+            async with self.pool.acquire() as conn, conn.transaction():
+                if {a.symbol for a in flush.changes.new_orders.values()} - self.symbols:
+                    await self._save_symbols(conn)  # listed since this batcher started
+                stored = await postgres.load_offsets(conn, self.streams, lock=True)
+                if any(stored.get(s, "0-0") != self.positions[s] for s in flush.offsets):
+                    # Another batcher moved the offsets: re-read from what the database holds.
+                    log.warning("offsets moved under this batcher; re-reading from %s", stored)
+                    self.positions.update(stored)
+                    self.sequencer.undo(flush.before)
+                    self.sequencer.load(await postgres.load_progress(conn))
+                    return
+                await postgres.write(conn, flush.changes, rejected, flush.offsets, progress)
+        except BaseException:
+            self.sequencer.undo(flush.before)  # nothing of this flush was committed
+            raise
         self.positions.update(flush.offsets)
+        self._log_refused()
         self.flushes += 1
         elapsed_ms = (time.perf_counter() - started) * 1000
         pipe = self.redis.pipeline(transaction=False)
@@ -141,11 +270,25 @@ class Batcher:
             "flush_ms": round(elapsed_ms, 2),
             "lag_ms": round(lag_ms, 1),
             "at_ms": int(time.time() * 1000),
+            "refused": self.sequencer.refused,
+            **self._hold_stats(),
         }
         pipe.hset(keys.BATCHER_STATS, mapping=stats)
         pipe.lpush(keys.BATCHER_FLUSHES, _json.encode(stats))
         pipe.ltrim(keys.BATCHER_FLUSHES, 0, 9_999)
         await pipe.execute()
+
+    def _log_refused(self) -> None:
+        """Events at or below their symbol's applied seq were dropped: it must not happen
+        (each seq is emitted once, into one stream), so say so, once per flush."""
+        refused = self.sequencer.refused
+        if refused != self._refused_logged and self.sequencer.last_refused is not None:
+            symbol, seq, last = self.sequencer.last_refused
+            log.warning(
+                "refused %s events already applied (the last: %s seq %s, applied up to %s)",
+                refused - self._refused_logged, symbol, seq, last,
+            )  # fmt: skip
+            self._refused_logged = refused
 
     async def _rejected_records(self, changes: Changes) -> dict[int, dict[str, Any]]:
         """The order records of rejected places: the event says why, the record what."""

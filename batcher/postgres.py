@@ -1,8 +1,9 @@
 """Writing one flush to PostgreSQL: set-based statements in one transaction.
 
-New orders and trades go in by COPY; order changes, balance deltas, ledger entries and
-offsets by one `unnest` statement each. The consumer's offsets are written in the same
-transaction, so a flush is applied exactly once whatever crashes when.
+New orders and trades go in by COPY; order changes, balance deltas, ledger entries, the
+progress of the symbols touched and offsets by one `unnest` statement each. The
+consumer's offsets are written in the same transaction, so a flush is applied exactly
+once whatever crashes when.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ ON CONFLICT (consumer, stream) DO UPDATE SET
     last_id = excluded.last_id, updated_at = excluded.updated_at
 """
 
+# Never backwards: each seq lives in one stream, read by one batcher, so progress only
+# grows; the guard keeps it so even if two batchers were misconfigured onto one symbol.
+SAVE_PROGRESS = """
+INSERT INTO symbol_progress AS p (symbol, seq, updated_at)
+SELECT u.symbol, u.seq, $3 FROM unnest($1::text[], $2::bigint[]) AS u(symbol, seq)
+ON CONFLICT (symbol) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+WHERE p.seq IS NULL OR p.seq < excluded.seq
+"""
 
 SAVE_SYMBOLS = """
 INSERT INTO symbols AS s (symbol, base, quote, tick, lot, min_qty, max_qty, band_bps,
@@ -101,11 +110,24 @@ async def load_offsets(
     return {row["stream"]: row["last_id"] for row in rows}
 
 
+async def load_progress(
+    conn: asyncpg.Connection, symbols: list[str] | None = None
+) -> dict[str, int | None]:
+    """The last event seq applied per symbol (of `symbols` only, if given); None: not known."""
+    query = "SELECT symbol, seq FROM symbol_progress"
+    args: list[Any] = []
+    if symbols is not None:
+        query += " WHERE symbol = ANY($1::text[])"
+        args.append(symbols)
+    return {row["symbol"]: row["seq"] for row in await conn.fetch(query, *args)}
+
+
 async def write(
     conn: asyncpg.Connection,
     changes: Changes,
     rejected: dict[int, dict[str, Any]],
     offsets: dict[str, str],
+    progress: dict[str, int] | None = None,
 ) -> None:
     """Apply `changes` and move the offsets; the caller holds the transaction.
 
@@ -165,6 +187,8 @@ async def write(
             [changes.balances[k][1] for k in keys],
             now,
         )
+    if progress:
+        await conn.execute(SAVE_PROGRESS, list(progress), list(progress.values()), now)
     await conn.execute(SAVE_OFFSETS, CONSUMER, list(offsets), list(offsets.values()), now)
 
 

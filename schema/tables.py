@@ -183,3 +183,17 @@ consumer_offsets = Table(
     PrimaryKeyConstraint("consumer", "stream"),
     **MYSQL,
 )
+
+symbol_progress = Table(
+    "symbol_progress",
+    metadata,
+    Column("symbol", String(SYMBOL), primary_key=True),
+    # The last event sequence number of the symbol the batcher applied, written in the same
+    # transaction as the rows: a migration moves a symbol's events to another stream, and the
+    # batcher applies them in this order whichever stream it reads first. NULL: not known (a
+    # database that had history before this table): the batcher takes the next event it
+    # reads as where the symbol is.
+    Column("seq", BigInteger, nullable=True, autoincrement=False),
+    _updated_at(),
+    **MYSQL,
+)

@@ -38,13 +38,23 @@ async def shard_status(redis: Any, shards: int) -> list[dict[str, Any]]:
 
 async def batcher_status(redis: Any) -> str:
     stats = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.BATCHER_STATS)).items()}
-    if not stats:
-        return "batcher: no flush yet"
+    if "at_ms" not in stats:  # no flush yet, though streams may be waiting on a gap
+        return "batcher: no flush yet" + _waiting(stats)
     age_s = (time.time() * 1000 - int(stats["at_ms"])) / 1000
     return (
         f"batcher: {stats['flushes']} flushes; the last {age_s:.1f} s ago wrote "
         f"{stats['events']} events in {stats['flush_ms']} ms, "
         f"{stats['lag_ms']} ms after its oldest order was accepted"
+    ) + _waiting(stats)
+
+
+def _waiting(stats: dict[str, str]) -> str:
+    """Streams the batcher holds on a gap in a symbol's sequence (batcher/batcher.py)."""
+    if int(stats.get("held_streams", 0)) == 0:
+        return ""
+    return (
+        f"; {stats['held_streams']} stream(s) waiting, the longest for "
+        f"{int(stats['held_ms']) / 1000:.1f} s: {stats['held']}"
     )
 
 

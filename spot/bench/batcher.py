@@ -105,7 +105,9 @@ async def _run(
     redis = Redis.from_url(redis_url)
     conn = await asyncpg.connect(database_url)
     await redis.flushdb()
-    await conn.execute("TRUNCATE orders, trades, balances, ledger, consumer_offsets, symbols")
+    await conn.execute(
+        "TRUNCATE orders, trades, balances, ledger, consumer_offsets, symbols, symbol_progress"
+    )
     await list_symbol(redis, SPEC, settings.shards)
     env = child_env(redis_url, database_url)
     procs = [subprocess.Popen(spot_command("batcher"), env=env)]

@@ -31,7 +31,9 @@ from tests.integration.http import Server, admin, free_port, start_api, stop_api
 from workers.consumer import Worker
 
 SHARDS = 10
-TABLES = ("orders", "trades", "balances", "ledger", "consumer_offsets", "symbols")
+TABLES = (
+    "orders", "trades", "balances", "ledger", "consumer_offsets", "symbols", "symbol_progress"
+)  # fmt: skip
 BTC = SymbolSpec(
     symbol="BTC-USD", base="BTC", quote="USD", band_bps=1000, reference_price=50_000
 )  # band 45_000..55_000

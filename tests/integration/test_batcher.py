@@ -5,27 +5,43 @@ passes a clean run and catches a corrupted balance."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 
 import asyncpg
+import msgspec
 import pytest
 
 from api.router import Router
 from batcher.batcher import Batcher
 from schema import keys
-from schema.messages import Trade
-from spot import db
+from schema.codes import CancelReason, RejectReason
+from schema.messages import (
+    Accepted,
+    Action,
+    Canceled,
+    OrderType,
+    Rejected,
+    Side,
+    TimeInForce,
+    Trade,
+)
+from schema.tables import metadata
+from spot import db, migration
 from spot.audit import audit, caught_up
 from spot.market import list_symbol
+from spot.status import batcher_status
 from tests.integration.flow import SPEC, never_crashed, random_flow
 from workers.consumer import Worker
 
 SHARDS = 10
-TABLES = ("orders", "trades", "balances", "ledger", "consumer_offsets", "symbols")
+_encode = msgspec.msgpack.Encoder().encode
+TABLES = tuple(metadata.tables)  # every table, emptied before each test
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +198,228 @@ async def _keep_stepping(worker: Worker, flow: asyncio.Task) -> None:
     finally:
         stop.set()
         renewing.cancel()
+
+
+# -- each symbol's events in sequence order, across streams (issue #7) ----------------------
+# A migration moves a symbol's book, and its events continue, gap-free, on another stream.
+
+
+def _accepted(seq: int, order_id: int, quantity: int = 5) -> Accepted:
+    return Accepted(SPEC.symbol, seq, order_id, "alice", Side.BUY, OrderType.LIMIT, 10_000,
+                    quantity, TimeInForce.GTC, False, None)  # fmt: skip
+
+
+def _canceled(seq: int, order_id: int, remaining: int = 5) -> Canceled:
+    return Canceled(SPEC.symbol, seq, order_id, "alice", Side.BUY, 10_000, remaining,
+                    CancelReason.USER)  # fmt: skip
+
+
+async def _publish(redis, shard: int, events: list, balances: list | None = None) -> None:
+    """One entry of `events:{shard}`, as a worker's settle script writes it."""
+    now = f"{int(time.time() * 1000)}-0"
+    await redis.xadd(keys.events(shard), {"id": now, "first": now,
+                                          "events": _encode(events),
+                                          "balances": _encode(balances or [])})  # fmt: skip
+
+
+async def _order_row(pool, order_id: int) -> tuple | None:
+    row = await pool.fetchrow(
+        "SELECT status, remaining, filled FROM orders WHERE order_id = $1", order_id
+    )
+    return None if row is None else tuple(row)
+
+
+async def test_a_symbol_moved_to_an_earlier_stream_keeps_its_order(redis, pool, market):
+    # seq 1 on events:{5}, then (the symbol migrated) seq 2 on events:{0}, which the batcher
+    # reads first: the cancel must not be overwritten by the older accept.
+    await _publish(redis, 5, [_accepted(1, 101)])
+    await _publish(redis, 0, [_canceled(2, 101)])
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    await batcher.step()
+    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+
+
+async def test_a_newer_event_waits_for_the_older_one_from_another_stream(redis, pool, market):
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    alice_usd = "SELECT available FROM balances WHERE user_id = 'alice' AND asset = 'USD'"
+    # The newer half arrives first (the older one is still unread, e.g. a backlog).
+    await _publish(redis, 0, [_canceled(2, 101)], [("alice", "USD", 50_000, -50_000)])
+    await batcher.step()
+    assert await _order_row(pool, 101) is None
+    assert await pool.fetchval(alice_usd) == 1_000_000_000  # the entry waits whole
+    stats = await redis.hgetall(keys.BATCHER_STATS)
+    assert stats[b"held_streams"] == b"1"
+    assert stats[b"held"] == b"events:0 waits for AAPL seq 1 (has 2)"
+    await _publish(redis, 5, [_accepted(1, 101)])
+    await batcher.step()
+    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+    assert await pool.fetchval(alice_usd) == 1_000_050_000
+    assert await pool.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'") == 2
+    assert (await redis.hgetall(keys.BATCHER_STATS))[b"held_streams"] == b"0"
+
+
+async def _assert_orders_as_in_redis(redis, conn, sent: list) -> None:
+    """Every order row says what its Redis record says; the audit is clean."""
+    rows = await conn.fetch("SELECT order_id, status, remaining, filled, price FROM orders")
+    assert len(rows) == len({c.order_id for c, _ in sent if hasattr(c, "side")})
+    for row in rows:
+        record = await redis.hmget(
+            keys.order(row["order_id"]), "status", "remaining", "filled", "price"
+        )
+        assert (row["status"], row["remaining"], row["filled"], row["price"]) == (
+            record[0].decode(),
+            int(record[1]),
+            int(record[2]),
+            int(record[3]),
+        ), row["order_id"]
+    assert not any((await audit(redis, conn)).values())
+
+
+async def _workers_settled(redis, shards: list[int]) -> bool:
+    if await redis.exists(keys.pending(SPEC.symbol)):
+        return False
+    for n in shards:
+        last = await redis.xrevrange(keys.orders(n), count=1)
+        if last and await redis.get(keys.applied(n)) != last[0][0]:
+            return False
+    return True
+
+
+async def test_a_real_migration_with_the_batcher_stopped_lands_as_redis_says(redis, pool, market):
+    router, home, _ = market
+    other = 0 if home else SHARDS - 1  # the batcher reads events:{0} before the others
+    stop = asyncio.Event()
+    worker = Worker(redis, [home, other], batch=20)
+    running = asyncio.create_task(worker.run(stop))
+    sent: list = []
+    flow = asyncio.create_task(random_flow(router, random.Random(7), sent, lambda n: n >= 900))
+    try:
+        for target in (other, home):  # there and back, the batcher stopped all along
+            while len(sent) < (300 if target == other else 600):
+                await asyncio.sleep(0.01)
+            done = await migration.migrate(redis, SPEC.symbol, target, timeout_s=20)
+            assert done["state"] == "DONE", done
+        await flow
+        while not await _workers_settled(redis, [home, other]):
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await running
+    assert await redis.xlen(keys.events(home)) and await redis.xlen(keys.events(other))
+
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=50, interval_s=0.01)
+    await batcher.start()
+    async with pool.acquire() as conn:
+        for _ in range(1_000):
+            if not await caught_up(redis, conn, SHARDS):
+                break
+            await batcher.step()
+        assert not await caught_up(redis, conn, SHARDS)
+        await _assert_orders_as_in_redis(redis, conn, sent)
+        assert batcher.sequencer.refused == 0
+
+
+async def test_a_repeated_event_is_refused_and_the_rest_of_its_entry_applies(redis, pool, market):
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    await _publish(redis, 3, [_accepted(1, 101), _accepted(2, 102)])
+    await batcher.step()
+    # seq 2 again (it must never happen) beside seq 3, with the entry's balance deltas
+    await _publish(redis, 3, [_canceled(2, 101), _canceled(3, 102)], [("bob", "EUR", 7, 0)])
+    await batcher.step()
+    assert await _order_row(pool, 101) == ("OPEN", 5, 0)
+    assert await _order_row(pool, 102) == ("CANCELED", 0, 0)
+    assert await pool.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 7
+    assert (await redis.hgetall(keys.BATCHER_STATS))[b"refused"] == b"1"
+
+
+async def test_events_outside_any_book_always_apply(redis, pool, market):
+    # seq 0: a STALE_ROUTE rejection by the shard the symbol left, read before the
+    # symbol's older events on another stream; it never waits.
+    stale = Rejected(SPEC.symbol, 0, 103, "bob", Action.CANCEL, RejectReason.STALE_ROUTE)
+    await _publish(redis, 0, [stale], [("bob", "EUR", 3, 0)])
+    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01)
+    await batcher.start()
+    await batcher.step()
+    assert await pool.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 3
+    assert not batcher.holds
+
+
+async def test_a_gap_another_batcher_fills_is_reloaded(redis, pool, market):
+    ours = Batcher(redis, pool, [0], batch=100, interval_s=0.01)  # the symbol's new shard
+    theirs = Batcher(redis, pool, [5], batch=100, interval_s=0.01)  # and the one it left
+    await ours.start()
+    await theirs.start()
+    await _publish(redis, 5, [_accepted(1, 101)])
+    await _publish(redis, 0, [_canceled(2, 101)])
+    await ours.step()
+    assert list(ours.holds) == [keys.events(0)]
+    await theirs.step()
+    assert await _order_row(pool, 101) == ("OPEN", 5, 0)
+    await ours.step()
+    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+    assert not ours.holds
+
+
+async def test_a_gap_that_lasts_is_logged_and_shown(redis, pool, market, caplog):
+    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01)
+    batcher.hold_warn_s = 0.0  # a few seconds in production
+    await batcher.start()
+    await batcher.step()  # the deposits
+    await _publish(redis, 0, [_canceled(7, 101)])
+    with caplog.at_level(logging.WARNING, logger="spot.batcher"):
+        for _ in range(100):  # nothing to flush: the stats still say it waits, and how long
+            await batcher.step()
+            stats = await redis.hgetall(keys.BATCHER_STATS)
+            if int(stats.get(b"held_ms", 0)) > 0:
+                break
+            await asyncio.sleep(0.1)
+    warnings = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
+    assert len(warnings) == 1 and "AAPL needs seq 1 next, the entry has seq 7" in warnings[0]
+    assert stats[b"held_streams"] == b"1" and int(stats[b"held_ms"]) > 0
+    assert "1 stream(s) waiting" in await batcher_status(redis)  # spot status shows it
+    assert await _order_row(pool, 101) is None
+
+
+async def test_a_symbol_of_unknown_progress_starts_where_its_events_are(redis, pool, market):
+    # A database upgraded with history: the symbol's row says NULL (alembic 0002).
+    await pool.execute("INSERT INTO symbol_progress (symbol) VALUES ('AAPL')")
+    await _publish(redis, 0, [_accepted(41, 101), _canceled(42, 101)])
+    await _publish(redis, 0, [_accepted(44, 102)])
+    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01)
+    await batcher.start()
+    await batcher.step()
+    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+    assert await _order_row(pool, 102) is None  # seq 43 is missing: that one waits
+    assert await pool.fetchval("SELECT seq FROM symbol_progress") == 42
+
+
+async def test_seqs_run_on_from_a_fresh_listing_and_a_worker_restored_from_a_snapshot(
+    redis, pool, market
+):
+    router, shard, worker = market
+    sent: list = []
+    rng = random.Random(17)
+    await random_flow(router, rng, sent, lambda n: n >= 150)
+    while await worker.step():
+        pass
+    await worker.snapshot(worker.shards[shard])
+    await random_flow(router, rng, sent, lambda n: n >= 100)
+    while await worker.step():  # applied after the snapshot: re-applied on recovery
+        pass
+    await redis.delete(keys.owner(shard))  # the worker dies (kill -9): its lease goes
+    restarted = Worker(redis, [shard], batch=50)
+    await restarted._acquire_leases(asyncio.Event())
+    await restarted.load_specs()
+    await restarted._recover(restarted.shards[shard])
+    await random_flow(router, rng, sent, lambda n: n >= 150)
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    async with pool.acquire() as conn:
+        await drain(restarted, batcher, redis, conn)
+        await _assert_orders_as_in_redis(redis, conn, sent)
+        progress = await conn.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'")
+    assert progress == restarted.shards[shard].engine.books[SPEC.symbol].seq > 0
+    assert batcher.sequencer.refused == 0 and not batcher.holds

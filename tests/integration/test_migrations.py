@@ -110,7 +110,7 @@ async def _assert_at_head(url: str) -> None:
 async def test_upgrade_downgrade_upgrade(url: str) -> None:
     # Alembic's env.py runs its own event loop: from async code, migrate in a thread.
     await asyncio.to_thread(upgrade, url)
-    assert await _revision(url) == "0001"
+    assert await _revision(url) == "0002"
     await _assert_at_head(url)
 
     await asyncio.to_thread(downgrade, url, "base")
@@ -145,6 +145,33 @@ async def test_constraints_hold(url: str) -> None:
     finally:
         await conn.execute("DELETE FROM balances; DELETE FROM orders")
         await conn.close()
+
+
+async def test_symbol_progress_is_not_known_for_symbols_with_history(url: str) -> None:
+    # 0002 on a database that has orders: their symbols' last applied seq is not known.
+    await asyncio.to_thread(downgrade, url, "base")
+    await asyncio.to_thread(upgrade, url, "0001")
+    conn = await asyncpg.connect(url)
+    try:
+        for order_id, symbol in ((1, "AAPL"), (2, "AAPL"), (3, "MSFT")):
+            await conn.execute(
+                "INSERT INTO orders (order_id, user_id, symbol, side, type, price, quantity,"
+                " remaining, status, time_in_force, post_only)"
+                " VALUES ($1, 'u', $2, 'BUY', 'LIMIT', 100, 2, 2, 'OPEN', 'GTC', false)",
+                order_id,
+                symbol,
+            )
+        await asyncio.to_thread(upgrade, url)
+        rows = await conn.fetch("SELECT symbol, seq FROM symbol_progress ORDER BY symbol")
+        assert [tuple(r) for r in rows] == [("AAPL", None), ("MSFT", None)]
+        await asyncio.to_thread(downgrade, url, "0001")
+        assert await conn.fetchval("SELECT to_regclass('symbol_progress')") is None
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 3
+    finally:
+        await conn.execute("DELETE FROM orders")
+        await conn.close()
+    await asyncio.to_thread(upgrade, url)
+    await _assert_at_head(url)
 
 
 async def test_upgrade_refuses_a_running_loop(url: str) -> None:
