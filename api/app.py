@@ -14,6 +14,13 @@ the database's rows.
 
 Errors are `{"error": CODE, "message": ...}`. Whatever a client sends gets a 4xx; a 500
 means a fault of ours (logged), a 503 that Redis or the database cannot be reached.
+
+POST /v1/admin/migrations starts a hot-shard migration (spot/migration.py) and runs it
+as a task of this process: the API process that created a migration is its orchestrator.
+A migration left unfinished (this process stopped or died) is not resumed by other API
+processes: two orchestrators advancing one migration are not safe (a step's end is not
+claimed, so one orchestrator's late DRAIN end can overwrite the other's rollback); an
+operator resumes it with `spot migrate SYMBOL --to SHARD`, the same target.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import asyncpg
 import msgspec
@@ -50,17 +57,23 @@ from schema.wire import (
     Error,
     Fill,
     Fills,
+    MigrationConflict,
+    Migrations,
+    MigrationStep,
+    MigrationView,
     OrderAccepted,
     Orders,
     OrderView,
     PlaceOrder,
     PublicTrade,
     ReplaceOrder,
+    StartMigration,
     Symbols,
     Trades,
     Transferred,
     Withdrawal,
 )
+from spot import migration
 from spot.settings import Settings
 
 log = logging.getLogger("spot.api")
@@ -71,6 +84,10 @@ REDIS_WAIT_S = 5.0  # for a free pooled connection, then 503
 BOOK_DEPTH = (1, 50, 20)  # min, max, default of ?depth=
 TRADES_LIMIT = (1, 100, 50)  # of ?limit=; the workers keep the last 100
 HISTORY_LIMIT = (1, 500, 100)  # of ?limit= on GET /v1/orders and /v1/fills
+MIGRATIONS_LIMIT = (1, 100, 20)  # of ?limit= on GET /v1/admin/migrations
+MIGRATION_ID_LENGTH = 64  # a symbol (32), '-', a counter: anything longer names none
+MIGRATION_RETRY_S = 1.0  # an orchestrator that lost Redis tries again this often
+MIGRATION_STOP_WAIT_S = 2.0  # at shutdown, for cancelled migrations to stop
 DB_POOL = (1, 4)  # connections per API process: history reads are few and short
 DB_WAIT_S = 5.0  # to connect, for a pooled connection, for a query; then 503
 DB_RETRY_S = 1.0  # while the database is down, one connection attempt a second at most
@@ -142,19 +159,27 @@ _place_decoder = msgspec.json.Decoder(PlaceOrder)
 _replace_decoder = msgspec.json.Decoder(ReplaceOrder)
 _deposit_decoder = msgspec.json.Decoder(Deposit)
 _withdrawal_decoder = msgspec.json.Decoder(Withdrawal)
+_start_migration_decoder = msgspec.json.Decoder(StartMigration)
 _depth_decoder = msgspec.json.Decoder(_Depth)
 _trade_decoder = msgspec.json.Decoder(PublicTrade)  # drops the user and order ids
 
 
 class HTTPError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, *, order_id: int | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        order_id: int | None = None,
+        migration_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.order_id = order_id
+        self.migration_id = migration_id
 
 
 def _rule(reason: RejectReason, message: str) -> HTTPError:
@@ -183,6 +208,8 @@ class App:
         self.market = Market({}, {})
         self._raw_specs: dict[bytes, bytes] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The migrations this process orchestrates: task -> migration id.
+        self._migrations: dict[asyncio.Task[None], str] = {}
         self._exact: dict[str, dict[str, tuple[Handler, RouteStats]]] = {}
         self._param: dict[str, dict[str, tuple[Handler, RouteStats]]] = {}
         self._unavailable_logged_at = 0.0
@@ -203,6 +230,7 @@ class App:
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in self._tasks:
             task.cancel()
+        loop.run_until_complete(self._stop_migrations())
         if self.db is not None:
             loop.run_until_complete(self.db.close())
         loop.run_until_complete(self.redis.aclose(close_connection_pool=True))
@@ -238,6 +266,9 @@ class App:
             ("GET", "/v1/trades/{symbol}", self.trades),
             ("POST", "/v1/admin/deposits", self.deposit),
             ("POST", "/v1/admin/withdrawals", self.withdrawal),
+            ("POST", "/v1/admin/migrations", self.start_migration),
+            ("GET", "/v1/admin/migrations", self.list_migrations),
+            ("GET", "/v1/admin/migrations/{id}", self.show_migration),
             ("GET", "/healthz", self.healthz),
             ("GET", "/readyz", self.readyz),
             ("GET", "/metrics", self.prometheus),
@@ -326,7 +357,16 @@ class App:
                 status, body, headers = await handler(scope, proto, param)
             except HTTPError as exc:
                 status, headers = exc.status, JSON
-                body = _encode(Error(error=exc.code, message=exc.message, order_id=exc.order_id))
+                if exc.migration_id is not None:
+                    body = _encode(
+                        MigrationConflict(
+                            error=exc.code, message=exc.message, migration_id=exc.migration_id
+                        )
+                    )
+                else:
+                    body = _encode(
+                        Error(error=exc.code, message=exc.message, order_id=exc.order_id)
+                    )
             except AuthError as exc:
                 status, headers = 401, UNAUTHORIZED
                 body = _encode(Error(error=exc.code, message=exc.message))
@@ -376,6 +416,12 @@ class App:
 
     def _principal(self, scope: Scope) -> Principal:
         return self.auth.principal(scope.headers.get("authorization"))
+
+    def _admin(self, scope: Scope) -> Principal:
+        principal = self._principal(scope)
+        if not principal.admin:
+            raise HTTPError(403, "FORBIDDEN", "an admin token is needed")
+        return principal
 
     async def _body(self, scope: Scope, proto: HTTPProtocol) -> bytes:
         length = scope.headers.get("content-length")
@@ -617,9 +663,7 @@ class App:
     async def _transfer(
         self, scope: Scope, proto: HTTPProtocol, decoder: msgspec.json.Decoder[Any], sign: int
     ) -> Reply:
-        admin = self._principal(scope)
-        if not admin.admin:
-            raise HTTPError(403, "FORBIDDEN", "an admin token is needed")
+        admin = self._admin(scope)
         transfer: Deposit = _decode(decoder, await self._body(scope, proto))
         if transfer.asset not in self.market.assets:
             raise HTTPError(422, "UNKNOWN_ASSET", f"no listed symbol trades {transfer.asset!r}")
@@ -636,6 +680,112 @@ class App:
             user_id=transfer.user_id, asset=transfer.asset, available=_amount(result.detail)
         )
         return 200, _encode(done), JSON
+
+    # -- migrations -----------------------------------------------------------------------
+
+    async def start_migration(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        self._admin(scope)
+        request: StartMigration = _decode(_start_migration_decoder, await self._body(scope, proto))
+        symbol, to_shard = request.symbol, request.to_shard
+        self._listed(symbol)
+        if not 0 <= to_shard < self.settings.shards:
+            raise HTTPError(
+                422,
+                "SHARD_OUT_OF_RANGE",
+                f"to_shard must be within 0..{self.settings.shards - 1}",
+            )
+        try:
+            # exclusive: a migration running already has its own orchestrator somewhere,
+            # which a second one here would race.
+            migration_id = await migration.start(
+                self.redis,
+                symbol,
+                to_shard,
+                request.timeout_s,
+                ttl_s=self.settings.migration_ttl_s,
+                exclusive=True,
+            )
+        except migration.MigrationRunning as exc:
+            raise HTTPError(
+                409, "MIGRATION_RUNNING", str(exc), migration_id=exc.migration_id
+            ) from None
+        except migration.MigrationError as exc:
+            raise _migration_refused(exc, symbol, to_shard) from None
+        # Running before the reply is built: if that read fails, the migration still runs.
+        self._orchestrate(migration_id)
+        view = _migration_view(await migration.status(self.redis, migration_id))
+        location = f"/v1/admin/migrations/{quote(migration_id, safe='')}"
+        return 202, _encode(view), [*JSON, ("location", location)]
+
+    async def list_migrations(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        self._admin(scope)
+        limit = _query_int(_query(scope), "limit", MIGRATIONS_LIMIT)
+        found = await migration.recent(self.redis, limit)
+        return 200, _encode(Migrations(migrations=[_migration_view(m) for m in found])), JSON
+
+    async def show_migration(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
+        self._admin(scope)
+        if len(param) > MIGRATION_ID_LENGTH or not param.isprintable():
+            raise _unknown_migration(param[:MIGRATION_ID_LENGTH])
+        try:
+            found = await migration.status(self.redis, param)
+        except migration.MigrationError:
+            raise _unknown_migration(param) from None
+        return 200, _encode(_migration_view(found)), JSON
+
+    def _orchestrate(self, migration_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_migration(migration_id))
+        self._migrations[task] = migration_id
+        task.add_done_callback(self._migration_ended)
+
+    def _migration_ended(self, task: asyncio.Task[None]) -> None:
+        self._migrations.pop(task, None)
+
+    async def _run_migration(self, migration_id: str) -> None:
+        """To its end. Each step resumes from its persisted state, so after losing Redis
+        the run starts over where it was; a step whose time ran out meanwhile rolls back."""
+        while True:
+            try:
+                await migration.run(self.redis, migration_id)
+                done = await migration.status(self.redis, migration_id)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("migration %s: Redis unavailable (%s), retrying", migration_id, exc)
+                await asyncio.sleep(MIGRATION_RETRY_S)
+                continue
+            except Exception:
+                log.exception(
+                    "migration %s stopped; `spot migrate` with its symbol and target resumes it",
+                    migration_id,
+                )
+                return
+            log.info(
+                "migration %s: %s shard %s -> %s %s, paused %s ms",
+                migration_id,
+                done["symbol"],
+                done["from"],
+                done["to"],
+                done["state"],
+                done.get("paused_for_ms"),
+            )
+            return
+
+    async def _stop_migrations(self) -> None:
+        """Shutdown: migrations stop at their persisted step, to be resumed (`spot migrate
+        SYMBOL --to SHARD`); they are not waited for, as a step may wait seconds."""
+        running = dict(self._migrations)
+        if not running:
+            return
+        for task in running:
+            task.cancel()
+        # redis-py may finish the command it was in before the cancellation lands.
+        await asyncio.wait(running, timeout=MIGRATION_STOP_WAIT_S)
+        for task, migration_id in running.items():
+            log.warning(
+                "migration %s left unfinished at shutdown%s; resume it with "
+                "`spot migrate SYMBOL --to SHARD`",
+                migration_id,
+                "" if task.done() else " (still stopping)",
+            )
 
     # -- market data ----------------------------------------------------------------------
 
@@ -827,6 +977,57 @@ def _amount(detail: str | None) -> int:
 
 def _error(status: int, code: str, message: str) -> Reply:
     return status, _encode(Error(error=code, message=message)), JSON
+
+
+def _migration_refused(exc: migration.MigrationError, symbol: str, to_shard: int) -> HTTPError:
+    if exc.code == "NO_ROUTE":
+        return HTTPError(404, RejectReason.UNKNOWN_SYMBOL.value, f"{symbol} has no route")
+    if exc.code == "SAME_SHARD":
+        return HTTPError(409, "ALREADY_ON_SHARD", f"{symbol} is on shard {to_shard} already")
+    return HTTPError(409, exc.code or "MIGRATION_REFUSED", str(exc))
+
+
+def _unknown_migration(migration_id: str) -> HTTPError:
+    return HTTPError(404, "UNKNOWN_MIGRATION", f"no migration {migration_id!r}")
+
+
+def _migration_view(m: dict[str, Any]) -> MigrationView:
+    """spot.migration.status() as the API shows it: every step that began, with its times."""
+
+    def number(name: str) -> int | None:
+        value = m.get(name)
+        return None if value is None else int(value)
+
+    steps = []
+    for step in (*migration.STEPS, "ROLLBACK"):
+        begin, end = number(f"{step}_start_ms"), number(f"{step}_end_ms")
+        if begin is None and end is None:
+            continue
+        took = end - begin if begin is not None and end is not None else None
+        steps.append(MigrationStep(step=step, start_ms=begin, end_ms=end, duration_ms=took))
+    finished, ttl_s = number("finished_ms"), number("ttl_s")
+    return MigrationView(
+        id=m["id"],
+        symbol=m["symbol"],
+        from_shard=int(m["from"]),
+        to_shard=int(m["to"]),
+        state=m["state"],
+        step=m["step"],
+        created_ms=int(m["created_ms"]),
+        timeout_ms=int(m["timeout_ms"]),
+        steps=steps,
+        epoch=number("epoch"),
+        paused_ms=number("paused_ms"),
+        switched_ms=number("switched_ms"),
+        paused_for_ms=number("paused_for_ms"),
+        pending=number("pending"),
+        pending_waited_ms=number("pending_waited_ms"),
+        pending_applied_ms=number("pending_applied_ms"),
+        rolled_back_at=m.get("rolled_back_at"),
+        rollback_reason=m.get("reason"),
+        finished_ms=finished,
+        expires_ms=finished + ttl_s * 1000 if finished is not None and ttl_s else None,
+    )
 
 
 def _too_large(limit: int) -> HTTPError:

@@ -1,6 +1,7 @@
 """Prometheus text exposition for the API: requests by route and status, a latency
-histogram per route, and two views of the pipeline read from Redis (orders routed per
-symbol per second, the length of each shard's orders stream).
+histogram per route, and views of the pipeline read from Redis (orders routed per
+symbol per second, the length of each shard's orders stream, the batcher's last flush,
+hot-shard migrations: running, finished by outcome, the last pause).
 
 Counting is two dict updates and a bisect per request. The Redis part is read at most
 once a second however often /metrics is scraped. Each API worker process counts its
@@ -95,9 +96,11 @@ class Metrics:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(f"{keys.RATE}{second}")
         pipe.hgetall(keys.BATCHER_STATS)
+        pipe.zcard(keys.MIGRATIONS_RUNNING)
+        pipe.hgetall(keys.MIGRATION_STATS)
         for shard in range(self.shards):
             pipe.xlen(keys.orders(shard))
-        rates, batcher, *lengths = await pipe.execute()
+        rates, batcher, running, migrations, *lengths = await pipe.execute()
         lines = [
             "# HELP spot_orders_per_second Orders routed per symbol in the last complete second.",
             "# TYPE spot_orders_per_second gauge",
@@ -118,8 +121,35 @@ class Metrics:
                     f"# TYPE {name} gauge",
                     f"{name} {float(batcher[field.encode()])}",
                 ]
+        lines += _migrations(running, migrations)
         return "\n".join(lines) + "\n"
 
+
+def _migrations(running: int, stats: dict[bytes, bytes]) -> list[str]:
+    """From the migration index (spot/migration.py): the counts are kept in Redis, so every
+    API process reports the same totals."""
+    lines = [
+        "# HELP spot_migrations_running Hot-shard migrations started and not finished.",
+        "# TYPE spot_migrations_running gauge",
+        f"spot_migrations_running {running}",
+        "# HELP spot_migrations_total Hot-shard migrations finished, by how they ended.",
+        "# TYPE spot_migrations_total counter",
+    ]
+    for state in MIGRATION_ENDS:
+        lines.append(
+            f'spot_migrations_total{{state="{state}"}} {int(stats.get(state.encode(), 0))}'
+        )
+    if b"last_paused_ms" in stats:
+        lines += [
+            "# HELP spot_migration_last_pause_ms How long the last finished migration held the"
+            " symbol's new orders back (pause to switch), in milliseconds.",
+            "# TYPE spot_migration_last_pause_ms gauge",
+            f"spot_migration_last_pause_ms {int(float(stats[b'last_paused_ms']))}",
+        ]
+    return lines
+
+
+MIGRATION_ENDS = ("DONE", "ROLLED_BACK")
 
 # The batcher's last flush, as it records it in Redis (batcher/batcher.py).
 BATCHER_GAUGES = [

@@ -69,11 +69,70 @@ SYMBOL = _path_param("symbol", "string")
 SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32)
 STATUS_FILTER = _query_text("status", "only orders in this status", enum=list(wire.ORDER_STATUSES))
 HISTORY_LIMIT = _query_param("limit", 1, 500, 100)
+MIGRATION_ERRORS = {
+    "400": _json("Error", "malformed body or query"),
+    "401": _json("Error", "missing, invalid or expired token"),
+    "403": _json("Error", "admin token needed"),
+    "503": _json("Error", "storage unavailable"),
+}
+
+
+def _migration_paths() -> dict[str, Any]:
+    started = {
+        **_json("MigrationView", "started; it runs on, GET the Location to follow it"),
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
+    conflict = {
+        "description": "MIGRATION_RUNNING: the symbol is being moved already, by "
+        "migration_id; ALREADY_ON_SHARD; ROUTE_NOT_ACTIVE",
+        "content": {
+            "application/json": {"schema": {"oneOf": [_ref("MigrationConflict"), _ref("Error")]}}
+        },
+    }
+    return {
+        "/v1/admin/migrations": {
+            "post": {
+                "summary": "Move a symbol to another matching shard, live (admin)",
+                "description": "Pause routing, drain the source shard, hand the book over, "
+                "switch and replay what was buffered; a step that outlives timeout_s rolls "
+                "back. Poll GET /v1/admin/migrations/{id} for its step and timings.",
+                "requestBody": _body("StartMigration"),
+                "responses": {
+                    "202": started,
+                    **MIGRATION_ERRORS,
+                    "404": _json("Error", "UNKNOWN_SYMBOL"),
+                    "409": conflict,
+                    "413": _json("Error", "body too large"),
+                    "422": _json("Error", "SHARD_OUT_OF_RANGE"),
+                },
+                "security": AUTH,
+            },
+            "get": {
+                "summary": "Recent migrations: running first, then finished, newest first "
+                "(admin); finished ones are kept SPOT_MIGRATION_TTL_S",
+                "parameters": [_query_param("limit", 1, 100, 20)],
+                "responses": {"200": _json("Migrations", "migrations"), **MIGRATION_ERRORS},
+                "security": AUTH,
+            },
+        },
+        "/v1/admin/migrations/{id}": {
+            "get": {
+                "summary": "One migration: state, step, epoch, step timings, pause (admin)",
+                "parameters": _path_param("id", "string"),
+                "responses": {
+                    "200": _json("MigrationView", "the migration"),
+                    **MIGRATION_ERRORS,
+                    "404": _json("Error", "no such migration (or expired)"),
+                },
+                "security": AUTH,
+            }
+        },
+    }
 
 
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [*wire.REQUESTS, *wire.REPLIES], ref_template=REF
+        [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES], ref_template=REF
     )
     order = (400, 401, 404, 413, 503)
     paths = {
@@ -169,6 +228,7 @@ def document() -> dict[str, Any]:
                 security=AUTH,
             )
         },
+        **_migration_paths(),
         "/healthz": {
             "get": {"summary": "The process is up", "responses": {"200": {"description": "up"}}}
         },

@@ -120,3 +120,14 @@ def last_price(symbol: str) -> str:
 def home_shard(symbol: str, shards: int) -> int:
     """Where a symbol lives until a migration moves it: the route table's seed."""
     return zlib.crc32(symbol.encode()) % shards
+
+
+# -- migration index (spot.migration, the admin API, `spot status`) ------------------------
+# Ids of running migrations by creation time (ms): added when a migration starts, removed
+# when it finishes. Few members: a symbol has at most one migration running.
+MIGRATIONS_RUNNING = "migrations:running"
+# Ids of finished (DONE, ROLLED_BACK) migrations by finish time (ms), trimmed by age and
+# count when a migration finishes, in step with the hashes' expiry.
+MIGRATIONS_FINISHED = "migrations:finished"
+# hash: DONE / ROLLED_BACK -> how many migrations ended so, last_paused_ms, last_id
+MIGRATION_STATS = "migrations:stats"

@@ -197,3 +197,68 @@ REPLIES = (
     Trades,
     Error,
 )
+
+
+# -- hot-shard migration (admin) ------------------------------------------------------------
+# Kept apart from REQUESTS / REPLIES above: api/openapi.py adds MIGRATION_TYPES.
+
+# Seconds each step may take before the migration rolls back (spot.migration).
+StepTimeout = Annotated[float, msgspec.Meta(gt=0, le=300)]
+
+
+class StartMigration(msgspec.Struct, **_request):
+    """Move `symbol` to shard `to_shard`, live (DESIGN.md §4). The shard's range depends on
+    the exchange's SPOT_SHARDS: out of it is a 422, not a malformed body."""
+
+    symbol: Symbol
+    to_shard: Integer
+    timeout_s: StepTimeout = 5.0
+
+
+class MigrationStep(msgspec.Struct, **_reply):
+    """One step's persisted times (ms since the epoch); absent while not begun or ended."""
+
+    step: str  # PAUSE, DRAIN, TRANSFER, SWITCH, ROLLBACK, CLEANUP
+    start_ms: int | None = None
+    end_ms: int | None = None
+    duration_ms: int | None = None
+
+
+class MigrationView(msgspec.Struct, **_reply):
+    id: str
+    symbol: str
+    from_shard: int
+    to_shard: int
+    state: str  # RUNNING, ROLLING_BACK, then DONE or ROLLED_BACK
+    step: str  # the next step to run; DONE once finished
+    created_ms: int
+    timeout_ms: int
+    steps: list[MigrationStep]
+    epoch: int | None = None  # the route's epoch from the pause on
+    paused_ms: int | None = None  # when new orders started to wait in pending:{symbol}
+    switched_ms: int | None = None  # when the route became ACTIVE again
+    paused_for_ms: int | None = None  # switched_ms - paused_ms
+    pending: int | None = None  # commands buffered during the pause, replayed at the switch
+    pending_waited_ms: int | None = None  # the oldest of them, until the switch
+    pending_applied_ms: int | None = None  # the oldest of them, until the shard applied all
+    rolled_back_at: str | None = None  # the step that timed out
+    rollback_reason: str | None = None
+    finished_ms: int | None = None
+    expires_ms: int | None = None  # when the finished record is forgotten
+
+
+class Migrations(msgspec.Struct, **_reply):
+    """Running migrations first, then finished ones, each newest first."""
+
+    migrations: list[MigrationView]
+
+
+class MigrationConflict(msgspec.Struct, **_reply):
+    """409: the symbol is being moved already, by `migration_id`."""
+
+    error: str
+    message: str
+    migration_id: str
+
+
+MIGRATION_TYPES = (StartMigration, MigrationView, Migrations, MigrationConflict)

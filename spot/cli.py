@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="list demo symbols and fund demo users u1..uN")
     seed.add_argument("--users", type=int, default=100)
 
-    commands.add_parser("status", help="shards, owners, lag, symbols, order rates")
+    commands.add_parser("status", help="shards, owners, lag, symbols, order rates, migrations")
     commands.add_parser("api", help="the HTTP API (Granian, RSGI, uvloop)")
 
     worker = commands.add_parser("worker", help="a matching worker for some shards")
@@ -133,11 +133,12 @@ async def _seed_into(redis: Any, settings: Any, users: int) -> None:
 
 def _status(args: argparse.Namespace, settings: Any) -> int:
     from spot.stack import Stack
-    from spot.status import batcher_status, render, shard_status
+    from spot.status import batcher_status, migration_status, render, shard_status
 
     async def show(redis: Any) -> None:
         print(render(await shard_status(redis, settings.shards)))
         print(await batcher_status(redis))
+        print(await migration_status(redis))
 
     with Stack(settings) as (redis_url, _):
         _with_redis(redis_url, show)

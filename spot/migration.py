@@ -14,6 +14,11 @@ to in the hash, so an orchestrator killed at any point resumes from the persiste
              the route there, ACTIVE: nothing newer can overtake what was buffered.
 5. CLEANUP   release the lock; state DONE.
 
+An index lists the migrations for operators (`recent`): `migrations:running` while one
+runs, `migrations:finished` once it ended. A finished migration's hash (and the handed-over
+book, unless the worker gave it a shorter life) expires `ttl_s` after it ended
+(SPOT_MIGRATION_TTL_S), and the finished index is trimmed in the same script.
+
 A step that outlives its timeout (counted from the step's persisted start, so a resumed
 orchestrator does not extend the pause) rolls back and never switches: the rollback is
 claimed against the source worker's DRAIN atomically; if the source drained already it is
@@ -31,6 +36,7 @@ from schema import keys
 
 STEPS = ("PAUSE", "DRAIN", "TRANSFER", "SWITCH", "CLEANUP")
 DEFAULT_TIMEOUT_S = 5.0
+FINISHED_KEPT = 1000  # finished migrations the index remembers, at most
 POLL_S = 0.002  # how often a waiting step looks at a worker's watermark
 
 _NOW = """
@@ -38,7 +44,8 @@ local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 """
 
-# KEYS: lock, route, id counter. ARGV: symbol, to, timeout ms, migration key prefix.
+# KEYS: lock, route, id counter, running index. ARGV: symbol, to, timeout ms, migration key
+# prefix, seconds the record is kept once finished.
 START = (
     _NOW
     + """
@@ -52,6 +59,10 @@ local id = ARGV[1] .. '-' .. redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], id)
 redis.call('HSET', ARGV[4] .. id, 'symbol', ARGV[1], 'from', route[1], 'to', ARGV[2],
            'state', 'RUNNING', 'step', 'PAUSE', 'timeout_ms', ARGV[3], 'created_ms', now)
+if KEYS[4] then
+  redis.call('HSET', ARGV[4] .. id, 'ttl_s', ARGV[5])
+  redis.call('ZADD', KEYS[4], now, id)
+end
 return {'OK', id}
 """
 )
@@ -116,23 +127,60 @@ return #entries
 """
 )
 
-# KEYS: migration, lock. ARGV: migration id.
+# KEYS: migration, lock, handoff, running index, finished index, stats. ARGV: migration id,
+# seconds to keep a record that has no ttl_s of its own, finished migrations to index.
+# The index, expiry and stats part is skipped when called with the first two keys only.
 FINISH = (
     _NOW
     + """
-local state = redis.call('HGET', KEYS[1], 'state')
+local before = redis.call('HGET', KEYS[1], 'state')
+local state = before
 if state == 'RUNNING' then state = 'DONE' elseif state == 'ROLLING_BACK' then
   state = 'ROLLED_BACK' end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('HSET', KEYS[1], 'state', state, 'step', 'DONE', 'CLEANUP_end_ms', now,
            'finished_ms', now)
+if KEYS[3] then
+  local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_s') or ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  -- the worker gives the handoff an hour (workers/consumer.py): never lengthen that
+  if redis.call('TTL', KEYS[3]) == -1 then redis.call('EXPIRE', KEYS[3], ttl) end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZADD', KEYS[5], 'NX', now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', string.format('(%d', now - ttl * 1000))
+  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -tonumber(ARGV[3]) - 1)
+  if before ~= state then
+    -- counted once, by whichever orchestrator ended it
+    redis.call('HINCRBY', KEYS[6], state, 1)
+    local t = redis.call('HMGET', KEYS[1], 'paused_ms', 'switched_ms')
+    if t[1] and t[2] then
+      redis.call('HSET', KEYS[6], 'last_paused_ms', tonumber(t[2]) - tonumber(t[1]),
+                 'last_id', ARGV[1])
+    end
+  end
+end
 return state
 """
 )
 
 
 class MigrationError(Exception):
-    """A migration that cannot start (unknown symbol, same shard, another one running)."""
+    """A migration that cannot start (unknown symbol, same shard, another one running).
+
+    `code` names why, for callers that answer differently: NO_ROUTE (no such symbol),
+    SAME_SHARD, NOT_ACTIVE (the route is not ACTIVE), RUNNING (another migration)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MigrationRunning(MigrationError):
+    """start(exclusive=True) found a migration of the symbol running already."""
+
+    def __init__(self, message: str, migration_id: str) -> None:
+        super().__init__(message, "RUNNING")
+        self.migration_id = migration_id
 
 
 class StepTimeout(Exception):
@@ -154,37 +202,66 @@ def _after_or_at(a: str, b: str) -> bool:
 
 
 async def start(
-    redis: Any, symbol: str, to_shard: int, timeout_s: float = DEFAULT_TIMEOUT_S
+    redis: Any,
+    symbol: str,
+    to_shard: int,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    *,
+    ttl_s: int | None = None,
+    exclusive: bool = False,
 ) -> str:
-    """Create the migration (or find the one already moving the symbol to `to_shard`)."""
+    """Create the migration (or find the one already moving the symbol to `to_shard`).
+
+    `exclusive`: a migration of the symbol already running is an error (MigrationRunning)
+    even when it goes to `to_shard`, for a caller that must not orchestrate it a second
+    time. `ttl_s`: how long the record is kept once finished (default: the setting)."""
     reply = await redis.eval(
         START,
-        3,
+        4,
         keys.migrating(symbol),
         keys.route(symbol),
         keys.MIGRATION_IDS,
+        keys.MIGRATIONS_RUNNING,
         symbol,
         to_shard,
         int(timeout_s * 1000),
         keys.MIGRATION,
+        _finished_ttl_s() if ttl_s is None else ttl_s,
     )
     status = _text(reply[0])
     if status == "OK":
         return _text(reply[1])
     if status == "EXISTS":
         existing = _text(reply[1])
+        if exclusive:
+            raise MigrationRunning(
+                f"{symbol} is being moved already, by migration {existing}", existing
+            )
         running_to = await redis.hget(keys.migration(existing), "to")
         if running_to is not None and int(running_to) == to_shard:
             return existing
-        raise MigrationError(f"{symbol} is being moved already, by migration {existing}")
-    raise MigrationError(f"cannot move {symbol} to shard {to_shard}: {status}")
+        raise MigrationError(f"{symbol} is being moved already, by migration {existing}", "RUNNING")
+    raise MigrationError(f"cannot move {symbol} to shard {to_shard}: {status}", status)
+
+
+def _finished_ttl_s() -> int:
+    # Imported here: spot.settings is not needed by the steps, only by a caller that did
+    # not say (the CLI, whose environment was validated already).
+    from spot.settings import Settings
+
+    return Settings.from_env().migration_ttl_s
 
 
 async def migrate(
-    redis: Any, symbol: str, to_shard: int, timeout_s: float = DEFAULT_TIMEOUT_S
+    redis: Any,
+    symbol: str,
+    to_shard: int,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    *,
+    ttl_s: int | None = None,
 ) -> dict[str, Any]:
     """Start or resume the symbol's migration and run it to its end; returns its status."""
-    migration_id = await start(redis, symbol, to_shard, timeout_s)
+    migration_id = await start(redis, symbol, to_shard, timeout_s, ttl_s=ttl_s)
     await run(redis, migration_id)
     return await status(redis, migration_id)
 
@@ -245,6 +322,22 @@ async def status(redis: Any, migration_id: str) -> dict[str, Any]:
         # from the oldest buffered command's arrival until the shard had applied them all
         m["pending_applied_ms"] = int(m["replayed_ms"]) - int(m["pending_oldest_ms"])
     return m
+
+
+async def recent(redis: Any, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` migrations for operators: the running ones first, then the finished,
+    each newest first. A record expired since it was indexed is left out."""
+    ids = [_text(i) for i in await redis.zrevrange(keys.MIGRATIONS_RUNNING, 0, limit - 1)]
+    if len(ids) < limit:
+        finished = await redis.zrevrange(keys.MIGRATIONS_FINISHED, 0, limit - len(ids) - 1)
+        ids += [_text(i) for i in finished]
+    found = []
+    for migration_id in ids:
+        try:
+            found.append(await status(redis, migration_id))
+        except MigrationError:
+            pass
+    return found
 
 
 # -- steps ------------------------------------------------------------------------------
@@ -363,5 +456,15 @@ async def _cleanup(redis: Any, migration_id: str, m: dict[str, str]) -> None:
         except StepTimeout:
             pass
     await redis.eval(
-        FINISH, 2, keys.migration(migration_id), keys.migrating(m["symbol"]), migration_id
+        FINISH,
+        6,
+        keys.migration(migration_id),
+        keys.migrating(m["symbol"]),
+        keys.handoff(migration_id),
+        keys.MIGRATIONS_RUNNING,
+        keys.MIGRATIONS_FINISHED,
+        keys.MIGRATION_STATS,
+        migration_id,
+        m.get("ttl_s") or _finished_ttl_s(),
+        FINISHED_KEPT,
     )

@@ -1,10 +1,15 @@
-"""`spot status`: who owns which shard, how far behind each is, what runs where."""
+"""`spot status`: who owns which shard, how far behind each is, what runs where, and the
+hot-shard migrations running or recently finished."""
 
 import time
 from typing import Any
 
 from schema import keys
+from spot import migration
 from spot.market import load_specs
+
+FINISHED_SHOWN = 5  # finished migrations `spot status` lists, newest first
+RUNNING_SHOWN = 50  # a symbol has one at most; more than this many would be a fault
 
 
 async def shard_status(redis: Any, shards: int) -> list[dict[str, Any]]:
@@ -65,3 +70,43 @@ def render(rows: list[dict[str, Any]]) -> str:
         for r in rows
     ]
     return "\n".join(lines)
+
+
+async def migration_status(redis: Any) -> str:
+    """Running migrations, then the last few finished ones: one line each."""
+    running = min(await redis.zcard(keys.MIGRATIONS_RUNNING), RUNNING_SHOWN)
+    found = await migration.recent(redis, running + FINISHED_SHOWN)
+    if not found:
+        return "migrations: none yet"
+    finished = sum(1 for m in found if m["step"] == "DONE")
+    now_ms = time.time_ns() // 1_000_000
+    head = (
+        f"migrations: {len(found) - finished} running, the last {finished} finished\n"
+        f"  {'id':<16}  {'symbol':<10}  {'shards':<7}  {'state':<12}  {'step':<8}  "
+        f"{'paused':>10}  {'pending':>7}  started"
+    )
+    return "\n".join([head] + [_migration_line(m, now_ms) for m in found])
+
+
+def _migration_line(m: dict[str, Any], now_ms: int) -> str:
+    if "paused_for_ms" in m:
+        paused = f"{m['paused_for_ms']} ms"
+    elif "paused_ms" in m:  # paused now: for how long so far
+        paused = f"{now_ms - int(m['paused_ms'])} ms+"
+    else:
+        paused = "-"
+    shards = f"{m['from']}->{m['to']}"
+    # a rolled-back migration: the step that timed out
+    step = m["rolled_back_at"] if m["state"] == "ROLLED_BACK" else m["step"]
+    return (
+        f"  {m['id']:<16}  {m['symbol']:<10}  {shards:<7}  {m['state']:<12}  {step:<8}  "
+        f"{paused:>10}  {m.get('pending', '-'):>7}  {_ago(now_ms - int(m['created_ms']))}"
+    )
+
+
+def _ago(ms: int) -> str:
+    seconds = max(ms // 1000, 0)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
