@@ -81,6 +81,19 @@ return epoch
 """
 )
 
+# KEYS: migration. ARGV: step, next step. Moves on only from the step that ended, while
+# RUNNING: two orchestrators may work on one migration (an operator's `spot migrate`
+# beside the API's), and one's rollback must not be overwritten by the other's step end.
+END = (
+    _NOW
+    + """
+local m = redis.call('HMGET', KEYS[1], 'state', 'step')
+if m[1] ~= 'RUNNING' or m[2] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1] .. '_end_ms', now, 'step', ARGV[2])
+return 1
+"""
+)
+
 # KEYS: migration, stream. ARGV: field that records the entry id, the entry's fields.
 # XADD at most once per migration: a second DRAIN after a rollback gave the book back
 # would drop it again.
@@ -357,9 +370,7 @@ async def _begin(redis: Any, migration_id: str, m: dict[str, str], step: str) ->
 
 
 async def _end(redis: Any, migration_id: str, step: str, next_step: str) -> None:
-    await redis.hset(
-        keys.migration(migration_id), mapping={f"{step}_end_ms": _now_ms(), "step": next_step}
-    )
+    await redis.eval(END, 1, keys.migration(migration_id), step, next_step)
 
 
 async def _mark(redis: Any, migration_id: str, m: dict[str, str], kind: str, shard: int) -> str:
