@@ -220,6 +220,9 @@ class App:
     # -- lifecycle ------------------------------------------------------------------------
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Granian configures only its own loggers: without this, a migration's progress
+        # and other INFO lines of the worker process go nowhere.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.configure(Settings.from_env())
         loop.run_until_complete(self._first_refresh())
         if self.settings.database_url is not None:
