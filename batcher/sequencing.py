@@ -54,40 +54,58 @@ class Sequencer:
         progress and to undo a flush that did not commit. Seq 0 marks an event outside
         any book (a STALE_ROUTE or UNKNOWN_SYMBOL rejection): it has no place in any
         symbol's order and always goes."""
+        scanned = self._scan(events)
+        if isinstance(scanned, Gap):
+            return scanned
+        advanced, refused = scanned
+        unknown = self.unknown
+        for symbol, seq in advanced.items():
+            if symbol not in before:
+                before[symbol] = None if symbol in unknown else self.applied.get(symbol, 0)
+            self.applied[symbol] = seq
+        if unknown:
+            unknown.difference_update(advanced)
+        if not refused:
+            return events
+        self.refused += len(refused)
+        dropped = {id(event) for event in refused}
+        return [event for event in events if id(event) not in dropped]
+
+    def _scan(self, events: list[Event]) -> tuple[dict[str, int], list[Event]] | Gap:
+        """Where each symbol of the entry gets to, and the repeats; or the first gap."""
         applied = self.applied
         advanced: dict[str, int] = {}
-        refused: list[Event] | None = None
+        refused: list[Event] = []
+        # A worker's entry holds runs of one symbol's events, seq after seq: within a run
+        # the next event is checked against the run alone, without a dict lookup.
+        run_symbol: str | None = None
+        run_seq = 0
         for event in events:
             seq = event.seq
             if not seq:
                 continue
             symbol = event.symbol
+            if seq == run_seq + 1 and symbol == run_symbol:
+                run_seq = seq
+                continue
+            if run_symbol is not None:
+                advanced[run_symbol] = run_seq
+                run_symbol = None
             last = advanced.get(symbol)
             if last is None:
                 last = applied.get(symbol, 0)
             if seq == last + 1:
-                advanced[symbol] = seq
+                run_symbol, run_seq = symbol, seq
             elif seq > last:
                 if symbol not in self.unknown or symbol in advanced:
                     return Gap(symbol, last + 1, seq)
-                advanced[symbol] = seq  # the baseline of a symbol with unknown progress
+                run_symbol, run_seq = symbol, seq  # the baseline of a symbol not known
             else:
-                if refused is None:
-                    refused = []
                 refused.append(event)
                 self.last_refused = (symbol, seq, last)
-        unknown = self.unknown
-        for symbol, seq in advanced.items():
-            if symbol not in before:
-                before[symbol] = None if symbol in unknown else applied.get(symbol, 0)
-            applied[symbol] = seq
-        if unknown:
-            unknown.difference_update(advanced)
-        if refused is None:
-            return events
-        self.refused += len(refused)
-        dropped = {id(event) for event in refused}
-        return [event for event in events if id(event) not in dropped]
+        if run_symbol is not None:
+            advanced[run_symbol] = run_seq
+        return advanced, refused
 
     def undo(self, before: dict[str, int | None]) -> None:
         """Forget what a flush that did not commit admitted."""

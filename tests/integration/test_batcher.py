@@ -204,13 +204,13 @@ async def _keep_stepping(worker: Worker, flow: asyncio.Task) -> None:
 # A migration moves a symbol's book, and its events continue, gap-free, on another stream.
 
 
-def _accepted(seq: int, order_id: int, quantity: int = 5) -> Accepted:
-    return Accepted(SPEC.symbol, seq, order_id, "alice", Side.BUY, OrderType.LIMIT, 10_000,
-                    quantity, TimeInForce.GTC, False, None)  # fmt: skip
+def _accepted(seq: int, order_id: int, symbol: str = SPEC.symbol) -> Accepted:
+    return Accepted(symbol, seq, order_id, "alice", Side.BUY, OrderType.LIMIT, 10_000, 5,
+                    TimeInForce.GTC, False, None)  # fmt: skip
 
 
-def _canceled(seq: int, order_id: int, remaining: int = 5) -> Canceled:
-    return Canceled(SPEC.symbol, seq, order_id, "alice", Side.BUY, 10_000, remaining,
+def _canceled(seq: int, order_id: int, symbol: str = SPEC.symbol) -> Canceled:
+    return Canceled(symbol, seq, order_id, "alice", Side.BUY, 10_000, 5,
                     CancelReason.USER)  # fmt: skip
 
 
@@ -238,6 +238,23 @@ async def test_a_symbol_moved_to_an_earlier_stream_keeps_its_order(redis, pool, 
     await batcher.start()
     await batcher.step()
     assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+
+
+async def test_interleaved_symbols_each_keep_their_order(redis, pool, market):
+    # One worker entry holds several symbols' runs; only MSFT moved (to events:{0}).
+    await _publish(redis, 3, [_accepted(1, 101), _accepted(1, 201, "MSFT"), _canceled(2, 101),
+                              _accepted(2, 202, "MSFT"), _accepted(3, 102)])  # fmt: skip
+    await _publish(redis, 0, [_canceled(4, 202, "MSFT"), _accepted(4, 103)])
+    await _publish(redis, 3, [_canceled(3, 201, "MSFT")])
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    await batcher.step()
+    rows = await pool.fetch("SELECT order_id, status FROM orders ORDER BY order_id")
+    assert [tuple(r) for r in rows] == [(101, "CANCELED"), (102, "OPEN"), (103, "OPEN"),
+                                        (201, "CANCELED"), (202, "CANCELED")]  # fmt: skip
+    progress = await pool.fetch("SELECT symbol, seq FROM symbol_progress ORDER BY symbol")
+    assert [tuple(r) for r in progress] == [("AAPL", 4), ("MSFT", 4)]
+    assert not batcher.holds and batcher.sequencer.refused == 0
 
 
 async def test_a_newer_event_waits_for_the_older_one_from_another_stream(redis, pool, market):
@@ -290,6 +307,7 @@ async def _workers_settled(redis, shards: list[int]) -> bool:
 async def test_a_real_migration_with_the_batcher_stopped_lands_as_redis_says(redis, pool, market):
     router, home, _ = market
     other = 0 if home else SHARDS - 1  # the batcher reads events:{0} before the others
+    await redis.delete(keys.owner(home))  # the fixture's worker steps aside
     stop = asyncio.Event()
     worker = Worker(redis, [home, other], batch=20)
     running = asyncio.create_task(worker.run(stop))
