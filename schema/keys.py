@@ -131,3 +131,21 @@ MIGRATIONS_RUNNING = "migrations:running"
 MIGRATIONS_FINISHED = "migrations:finished"
 # hash: DONE / ROLLED_BACK -> how many migrations ended so, last_paused_ms, last_id
 MIGRATION_STATS = "migrations:stats"
+
+
+# -- rebalancer (spot/rebalancer.py) ----------------------------------------------------
+# hash, written by each worker about once a second (workers/consumer.py): per shard,
+# "{shard}:commands" and "{shard}:busy_us" (cumulative since the hash was made: commands
+# applied and wall microseconds spent settling them) and "{shard}:at_ms" (last written).
+# A shard's measured capacity is commands per busy second.
+SHARD_STATS = "shard:stats"
+# hash: the rebalancer's last evaluation. Per shard "{shard}:load" (fraction of capacity),
+# "{shard}:level" (NORMAL|WARN|PREPARE|MOVE), "{shard}:capacity" (commands/s),
+# "{shard}:measured" (1: measured, 0: SPOT_SHARD_CAPACITY), "{shard}:orders_per_s";
+# the decision: code, reason, symbol, from, to, at_ms, dry_run; counters evaluations,
+# moves, moves_failed; the last move: last_move_symbol, last_move_from, last_move_to,
+# last_move_state, last_move_id, last_move_ms.
+REBALANCER = "rebalancer:state"
+# stream, capped near 1000 entries: each decision that differs from the one before and
+# each move's outcome, fields at_ms, code, reason, symbol, from, to (and state, id).
+REBALANCER_DECISIONS = "rebalancer:decisions"

@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--to", type=int, required=True, dest="to_shard", help="target shard")
     move.add_argument("--timeout", type=float, default=5.0, help="seconds per step")
 
+    rebalance = commands.add_parser(
+        "rebalancer", help="move hot symbols off overloaded shards, automatically"
+    )
+    rebalance.add_argument("--interval", type=float, default=1.0, help="seconds between looks")
+    rebalance.add_argument("--once", action="store_true", help="one evaluation, then exit")
+    rebalance.add_argument("--dry-run", action="store_true", help="decide and log, move nothing")
+
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
     return parser
 
@@ -285,6 +292,35 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
     return 0 if result["state"] == "DONE" else 1
 
 
+def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
+    from spot.rebalancer import from_settings, run_rebalancer
+    from spot.stack import Stack
+
+    if args.interval <= 0:
+        print("spot rebalancer: --interval must be positive", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with Stack(settings) as (redis_url, _):
+        if not args.once:
+            run_rebalancer(redis_url, settings, args.interval, args.dry_run)
+            return 0
+
+        async def once(redis: Any) -> None:
+            rebalancer = from_settings(redis, settings, args.dry_run)
+            await rebalancer.start()
+            decision = await rebalancer.evaluate()
+            for n in range(settings.shards):
+                symbols = ",".join(sorted(rebalancer.last_loads[n].rates)) or "-"
+                print(
+                    f"shard {n:>3}  {rebalancer.rebalance.levels[n].name:<7}  "
+                    f"{rebalancer.last_loads[n].load:>6.1%}  {symbols}"
+                )
+            print(f"{decision.code}: {decision.reason}")
+
+        _with_redis(redis_url, once)
+    return 0
+
+
 def _with_redis(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
     from redis.asyncio import Redis
 
@@ -311,6 +347,7 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {
     "replay": _replay,
     "bench": _bench,
     "migrate": _migrate,
+    "rebalancer": _rebalancer,
 }
 
 if __name__ == "__main__":

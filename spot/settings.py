@@ -62,6 +62,17 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # long after it ended: long enough to look into last week's migrations, no longer.
     migration_ttl_s: Positive = 7 * 24 * 3600
 
+    # `spot up` runs the automatic rebalancer too (spot/rebalancer.py). Off by default, so
+    # tests and demos stay deterministic: no symbol moves unless someone moves it.
+    rebalancer: bool = False
+    # Commands per busy second a shard is taken to manage until its worker has measured
+    # its own (1,000 commands). The pipeline benchmark (README) costs a worker ~100 µs of
+    # CPU and Redis ~70 µs per order: ~5,900 per busy second; 5,000 keeps a margin and
+    # is about what the whole pipeline carried on 2 cores (4,700-4,950 orders/s).
+    shard_capacity: Positive = 5000
+    # After a move, neither the symbol nor its two shards take part in another for this long.
+    rebalancer_cooldown_s: Seconds = 60.0
+
     def __repr__(self) -> str:
         # Settings get logged and printed; the signing secret must never be.
         fields = ", ".join(

@@ -1,7 +1,8 @@
 """`spot up`: the whole exchange on one machine.
 
 Starts Redis and PostgreSQL (embedded unless URLs are given), then the API, one
-matching worker per shard and the batcher, each its own process. A process that dies
+matching worker per shard, the batcher and (with SPOT_REBALANCER=1) the rebalancer, each
+its own process. A process that dies
 is restarted (a worker recovers from its snapshot). Ctrl-C stops everything: the
 children get SIGTERM, so workers snapshot their books before they exit.
 """
@@ -41,6 +42,8 @@ def children(settings: Settings) -> list[Child]:
         procs.append(Child(f"worker-{n}", spot_command("worker", "--shards", shards)))
     # One batcher: two measured slower, their flushes waiting on each other's balance rows.
     procs.append(Child("batcher", spot_command("batcher")))
+    if settings.rebalancer:  # SPOT_REBALANCER=1
+        procs.append(Child("rebalancer", spot_command("rebalancer")))
     return procs
 
 

@@ -175,6 +175,8 @@ class Worker:
         self.shards = {n: Shard(n, MatchingEngine(specs=())) for n in shards}
         self.applied_orders = 0
         self._settle_sha: str | None = None
+        self._busy: dict[int, list[int]] = {}  # shard -> [commands, busy µs] not yet published
+        self._busy_published_at = 0.0
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -262,8 +264,10 @@ class Worker:
         applied = 0
         for stream, entries in reply or ():
             shard = self.shards[int(stream.rpartition(b":")[2])]
+            started = time.perf_counter()
             await self._settle(shard, entries)
             applied += len(entries)
+            await self._measure(shard.number, len(entries), time.perf_counter() - started)
         now = time.monotonic()
         for shard in self.shards.values():
             if shard.dirty and not reply:  # idle: publish what the throttle held back
@@ -273,6 +277,26 @@ class Worker:
             if now - shard.snapshot_at >= self.snapshot_interval_s:
                 await self.snapshot(shard)
         return applied
+
+    async def _measure(self, shard: int, commands: int, busy_s: float) -> None:
+        """Count what the shard applied and the wall time its batches took (the settle round
+        trip included: that is what bounds a shard); publish it at most once a second, in
+        one round trip, for the rebalancer's capacity estimate (spot/rebalancer.py)."""
+        counts = self._busy.setdefault(shard, [0, 0])
+        counts[0] += commands
+        counts[1] += int(busy_s * 1_000_000)
+        now = time.monotonic()
+        if now - self._busy_published_at < 1.0:
+            return
+        self._busy_published_at = now
+        at_ms = time.time_ns() // 1_000_000
+        pipe = self.redis.pipeline(transaction=False)
+        for n, (applied, busy_us) in self._busy.items():
+            pipe.hincrby(keys.SHARD_STATS, f"{n}:commands", applied)
+            pipe.hincrby(keys.SHARD_STATS, f"{n}:busy_us", busy_us)
+            pipe.hset(keys.SHARD_STATS, f"{n}:at_ms", at_ms)
+        self._busy.clear()
+        await pipe.execute()
 
     async def _settle(self, shard: Shard, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         settlement = Settlement()
