@@ -7,13 +7,14 @@ import random
 from collections.abc import Callable
 
 from api.router import Router, hold_for
-from schema.messages import Cancel, Event, Place, Side, TimeInForce
+from schema.messages import Cancel, Event, Place, Replace, Side, TimeInForce
 from schema.symbols import SymbolSpec
 from workers.engine import MatchingEngine
 from workers.settlement import Settlement
 
 SPEC = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD", band_bps=2000, reference_price=10_000)
-Sent = list[tuple[Place | Cancel, int]]
+# Each accepted command with what the router held for it, in the order the router queued them.
+Sent = list[tuple[Place | Cancel | Replace, int]]
 
 
 async def random_flow(
@@ -49,17 +50,23 @@ async def random_flow(
         placed.append((place.order_id, user))
 
 
-def never_crashed(sent: Sent) -> tuple[MatchingEngine, list[Event], Settlement]:
+def never_crashed(
+    sent: Sent, specs: list[SymbolSpec] | None = None
+) -> tuple[MatchingEngine, list[Event], Settlement]:
     """The same commands through an engine that never stopped: its books, events, money."""
-    engine = MatchingEngine([SPEC])
+    engine = MatchingEngine(specs or [SPEC])
     expected: list[Event] = []
     settlement = Settlement()
+    sides: dict[int, Side] = {}  # a replace changes the order its place made, on that side
     for command, hold in sent:
         out = engine.apply(command)
         expected.extend(out)
-        resting = engine.books[SPEC.symbol].order(command.order_id)
-        side = command.side if isinstance(command, Place) else None
+        book = engine.books[command.symbol]
+        resting = book.order(command.order_id)
+        if isinstance(command, Place):
+            sides[command.order_id] = command.side
+        side = sides.get(command.order_id) if not isinstance(command, Cancel) else None
         settlement.add(
-            SPEC, command, side, hold, out, resting and (resting.price, resting.remaining)
+            book.spec, command, side, hold, out, resting and (resting.price, resting.remaining)
         )
     return engine, expected, settlement
