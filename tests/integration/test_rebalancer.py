@@ -30,6 +30,7 @@ FUNDS = {"USD": 10**12, "AAPL": 10**9, "MSFT": 10**9}
 # Orders per second. With a capacity of 30 orders/s, 32 put the shard at 107% (MOVE); AAPL
 # alone takes a target to 67%, under the 70% PREPARE threshold, and MSFT leaves 40% behind.
 RATES = {"AAPL": 20, "MSFT": 12}
+WARM = {"AAPL": 14, "MSFT": 9}  # 77%: PREPARE, never MOVE
 CAPACITY = 30
 
 
@@ -54,8 +55,9 @@ class Orders:
     """Each symbol's orders at its rate through the router, spread over each second; when
     the loop falls behind it skips ahead rather than catching up in a burst."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, rates: dict[str, int]) -> None:
         self.router = router
+        self.rates = rates  # may be changed while it runs
         self.placed = {symbol: 0 for symbol in RATES}
         self.done = False
         self.task = asyncio.create_task(self._run())
@@ -66,7 +68,7 @@ class Orders:
         start = time.monotonic()
         while not self.done:
             n += 1
-            for symbol, rate in RATES.items():
+            for symbol, rate in self.rates.items():
                 # orders due by tick n, less those placed: exact per second, no bursts
                 due = int(rate * n * tick) - int(rate * (n - 1) * tick)
                 for _ in range(due):
@@ -132,12 +134,21 @@ async def test_an_overloaded_shard_gives_its_hotter_symbol_away_and_nothing_come
 ):
     router, home, targets = market
     workers = Workers(redis, [home, *targets])
-    orders = Orders(router)
+    orders = Orders(router, WARM)
     rb = rebalancer(redis)
     seen = []
     try:
         await rb.start()
-        for _ in range(80):  # 40 s at most; the move comes after ~10 s of load
+        for _ in range(80):  # 40 s at most; PREPARE comes after ~8 s of load
+            seen.append(await rb.evaluate())
+            if seen[-1].code == "PREPARE":
+                break
+            await asyncio.sleep(0.5)
+        prepare = seen[-1]
+        assert (prepare.code, prepare.symbol, prepare.source) == ("PREPARE", "AAPL", home), seen
+        assert prepare.target in targets and "would move AAPL to shard" in prepare.reason
+        orders.rates = RATES
+        for _ in range(80):  # 40 s at most; the move comes after a few seconds
             decision = await rb.evaluate()
             seen.append(decision)
             if decision.code == "MOVE":
@@ -168,9 +179,8 @@ async def test_an_overloaded_shard_gives_its_hotter_symbol_away_and_nothing_come
     assert "AAPL" not in workers.workers[home].shards[home].engine.books
     assert "MSFT" in workers.workers[home].shards[home].engine.books
     # Levels after the move: AAPL's new shard near 67%, the old one near 40%.
-    assert state[f"{home}:level"] in ("NORMAL", "WARN")
-    assert state[f"{move.target}:level"] in ("WARN", "PREPARE")
-    assert float(state[f"{move.target}:load"]) < 0.85
+    assert state[f"{home}:level"] != "MOVE" and state[f"{move.target}:level"] != "MOVE"
+    assert float(state[f"{home}:load"]) < 0.5 and float(state[f"{move.target}:load"]) < 0.85
     assert (state["moves"], state["last_move_symbol"], state["last_move_state"]) == (
         "1",
         "AAPL",
