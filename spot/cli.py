@@ -50,13 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--symbols", help="JSON list of symbol specs (default: tick 1, lot 1)")
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
-    bench.add_argument("target", choices=["engine", "pipeline", "batcher"])
+    bench.add_argument("target", choices=["engine", "pipeline", "batcher", "migration"])
     bench.add_argument("--orders", type=int, default=500_000, help="engine: orders per run")
     bench.add_argument("--runs", type=int, default=3, help="engine: runs; the median is printed")
     bench.add_argument("--seconds", type=int, default=15, help="pipeline: how long wrk runs")
     bench.add_argument("--connections", type=int, default=64, help="pipeline: wrk connections")
     bench.add_argument("--users", type=int, default=50, help="pipeline: distinct traders")
     bench.add_argument("--rate", type=int, default=20_000, help="batcher: orders/s offered")
+    bench.add_argument("--load", type=int, default=5_000, help="migration: orders/s offered")
+    bench.add_argument("--migrations", type=int, default=20, help="migration: moves to make")
+    bench.add_argument("--hot-share", type=float, default=0.8, help="migration: hot symbol's share")
 
     move = commands.add_parser("migrate", help="move a symbol to another shard, live")
     move.add_argument("symbol")
@@ -258,6 +261,10 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
         from spot.bench.batcher import batcher
 
         return batcher(settings, args.rate, args.seconds)
+    if args.target == "migration":
+        from spot.bench.migration import migration_bench
+
+        return migration_bench(settings, args.load, args.migrations, args.hot_share, args.users)
     from spot.bench.pipeline import pipeline
 
     return pipeline(settings, args.seconds, args.connections, args.users)
