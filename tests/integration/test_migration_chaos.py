@@ -54,7 +54,7 @@ from spot.audit import audit, render, wait_caught_up
 from spot.market import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed
 from workers.book import OrderBook
-from workers.consumer import stream_id_after
+from workers.consumer import LEASE_MS, stream_id_after
 
 SHARDS = 10
 BYSTANDER = SymbolSpec(
@@ -200,6 +200,7 @@ class Processes:
         }
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.others: list[subprocess.Popen[bytes]] = []
+        self.frozen: dict[int, asyncio.Task[None]] = {}
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -215,6 +216,9 @@ class Processes:
     async def kill_worker(self, shard: int) -> None:
         """kill -9 and a restart. The lease a dead worker held would run out by itself in
         LEASE_MS; it is dropped at once, as if it had, to keep the test short."""
+        holding = self.frozen.pop(shard, None)
+        if holding is not None:
+            holding.cancel()
         proc = self.workers[shard]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -227,11 +231,26 @@ class Processes:
         self.others.append(proc)
         return proc
 
-    def signal_worker(self, shard: int, sig: signal.Signals) -> None:
-        if self.workers[shard].poll() is None:
-            self.workers[shard].send_signal(sig)
+    def freeze(self, shard: int) -> None:
+        """SIGSTOP the worker, its lease kept alive meanwhile (by this test, as the worker
+        would): stopped longer than LEASE_MS on a busy machine, it would lose its shard."""
+        self.workers[shard].send_signal(signal.SIGSTOP)
+        self.frozen[shard] = asyncio.create_task(self._hold_lease(shard))
+
+    async def _hold_lease(self, shard: int) -> None:
+        while True:
+            await self.redis.pexpire(keys.owner(shard), LEASE_MS)
+            await asyncio.sleep(0.2)
+
+    def thaw(self, shard: int) -> None:
+        holding = self.frozen.pop(shard, None)
+        if holding is not None:
+            holding.cancel()
+            self.workers[shard].send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
+        for holding in self.frozen.values():
+            holding.cancel()
         for proc in [*self.workers.values(), *self.others]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
@@ -283,14 +302,14 @@ async def migrate_with_a_kill(
 ) -> dict:
     """One migration to the other shard, with `victim` killed once the migration is at
     `step`. The steps that wait on a worker are held there by freezing (SIGSTOP) that worker
-    briefly (well under its lease): DRAIN the source, TRANSFER and CLEANUP the target. PAUSE
+    (its lease kept alive): DRAIN the source, TRANSFER and CLEANUP the target. PAUSE
     and SWITCH are one atomic script each: the kill lands as soon as the step is seen."""
     source = int(await redis.hget(keys.route(SPEC.symbol), "shard"))
     target = other if source == home else home
     migration_id = f"{SPEC.symbol}-{int(await redis.get(keys.MIGRATION_IDS) or 0) + 1}"
     frozen = {"DRAIN": source, "TRANSFER": target}.get(step)
     if frozen is not None:
-        procs.signal_worker(frozen, signal.SIGSTOP)
+        procs.freeze(frozen)
     orchestrator = procs.orchestrate(target)
     paused_orchestrator = False
     try:
@@ -300,7 +319,7 @@ async def migrate_with_a_kill(
             # orchestrator held still too.
             await adopted(redis, migration_id, target)
             frozen = target
-            procs.signal_worker(target, signal.SIGSTOP)
+            procs.freeze(target)
             await reached(redis, migration_id, "CLEANUP", orchestrator)
             if victim != "orchestrator":
                 orchestrator.send_signal(signal.SIGSTOP)
@@ -311,13 +330,10 @@ async def migrate_with_a_kill(
             orchestrator.wait()
             at = await step_of(redis, migration_id)  # where it died: nothing moves it now
         else:
-            shard = source if victim == "source" else target
-            await procs.kill_worker(shard)
-            if frozen == shard:
-                frozen = None
+            await procs.kill_worker(source if victim == "source" else target)
     finally:
         if frozen is not None:
-            procs.signal_worker(frozen, signal.SIGCONT)
+            procs.thaw(frozen)  # unless it was killed
         if paused_orchestrator:
             orchestrator.send_signal(signal.SIGCONT)
     if victim == "orchestrator" and await redis.exists(keys.migrating(SPEC.symbol)):
