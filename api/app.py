@@ -517,7 +517,7 @@ class App:
         order_id = _order_id(param)
         # Redis first: its record is never behind the database's row, and lasts until
         # 24 h after the order ended.
-        record = await self.redis.hgetall(keys.order(order_id))
+        record = await self.router.hgetall(keys.order(order_id))
         owner = record.get(b"user_id")
         if owner is not None:
             if owner.decode() != user:
@@ -600,8 +600,8 @@ class App:
         change = _decode(_replace_decoder, await self._body(scope, proto))
         if change.price is None and change.quantity is None:
             raise _rule(RejectReason.REPLACE_WITHOUT_CHANGE, "give a new price and/or quantity")
-        owner, symbol, kind = await self.redis.hmget(
-            keys.order(order_id), ["user_id", "symbol", "type"]
+        owner, symbol, kind = await self.router.hmget(
+            keys.order(order_id), "user_id", "symbol", "type"
         )
         if owner is None or owner.decode() != user:
             raise _unknown_order(order_id)
@@ -643,7 +643,7 @@ class App:
 
     async def balances(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         user = self._principal(scope).user_id
-        fields = await self.redis.hgetall(keys.balance(user))
+        fields = await self.router.hgetall(keys.balance(user))
         avail, held = keys.available(""), keys.locked("")
         amounts: dict[str, list[int]] = {}
         for field, value in fields.items():
@@ -798,7 +798,7 @@ class App:
     async def book(self, scope: Scope, proto: HTTPProtocol, symbol: str) -> Reply:
         self._listed(symbol)
         depth = _query_int(_query(scope), "depth", BOOK_DEPTH)
-        raw = await self.redis.get(keys.depth(symbol))
+        raw = await self.router.get(keys.depth(symbol))
         if raw is None:
             book = Book(symbol=symbol, bids=[], asks=[], seq=0)
         else:
@@ -811,7 +811,7 @@ class App:
     async def trades(self, scope: Scope, proto: HTTPProtocol, symbol: str) -> Reply:
         self._listed(symbol)
         limit = _query_int(_query(scope), "limit", TRADES_LIMIT)
-        raw = await self.redis.lrange(keys.trades(symbol), 0, limit - 1)
+        raw = await self.router.lrange(keys.trades(symbol), 0, limit - 1)
         recent = [_trade_decoder.decode(t) for t in raw]
         return 200, _encode(Trades(symbol=symbol, trades=recent)), JSON
 
