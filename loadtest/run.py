@@ -193,7 +193,7 @@ def _execute(run: Run, settings: Settings, env: dict[str, str], data: Path, out:
         for c in children(settings)
     }
     try:
-        _wait_ready(settings.api_port)
+        _wait_ready(settings.api_port, server=procs["api"].pid)
         # The seed's deposits must be in the database before orders spend them: the
         # batcher applies its streams side by side, not in the order they were written.
         asyncio.run(_drain(run, settings, redis_url, database_url))

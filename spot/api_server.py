@@ -9,6 +9,7 @@ URLs `spot up` filled in. `python -m spot.api_server` serves from the environmen
 from __future__ import annotations
 
 import os
+import socket
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -30,10 +31,27 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Granian listens with SO_REUSEPORT, so a second server on a taken port starts without
+    a word and the kernel deals new connections between the two. Two stacks on one port
+    (port 8000 by default, or the same free port picked by two runs at once) answered a
+    load test's requests with the other stack's secret: bursts of 401 INVALID_TOKEN.
+    A plain bind fails while anything listens there (SO_REUSEADDR only skips TIME_WAIT)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"{host}:{port} is taken by another server: {exc}") from None
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Blocks; call it from the main thread."""
     if settings.redis_url is None:
         raise ValueError("the API needs a Redis: set SPOT_REDIS_URL (`spot up` does)")
+    check_port_free(settings.api_host, settings.api_port)
     os.environ.update(settings_env(settings))
     Granian(
         TARGET,

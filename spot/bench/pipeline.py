@@ -104,16 +104,37 @@ def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
-def _wait_ready(port: int, timeout: float = 60) -> None:
+def _wait_ready(port: int, timeout: float = 60, server: int | None = None) -> None:
+    """Until the API on `port` answers /readyz; with `server` (its pid), also that no other
+    process listens there: Granian shares a port with any other Granian on it
+    (SO_REUSEPORT), and a load test half against another stack measures nonsense."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
                 if r.status == 200:
+                    if server is not None:
+                        _check_sole_listener(port, server)
                     return
         except OSError:
             time.sleep(0.2)
     raise RuntimeError("the API never became ready")
+
+
+def _check_sole_listener(port: int, server: int) -> None:
+    try:
+        proc = psutil.Process(server)
+        ours = {server} | {p.pid for p in proc.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        raise RuntimeError(f"the API exited; whatever answers on port {port} is not it") from None
+    listening = [
+        conn.pid
+        for conn in psutil.net_connections("tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+    ]
+    others = {pid for pid in listening if pid is not None} - ours  # None: not ours to see
+    if others:
+        raise RuntimeError(f"port {port} is also served by pid {sorted(others)}: another stack")
 
 
 def _parse_wrk(output: str) -> dict[str, Any]:
@@ -157,7 +178,7 @@ def _measure(
         for c in children(settings)
     }
     try:
-        _wait_ready(settings.api_port)
+        _wait_ready(settings.api_port, server=procs["api"].pid)
         script = Path(tempfile.mkstemp(suffix=".lua")[1])
         script.write_text(
             WRK_SCRIPT
