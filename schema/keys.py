@@ -14,6 +14,7 @@ MIGRATION = "migration:"  # migration:{id} -> hash: the migration's state machin
 MIGRATING = "migrating:"  # migrating:{symbol} -> id of the one migration moving the symbol
 MIGRATION_IDS = "seq:migration"  # counter for migration ids
 HANDOFF = "handoff:"  # handoff:{migration id} -> the drained book's snapshot (OrderBook bytes)
+HANDOFF_KEPT_S = 3_600  # after its migration ended: outlives any recovery that may re-read it
 ORDER_IDS = "seq:order_id"  # counter; API processes take blocks of ids from it
 
 # -- accounts -----------------------------------------------------------------------------

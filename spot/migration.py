@@ -9,15 +9,16 @@ to in the hash, so an orchestrator killed at any point resumes from the persiste
              `pending:{symbol}` (route lookup and enqueue are one script, api/router.py).
 2. DRAIN     a DRAIN marker in `orders:{from}`; the source worker applies everything
              before it, stores the book in `handoff:{id}` and drops it.
-3. TRANSFER  an ADOPT marker in `orders:{to}`; the target worker restores the book.
+3. TRANSFER  an ADOPT marker in `orders:{to}`; the target worker restores the book and
+             says so in the hash (`adopted`), else the step fails and rolls back.
 4. SWITCH    one script moves every pending entry, in order, to `orders:{to}` and points
              the route there, ACTIVE: nothing newer can overtake what was buffered.
 5. CLEANUP   release the lock; state DONE.
 
 An index lists the migrations for operators (`recent`): `migrations:running` while one
-runs, `migrations:finished` once it ended. A finished migration's hash (and the handed-over
-book, unless the worker gave it a shorter life) expires `ttl_s` after it ended
-(SPOT_MIGRATION_TTL_S), and the finished index is trimmed in the same script.
+runs, `migrations:finished` once it ended. A finished migration's hash expires `ttl_s`
+after it ended (SPOT_MIGRATION_TTL_S), the handed-over book an hour after (it never
+expires while the migration runs), and the finished index is trimmed in the same script.
 
 A step that outlives its timeout (counted from the step's persisted start, so a resumed
 orchestrator does not extend the pause) rolls back and never switches: the rollback is
@@ -141,7 +142,8 @@ return #entries
 )
 
 # KEYS: migration, lock, handoff, running index, finished index, stats. ARGV: migration id,
-# seconds to keep a record that has no ttl_s of its own, finished migrations to index.
+# seconds to keep a record that has no ttl_s of its own, finished migrations to index,
+# seconds to keep the handoff.
 # The index, expiry and stats part is skipped when called with the first two keys only.
 FINISH = (
     _NOW
@@ -156,8 +158,8 @@ redis.call('HSET', KEYS[1], 'state', state, 'step', 'DONE', 'CLEANUP_end_ms', no
 if KEYS[3] then
   local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_s') or ARGV[2])
   redis.call('EXPIRE', KEYS[1], ttl)
-  -- the worker gives the handoff an hour (workers/consumer.py): never lengthen that
-  if redis.call('TTL', KEYS[3]) == -1 then redis.call('EXPIRE', KEYS[3], ttl) end
+  -- the handoff never expires while the migration runs (workers/consumer.py)
+  if redis.call('TTL', KEYS[3]) == -1 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], 'NX', now, ARGV[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', string.format('(%d', now - ttl * 1000))
@@ -422,6 +424,10 @@ async def _transfer(redis: Any, migration_id: str, m: dict[str, str]) -> None:
     target = int(m["to"])
     marker = await _mark(redis, migration_id, m, "ADOPT", target)
     await _wait_applied(redis, target, marker, deadline)
+    adopted = await redis.hget(keys.migration(migration_id), "adopted")
+    if adopted is None or _text(adopted) != str(target):
+        # Settled past the marker without the book (its handoff was gone): never switch.
+        raise StepTimeout(f"shard {target} did not take the book")
     await _end(redis, migration_id, "TRANSFER", "SWITCH")
 
 
@@ -478,4 +484,5 @@ async def _cleanup(redis: Any, migration_id: str, m: dict[str, str]) -> None:
         migration_id,
         m.get("ttl_s") or _finished_ttl_s(),
         FINISHED_KEPT,
+        keys.HANDOFF_KEPT_S,
     )

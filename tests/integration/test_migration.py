@@ -324,6 +324,57 @@ async def test_a_command_for_a_symbol_the_shard_gave_away_is_rejected_as_stale(r
     assert "AAPL" not in again.shards[home].engine.books
 
 
+async def stepping(redis, migration_id: str, worker: Worker) -> None:
+    """The migration's next step, while an in-process worker applies what it waits for."""
+    step = asyncio.create_task(migration.advance(redis, migration_id))
+    while not step.done():
+        await worker.step(block_ms=20)
+    await step
+
+
+async def test_a_target_that_settles_past_adopt_without_the_book_is_never_switched_to(
+    redis, market
+):
+    router, home, other = market
+    source, target = Worker(redis, [home]), Worker(redis, [other])
+    for worker in (source, target):
+        await worker._acquire_leases(asyncio.Event())
+        await worker.load_specs()
+    order = Place(
+        order_id=await router.order_ids.take(),
+        user_id="alice",
+        symbol="AAPL",
+        side=Side.BUY,
+        price=10_000,
+        quantity=5,
+    )
+    assert (await router.place(SPEC, order, 0)).status == "OK"
+    await source.step()
+    migration_id = await migration.start(redis, "AAPL", other, timeout_s=2)
+    await migration.advance(redis, migration_id)  # PAUSE
+    await stepping(redis, migration_id, source)  # DRAIN
+    handoff = keys.handoff(migration_id)
+    assert await redis.ttl(handoff) == -1  # the book's only copy while the migration runs
+
+    book = await redis.get(handoff)
+    await redis.delete(handoff)  # lost, as if it had expired
+    await stepping(redis, migration_id, target)  # TRANSFER
+    record = await migration.status(redis, migration_id)
+    assert (record["state"], record["rolled_back_at"]) == ("ROLLING_BACK", "TRANSFER")
+    assert record["reason"] == f"shard {other} did not take the book"
+    assert "AAPL" not in target.shards[other].engine.books
+
+    await redis.set(handoff, book)  # so that the source can take its book back
+    rolled_back = asyncio.create_task(migration.run(redis, migration_id))
+    while not rolled_back.done():
+        await source.step(block_ms=20)
+    await rolled_back
+    assert (await migration.status(redis, migration_id))["state"] == "ROLLED_BACK"
+    assert await route(redis) == (home, b"ACTIVE")
+    assert source.shards[home].engine.books["AAPL"].order(order.order_id) is not None
+    assert 0 < await redis.ttl(handoff) <= keys.HANDOFF_KEPT_S
+
+
 async def test_recovery_re_applies_drain_and_adopt_as_live(redis, market):
     """Workers that die after settling the markers but before a snapshot rebuild the same
     ownership and books from the stream."""
