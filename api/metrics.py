@@ -1,7 +1,8 @@
 """Prometheus text exposition for the API: requests by route and status, a latency
 histogram per route, and views of the pipeline read from Redis (orders routed per
 symbol per second, the length of each shard's orders stream, the batcher's last flush,
-hot-shard migrations: running, finished by outcome, the last pause).
+hot-shard migrations: running, finished by outcome, the last pause; the rebalancer's
+view of each shard's load and its moves).
 
 Counting is two dict updates and a bisect per request. The Redis part is read at most
 once a second however often /metrics is scraped. Each API worker process counts its
@@ -98,9 +99,10 @@ class Metrics:
         pipe.hgetall(keys.BATCHER_STATS)
         pipe.zcard(keys.MIGRATIONS_RUNNING)
         pipe.hgetall(keys.MIGRATION_STATS)
+        pipe.hgetall(keys.REBALANCER)
         for shard in range(self.shards):
             pipe.xlen(keys.orders(shard))
-        rates, batcher, running, migrations, *lengths = await pipe.execute()
+        rates, batcher, running, migrations, rebalancer, *lengths = await pipe.execute()
         lines = [
             "# HELP spot_orders_per_second Orders routed per symbol in the last complete second.",
             "# TYPE spot_orders_per_second gauge",
@@ -122,6 +124,7 @@ class Metrics:
                     f"{name} {float(batcher[field.encode()])}",
                 ]
         lines += _migrations(running, migrations)
+        lines += _rebalancer({k.decode(): v.decode() for k, v in rebalancer.items()}, self.shards)
         return "\n".join(lines) + "\n"
 
 
@@ -163,3 +166,46 @@ BATCHER_GAUGES = [
     ("spot_batcher_held_ms", "held_ms", "How long the longest-waiting stream has waited."),
     ("spot_batcher_refused_events", "refused", "Events refused as already applied (want 0)."),
 ]
+
+
+def _rebalancer(state: dict[str, str], shards: int) -> list[str]:
+    """From the rebalancer's last evaluation (spot/rebalancer.py); nothing when none runs."""
+    if "evaluations" not in state:
+        return []
+    lines = [
+        "# HELP spot_shard_load A shard's order rate over its capacity, as the rebalancer saw"
+        " it (0.85 and above moves its hottest symbol away).",
+        "# TYPE spot_shard_load gauge",
+    ]
+    for shard in range(shards):
+        if f"{shard}:load" in state:
+            level = state[f"{shard}:level"]
+            lines.append(
+                f'spot_shard_load{{shard="{shard}",level="{level}"}} {state[f"{shard}:load"]}'
+            )
+    lines += [
+        "# HELP spot_shard_capacity Commands per second a shard can apply: measured from its"
+        " worker's busy time, else SPOT_SHARD_CAPACITY.",
+        "# TYPE spot_shard_capacity gauge",
+    ]
+    for shard in range(shards):
+        if f"{shard}:capacity" in state:
+            measured = state[f"{shard}:measured"]
+            lines.append(
+                f'spot_shard_capacity{{shard="{shard}",measured="{measured}"}}'
+                f" {state[f'{shard}:capacity']}"
+            )
+    lines += [
+        "# HELP spot_rebalancer_evaluations_total Times the rebalancer weighed the shards.",
+        "# TYPE spot_rebalancer_evaluations_total counter",
+        f"spot_rebalancer_evaluations_total {state['evaluations']}",
+        "# HELP spot_rebalancer_moves_total Symbols the rebalancer moved, by outcome.",
+        "# TYPE spot_rebalancer_moves_total counter",
+        f'spot_rebalancer_moves_total{{outcome="done"}} {state.get("moves", 0)}',
+        f'spot_rebalancer_moves_total{{outcome="failed"}} {state.get("moves_failed", 0)}',
+        "# HELP spot_rebalancer_last_evaluation_seconds When it last weighed the shards (Unix"
+        " time): a stale value means no rebalancer runs.",
+        "# TYPE spot_rebalancer_last_evaluation_seconds gauge",
+        f"spot_rebalancer_last_evaluation_seconds {int(state['at_ms']) / 1000}",
+    ]
+    return lines

@@ -143,12 +143,19 @@ async def _seed_into(redis: Any, settings: Any, users: int) -> None:
 
 def _status(args: argparse.Namespace, settings: Any) -> int:
     from spot.stack import Stack
-    from spot.status import batcher_status, migration_status, render, shard_status
+    from spot.status import (
+        batcher_status,
+        migration_status,
+        rebalancer_status,
+        render,
+        shard_status,
+    )
 
     async def show(redis: Any) -> None:
         print(render(await shard_status(redis, settings.shards)))
         print(await batcher_status(redis))
         print(await migration_status(redis))
+        print(await rebalancer_status(redis))
 
     with Stack(settings) as (redis_url, _):
         _with_redis(redis_url, show)

@@ -1,5 +1,5 @@
-"""`spot status`: who owns which shard, how far behind each is, what runs where, and the
-hot-shard migrations running or recently finished."""
+"""`spot status`: who owns which shard, how far behind each is, what runs where, how loaded
+the rebalancer found each shard, and the hot-shard migrations running or recently finished."""
 
 import time
 from typing import Any
@@ -20,6 +20,7 @@ async def shard_status(redis: Any, shards: int) -> list[dict[str, Any]]:
     for second in range(now - 10, now):  # the last ten whole seconds
         for symbol, count in (await redis.hgetall(f"{keys.RATE}{second}")).items():
             rates[symbol.decode()] = rates.get(symbol.decode(), 0) + int(count) / 10
+    rebalancer = await _rebalancer_state(redis)
     rows = []
     for n in range(shards):
         applied = await redis.get(keys.applied(n)) or b"0-0"
@@ -32,6 +33,7 @@ async def shard_status(redis: Any, shards: int) -> list[dict[str, Any]]:
                 "owner": "yes" if await redis.exists(keys.owner(n)) else "NONE",
                 "lag": len(waiting),
                 "orders_per_s": round(sum(rates.get(s, 0) for s in symbols), 1),
+                "load": _load(rebalancer, n),
                 "symbols": ",".join(
                     s + ("(MIGRATING)" if routes[s].get(b"status") == b"MIGRATING" else "")
                     for s in symbols
@@ -64,12 +66,43 @@ def _waiting(stats: dict[str, str]) -> str:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    head = f"{'shard':>5}  {'owner':<5}  {'lag':>7}  {'orders/s':>8}  symbols"
+    head = f"{'shard':>5}  {'owner':<5}  {'lag':>7}  {'orders/s':>8}  {'load':<12}  symbols"
     lines = [head] + [
-        f"{r['shard']:>5}  {r['owner']:<5}  {r['lag']:>7}  {r['orders_per_s']:>8}  {r['symbols']}"
+        f"{r['shard']:>5}  {r['owner']:<5}  {r['lag']:>7}  {r['orders_per_s']:>8}  "
+        f"{r['load']:<12}  {r['symbols']}"
         for r in rows
     ]
     return "\n".join(lines)
+
+
+async def _rebalancer_state(redis: Any) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.REBALANCER)).items()}
+
+
+def _load(rebalancer: dict[str, str], shard: int) -> str:
+    """As the rebalancer last weighed it: '62% WARN'; '-' when it never has."""
+    if f"{shard}:load" not in rebalancer:
+        return "-"
+    return f"{float(rebalancer[f'{shard}:load']):.0%} {rebalancer[f'{shard}:level']}"
+
+
+async def rebalancer_status(redis: Any) -> str:
+    """Its last decision and its moves, one line."""
+    state = await _rebalancer_state(redis)
+    if "evaluations" not in state:
+        return "rebalancer: never ran"
+    age_s = (time.time() * 1000 - int(state["at_ms"])) / 1000
+    line = (
+        f"rebalancer: {age_s:.1f} s ago{' (dry run)' if state['dry_run'] == '1' else ''} "
+        f"{state['code']}: {state['reason']}; {state.get('moves', 0)} moves, "
+        f"{state.get('moves_failed', 0)} failed"
+    )
+    if "last_move_symbol" in state:
+        line += (
+            f"; the last {state['last_move_symbol']} {state['last_move_from']}->"
+            f"{state['last_move_to']} {state['last_move_state']}"
+        )
+    return line
 
 
 async def migration_status(redis: Any) -> str:

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from api.metrics import Metrics
 from api.router import Router
 from schema import keys
 from schema.messages import Place, Side
@@ -21,6 +22,7 @@ from spot.market import list_symbol
 from spot.rebalance_policy import Policy
 from spot.rebalancer import Capacity, Rebalancer
 from spot.settings import Settings
+from spot.status import rebalancer_status, render, shard_status
 from tests.integration.flow import SPEC
 from tests.integration.test_migration import Workers, caught_up
 
@@ -95,7 +97,7 @@ class Orders:
         self.placed[spec.symbol] += 1
 
     async def stop(self) -> None:
-        # Not task.cancel(): a cancelled router call breaks the Coalescer's pipeline.
+        # The order in flight finishes: `placed` counts what the router took.
         self.done = True
         await self.task
 
@@ -167,6 +169,8 @@ async def test_an_overloaded_shard_gives_its_hotter_symbol_away_and_nothing_come
         assert [d for d in after if d.code == "MOVE"] == [], after
         assert await route(redis, "AAPL") == (move.target, b"ACTIVE")
         state = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.REBALANCER)).items()}
+        shown = await rebalancer_status(redis), render(await shard_status(redis, SHARDS))
+        scraped = await Metrics(redis, SHARDS).render()
         await orders.stop()
         await caught_up(redis, [home, *targets])
     finally:
@@ -188,6 +192,13 @@ async def test_an_overloaded_shard_gives_its_hotter_symbol_away_and_nothing_come
     )
     assert int(state["evaluations"]) == len(seen) + len(after)
     assert state[f"{home}:capacity"] == str(CAPACITY) and state[f"{home}:measured"] == "0"
+    # Operators see the same: `spot status` and /metrics.
+    assert f"1 moves, 0 failed; the last AAPL {home}->{move.target} DONE" in shown[0]
+    load = float(state[f"{home}:load"])
+    assert f"{load:.0%} {state[f'{home}:level']}" in shown[1].splitlines()[1 + home]
+    assert 'spot_rebalancer_moves_total{outcome="done"} 1' in scraped
+    assert f'spot_shard_load{{shard="{home}",level="{state[f"{home}:level"]}"}} {load}' in scraped
+    assert f'spot_shard_capacity{{shard="{home}",measured="0"}} {CAPACITY}' in scraped
     # The stream holds each change of decision: the candidate while PREPARE, then the move.
     logged = [(d["code"], d["symbol"], d["from"], d["to"]) for d in await decisions(redis)]
     assert all(a != b for a, b in zip(logged, logged[1:], strict=False))  # changes only
