@@ -58,8 +58,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     batcher_batch: Positive = 2000
     batcher_interval_s: Seconds = 0.1
 
-    # A finished (DONE or ROLLED_BACK) migration's record and handed-over book expire this
-    # long after it ended: long enough to look into last week's migrations, no longer.
+    # A finished (DONE or ROLLED_BACK) migration's record expires this long after it
+    # ended: long enough to look into last week's migrations, no longer.
     migration_ttl_s: Positive = 7 * 24 * 3600
 
     # `spot up` runs the automatic rebalancer too (spot/rebalancer.py). Off by default, so
