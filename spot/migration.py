@@ -8,9 +8,13 @@ to in the hash, so an orchestrator killed at any point resumes from the persiste
 1. PAUSE     route MIGRATING, epoch + 1: the router queues the symbol's new commands in
              `pending:{symbol}` (route lookup and enqueue are one script, api/router.py).
 2. DRAIN     a DRAIN marker in `orders:{from}`; the source worker applies everything
-             before it, stores the book in `handoff:{id}` and drops it.
-3. TRANSFER  an ADOPT marker in `orders:{to}`; the target worker restores the book and
-             says so in the hash (`adopted`), else the step fails and rolls back.
+             before it, stores the book in `handoff:{id}` and drops it. An ADOPT marker
+             goes to `orders:{to}` at once, so that the target works through its own
+             queue meanwhile rather than after.
+3. TRANSFER  the target worker restores the book when it reaches the ADOPT marker and
+             says so in the hash (`adopted`). If it got there before the source had
+             drained, it had nothing to restore: a second ADOPT marker follows. A target
+             that still has no book fails the step, which rolls back.
 4. SWITCH    one script moves every pending entry, in order, to `orders:{to}` and points
              the route there, ACTIVE: nothing newer can overtake what was buffered.
 5. CLEANUP   release the lock; state DONE.
@@ -375,15 +379,18 @@ async def _end(redis: Any, migration_id: str, step: str, next_step: str) -> None
     await redis.eval(END, 1, keys.migration(migration_id), step, next_step)
 
 
-async def _mark(redis: Any, migration_id: str, m: dict[str, str], kind: str, shard: int) -> str:
-    """XADD a DRAIN or ADOPT marker to the shard's stream, once per migration and shard."""
+async def _mark(
+    redis: Any, migration_id: str, m: dict[str, str], kind: str, shard: int, again: str = ""
+) -> str:
+    """XADD a DRAIN or ADOPT marker to the shard's stream, once per migration, shard and
+    `again` (a second marker of the kind names itself)."""
     return _text(
         await redis.eval(
             MARK,
             2,
             keys.migration(migration_id),
             keys.orders(shard),
-            f"{kind}_{shard}_id",
+            f"{kind}{again}_{shard}_id",
             "ctl",
             kind,
             "symbol",
@@ -411,6 +418,9 @@ async def _drain(redis: Any, migration_id: str, m: dict[str, str]) -> None:
     deadline = await _begin(redis, migration_id, m, "DRAIN")
     source = int(m["from"])
     marker = await _mark(redis, migration_id, m, "DRAIN", source)
+    # The pause is the source's queue plus the target's: this overlaps them. No command
+    # of the symbol reaches the target before SWITCH, so adopting early changes nothing.
+    await _mark(redis, migration_id, m, "ADOPT", int(m["to"]))
     await _wait_applied(redis, source, marker, deadline)
     drained = await redis.hget(keys.migration(migration_id), "drained")
     if drained is None or _text(drained) != "1":
@@ -422,13 +432,15 @@ async def _drain(redis: Any, migration_id: str, m: dict[str, str]) -> None:
 async def _transfer(redis: Any, migration_id: str, m: dict[str, str]) -> None:
     deadline = await _begin(redis, migration_id, m, "TRANSFER")
     target = int(m["to"])
-    marker = await _mark(redis, migration_id, m, "ADOPT", target)
-    await _wait_applied(redis, target, marker, deadline)
-    adopted = await redis.hget(keys.migration(migration_id), "adopted")
-    if adopted is None or _text(adopted) != str(target):
-        # Settled past the marker without the book (its handoff was gone): never switch.
-        raise StepTimeout(f"shard {target} did not take the book")
-    await _end(redis, migration_id, "TRANSFER", "SWITCH")
+    for again in ("", "AGAIN"):  # the second marker when the first came before the drain
+        marker = await _mark(redis, migration_id, m, "ADOPT", target, again)
+        await _wait_applied(redis, target, marker, deadline)
+        adopted = await redis.hget(keys.migration(migration_id), "adopted")
+        if adopted is not None and _text(adopted) == str(target):
+            await _end(redis, migration_id, "TRANSFER", "SWITCH")
+            return
+    # Settled past both markers without the book (its handoff was gone): never switch.
+    raise StepTimeout(f"shard {target} did not take the book")
 
 
 async def _switch(

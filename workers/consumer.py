@@ -463,8 +463,8 @@ class Worker:
             # The handoff may come from a DRAIN earlier in this very batch (a rollback
             # gives the book back to the shard that drained it).
             data = handoffs.get(migration) or await self.redis.get(keys.handoff(migration))
-            if data is None:
-                log.error("shard %s: no handoff for migration %s", shard.number, migration)
+            if data is None:  # the source has not drained yet: another marker follows
+                log.info("shard %s: no handoff for migration %s yet", shard.number, migration)
                 return
             held = shard.engine.books.get(symbol)
             if held is None or held.seq < _handoff.decode(data).seq:

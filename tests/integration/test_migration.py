@@ -332,6 +332,52 @@ async def stepping(redis, migration_id: str, worker: Worker) -> None:
     await step
 
 
+async def test_the_target_adopts_while_the_source_drains_or_else_on_a_second_marker(redis, market):
+    router, home, other = market
+    workers = {home: Worker(redis, [home]), other: Worker(redis, [other])}
+    for worker in workers.values():
+        await worker._acquire_leases(asyncio.Event())
+        await worker.load_specs()
+    order = Place(
+        order_id=await router.order_ids.take(),
+        user_id="alice",
+        symbol="AAPL",
+        side=Side.BUY,
+        price=10_000,
+        quantity=5,
+    )
+    assert (await router.place(SPEC, order, 0)).status == "OK"
+    await workers[home].step()
+    for source, target in ((home, other), (other, home)):
+        migration_id = await migration.start(redis, "AAPL", target, timeout_s=5)
+        await migration.advance(redis, migration_id)  # PAUSE
+        record = keys.migration(migration_id)
+        drain = asyncio.create_task(migration.advance(redis, migration_id))
+        for _ in range(100):  # the DRAIN step sends the target its ADOPT marker too
+            if (early := await redis.hget(record, f"ADOPT_{target}_id")) is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert early is not None
+        if target == other:  # the target gets to its marker first: nothing to adopt yet
+            await workers[target].step()
+            assert await redis.get(keys.applied(target)) == early
+        while not drain.done():
+            await workers[source].step(block_ms=20)
+        await drain
+        if target == home:  # the source drained first: the target adopts at its marker
+            await workers[target].step()
+            assert await redis.hget(record, "adopted") == str(target).encode()
+        await stepping(redis, migration_id, workers[target])  # TRANSFER
+        again = await redis.hget(record, f"ADOPTAGAIN_{target}_id")
+        assert (again is not None) == (target == other)
+        assert await redis.hmget(record, "step", "adopted") == [b"SWITCH", str(target).encode()]
+        await migration.run(redis, migration_id)
+        assert await route(redis) == (target, b"ACTIVE")
+        book = workers[target].shards[target].engine.books["AAPL"]
+        assert book.order(order.order_id) is not None
+        assert "AAPL" not in workers[source].shards[source].engine.books
+
+
 async def test_a_target_that_settles_past_adopt_without_the_book_is_never_switched_to(
     redis, market
 ):
