@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(settings) as (redis_url, database_url):
             env |= {"SPOT_REDIS_URL": redis_url, "SPOT_DATABASE_URL": database_url}
             _execute(run, settings, env, Path(data), out)
+    if not (out / "locust_stats.csv").exists():
+        log = (out / "locust.log").read_text(errors="replace").splitlines()[-20:]
+        print("\n".join(log), file=sys.stderr)
+        print(f"Locust exited with {run.locust_code} before writing its stats", file=sys.stderr)
+        return 2
     table = results.summary(run, out, Thresholds.from_args(args))
     print(table.text)
     (out / "summary.txt").write_text(table.text + "\n")
@@ -281,6 +286,11 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
         "--csv", str(out / "locust"), "--html", str(out / "report.html"),
         "--only-summary", "--reset-stats", "--stop-timeout", "1", *classes,
     ]  # fmt: skip
+    # Its own port between master and worker processes: another run on this machine
+    # holds Locust's default 5557.
+    master_port = str(_free_port())
+    argv[-len(classes) : -len(classes)] = ["--master-bind-port", master_port,
+                                           "--master-port", master_port]  # fmt: skip
     redis = Redis.from_url(redis_url)
     streams = [keys.events(n) for n in range(settings.shards)]
     seen: dict[bytes, bytes] = {}
