@@ -7,11 +7,16 @@ before the first trade. No band means any price is allowed and a MARKET order ma
 sweep the book.
 """
 
+import re
+
 import msgspec
 
 from schema.codes import RejectReason
 
 MAX_QUANTITY = 10**15
+# Upper-case letters, digits and . _ - (BTC-USD, BRK.B), as schema.tables.SYMBOL holds:
+# a symbol names URL path segments (/v1/book/{symbol}, migration ids) and Redis keys.
+SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
 
 
 class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,6 +31,8 @@ class SymbolSpec(msgspec.Struct, frozen=True, kw_only=True):
     reference_price: int | None = None
 
     def __post_init__(self) -> None:
+        if not SYMBOL.fullmatch(self.symbol):
+            raise ValueError(f"{self.symbol!r}: a symbol is A-Z, 0-9, '.', '_', '-' (32 at most)")
         if self.tick <= 0 or self.lot <= 0:
             raise ValueError(f"{self.symbol}: tick and lot must be positive")
         if not 0 < self.min_qty <= self.max_qty:

@@ -1252,6 +1252,17 @@ def test_restore_refuses_another_symbols_snapshot():
         OrderBook(SPEC).restore(other_book.snapshot())
 
 
+@pytest.mark.parametrize("symbol", ["BTC/USD", "btc-usd", "", "-BTC", "B" * 33, "BTC USD"])
+def test_a_symbol_that_cannot_name_a_path_segment_is_refused(symbol):
+    with pytest.raises(ValueError, match="a symbol is"):
+        SymbolSpec(symbol=symbol, base="BTC", quote="USD")
+
+
+@pytest.mark.parametrize("symbol", ["BTC-USD", "BRK.B", "X", "A_1", "B" * 32])
+def test_symbols_of_letters_digits_dots_dashes_are_listed(symbol):
+    assert SymbolSpec(symbol=symbol, base="BTC", quote="USD").symbol == symbol
+
+
 # -- depth (heap book) ------------------------------------------------------------------
 
 
