@@ -49,7 +49,8 @@ DEPTH_INTERVAL_S = 0.05
 # After a read that brought fewer than GATHER_BELOW entries the worker pauses GATHER_S
 # before the next, so that orders gather into one settle round trip instead of waking it
 # one or two at a time: under light load the wake-ups, not the orders, were its CPU. A
-# read of a backlog never waits. Measured in issue #5 (Locust, 2 cores): FILLED IN.
+# read of a backlog never waits. Issue #5, Locust on 2 cores, 3-run medians: CPU per order
+# 437 -> 339 µs at 800 orders/s, 365 -> 299 µs at 1,000; `spot bench pipeline` unhurt.
 GATHER_BELOW = 64
 GATHER_S = 0.004
 
