@@ -118,10 +118,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: migration. A DRAIN marker is claimed atomically against the orchestrator's
-# rollback: once claimed the orchestrator must give the book back; once rolled back the
-# marker is ignored. A claimed marker stays claimed, so re-applying it (recovery, a
-# worker that took the shard over) decides the same.
 # KEYS: handoff, migration. ARGV: the book's bytes, seconds to keep it.
 # While its migration runs the handoff is the book's only copy, so it never expires then;
 # a marker re-applied by recovery after the migration ended stores it for a while only.
@@ -142,6 +138,10 @@ end
 return 1
 """
 
+# KEYS: migration. A DRAIN marker is claimed atomically against the orchestrator's
+# rollback: once claimed the orchestrator must give the book back; once rolled back the
+# marker is ignored. A claimed marker stays claimed, so re-applying it (recovery, a
+# worker that took the shard over) decides the same.
 CLAIM = """
 if redis.call('HGET', KEYS[1], 'drained') == '1' then return 1 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return 0 end
