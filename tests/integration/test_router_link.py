@@ -1,0 +1,76 @@
+"""The router's Coalescer on its own connection: replies go to their callers in order,
+scripts Redis lost are loaded again, and a connection that breaks or stalls fails its
+batch and is replaced by the next call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from api.router import Coalescer
+
+ECHO = "return ARGV[1]"
+
+
+async def test_concurrent_calls_get_their_own_replies(redis: Redis) -> None:
+    calls = Coalescer(redis, max_batch=7)
+    await redis.set("k", "v")
+    replies = await asyncio.gather(
+        *(calls.call(ECHO, str(n), numkeys=0) for n in range(50)),
+        calls.command("GET", "k"),
+        calls.command("GET", "missing"),
+    )
+    assert replies == [str(n).encode() for n in range(50)] + [b"v", None]
+
+
+async def test_an_error_reply_fails_its_caller_only(redis: Redis) -> None:
+    calls = Coalescer(redis)
+    first, bad, last = await asyncio.gather(
+        calls.command("SET", "x", "1"),
+        calls.command("INCRBY", "x", "not-a-number"),
+        calls.command("GET", "x"),
+        return_exceptions=True,
+    )
+    assert first in (b"OK", True, "OK") and last == b"1"
+    assert isinstance(bad, ResponseError)
+
+
+async def test_scripts_redis_lost_are_loaded_again(redis: Redis) -> None:
+    calls = Coalescer(redis)
+    assert await calls.call(ECHO, "a", numkeys=0) == b"a"
+    await redis.script_flush()
+    assert await asyncio.gather(*(calls.call(ECHO, n, numkeys=0) for n in "bcd")) == [
+        b"b",
+        b"c",
+        b"d",
+    ]
+
+
+async def test_a_killed_connection_fails_its_batch_and_the_next_call_reconnects(
+    redis: Redis,
+) -> None:
+    calls = Coalescer(redis)
+    assert await calls.command("PING") in (b"PONG", True)
+    # The Coalescer's connection blocks in BLPOP while it is killed.
+    blocked = asyncio.ensure_future(calls.command("BLPOP", "nothing", "5"))
+    await asyncio.sleep(0.1)
+    await redis.client_kill_filter(skipme=True, _type="normal")
+    with pytest.raises(RedisConnectionError):
+        await blocked
+    assert await calls.call(ECHO, "again", numkeys=0) == b"again"
+
+
+async def test_a_stalled_connection_times_out(redis_url: str) -> None:
+    client = Redis.from_url(redis_url, socket_timeout=0.2)
+    try:
+        calls = Coalescer(client)
+        with pytest.raises(RedisTimeoutError):
+            await calls.command("BLPOP", "nothing", "2")
+        assert await calls.call(ECHO, "after", numkeys=0) == b"after"
+    finally:
+        await client.aclose()
