@@ -267,7 +267,8 @@ class Coalescer:
                         future.set_exception(reply)
                 elif not future.done():
                     future.set_result(reply)
-        except (hiredis.ProtocolError, IndexError) as exc:
+        # InvalidResponse: what the reader raises on bytes that are not RESP.
+        except (InvalidResponse, IndexError) as exc:
             self._drop(RedisConnectionError(f"Redis sent what was not asked for: {exc!r}"))
             return
         if sent:

@@ -74,3 +74,15 @@ async def test_a_stalled_connection_times_out(redis_url: str) -> None:
         assert await calls.call(ECHO, "after", numkeys=0) == b"after"
     finally:
         await client.aclose()
+
+
+async def test_a_reply_out_of_protocol_drops_the_connection(redis: Redis) -> None:
+    calls = Coalescer(redis)
+    assert await calls.command("PING") in (b"PONG", True)
+    blocked = asyncio.ensure_future(calls.command("BLPOP", "nothing", "5"))
+    await asyncio.sleep(0.1)
+    assert calls._link is not None
+    calls._received(calls._link, b"?not RESP\r\n")  # as if Redis had sent it
+    with pytest.raises(RedisConnectionError, match="not asked for"):
+        await blocked
+    assert await calls.call(ECHO, "again", numkeys=0) == b"again"
