@@ -12,6 +12,8 @@ every 100 ms, through a small asyncpg pool per worker process; what the batcher 
 written yet comes from Redis (read-your-writes), whose order records are never behind
 the database's rows.
 
+GET /v1/ws is market data over WebSocket: api/market_data.py, which has the protocol.
+
 Errors are `{"error": CODE, "message": ...}`. Whatever a client sends gets a 4xx; a 500
 means a fault of ours (logged), a 503 that Redis or the database cannot be reached.
 
@@ -42,6 +44,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import openapi
 from api.auth import Authenticator, AuthError, Principal
+from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
 from api.router import Router, hold_for
 from schema import keys
@@ -234,6 +237,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         loop.run_until_complete(self._stop_migrations())
+        loop.run_until_complete(self.market_data.close())
         if self.db is not None:
             loop.run_until_complete(self.db.close())
         loop.run_until_complete(self.redis.aclose(close_connection_pool=True))
@@ -252,6 +256,9 @@ class App:
         self.redis = Redis(connection_pool=pool)
         self.router = Router(self.redis)
         self.auth = Authenticator(settings.jwt_secret)
+        self.market_data = MarketData(
+            settings.redis_url, self.redis, settings.shards, self.auth, self._is_listed
+        )
         self.metrics = Metrics(self.redis, settings.shards)
         self.max_body = settings.max_body_bytes
         self._unmatched = self.metrics.route("*", "unmatched")
@@ -267,6 +274,7 @@ class App:
             ("GET", "/v1/symbols", self.symbols),
             ("GET", "/v1/book/{symbol}", self.book),
             ("GET", "/v1/trades/{symbol}", self.trades),
+            ("GET", "/v1/ws", self.websocket_only),
             ("POST", "/v1/admin/deposits", self.deposit),
             ("POST", "/v1/admin/withdrawals", self.withdrawal),
             ("POST", "/v1/admin/migrations", self.start_migration),
@@ -337,6 +345,8 @@ class App:
     # -- dispatch -------------------------------------------------------------------------
 
     async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
+        if scope.proto == "ws":
+            return await self._websocket(scope, proto)
         start = time.perf_counter()
         path = scope.path
         param = ""
@@ -814,6 +824,18 @@ class App:
         raw = await self.router.lrange(keys.trades(symbol), 0, limit - 1)
         recent = [_trade_decoder.decode(t) for t in raw]
         return 200, _encode(Trades(symbol=symbol, trades=recent)), JSON
+
+    async def websocket_only(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        raise HTTPError(426, "UPGRADE_REQUIRED", "/v1/ws speaks WebSocket only")
+
+    async def _websocket(self, scope: Scope, proto: Any) -> None:
+        if scope.path == "/v1/ws":
+            await self.market_data.serve(scope, proto)
+        else:
+            proto.close(404)
+
+    def _is_listed(self, symbol: str) -> bool:
+        return symbol in self.market.specs  # the market is swapped whole by each refresh
 
     def _listed(self, symbol: str) -> None:
         if symbol not in self.market.specs:

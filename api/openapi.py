@@ -228,6 +228,21 @@ def document() -> dict[str, Any]:
                 security=AUTH,
             )
         },
+        "/v1/ws": {
+            "get": {
+                "summary": "Market data over WebSocket (api/market_data.py has the protocol)",
+                "description": (
+                    'Upgrade to WebSocket, then send {"op": "subscribe", "channels": [...]}. '
+                    "Public channels: trades:{symbol}, depth:{symbol}. Private: orders (the "
+                    'user\'s own order events and fills), after {"op": "auth", "token": ...} '
+                    "or with an Authorization: Bearer header on the upgrade."
+                ),
+                "responses": {
+                    "101": {"description": "switching to WebSocket"},
+                    "426": {"description": "a plain HTTP request: upgrade required"},
+                },
+            }
+        },
         **_migration_paths(),
         "/healthz": {
             "get": {"summary": "The process is up", "responses": {"200": {"description": "up"}}}

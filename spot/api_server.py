@@ -61,7 +61,7 @@ def serve(settings: Settings) -> None:
         loop=Loops.uvloop,
         workers=settings.api_workers,
         http=HTTPModes.http1,
-        websockets=False,
+        websockets=True,  # GET /v1/ws: market data (api/market_data.py)
         backlog=BACKLOG,
         log_access=False,
     ).serve()

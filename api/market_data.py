@@ -1,0 +1,491 @@
+"""Market data over WebSocket: `GET /v1/ws`, fed by the workers' `events:{shard}` streams.
+
+Protocol (JSON text frames both ways):
+
+    -> {"op": "auth", "token": "<JWT>"}           or an Authorization: Bearer header on
+                                                  the upgrade; needed for `orders` only
+    <- {"type": "authenticated", "user_id": ...}
+    -> {"op": "subscribe", "channels": ["trades:AAPL", "depth:AAPL", "orders"]}
+    <- {"type": "subscribed", "channels": [...]}  the channels this request added
+    -> {"op": "unsubscribe", "channels": [...]}
+    <- {"type": "unsubscribed", "channels": [...]}
+
+Data, each with the event's `symbol` and its `seq` (the symbol's gap-free sequence over
+all its events; a trade or depth stream skips the numbers of the other events):
+
+    trades:{symbol}  {"type": "trade", "channel", "symbol", "seq", "price", "quantity",
+                      "taker_side"}
+    depth:{symbol}   {"type": "depth", "channel", "symbol", "seq", "bids", "asks"}: the top
+                     50 levels a side, [[price, quantity], ...], best first; one snapshot on
+                     subscribing, then whenever the book changed, at most every DEPTH_S
+    orders           {"type": "order", "channel", "symbol", "seq", "event", "order_id", ...}:
+                     the user's own ACCEPTED, REJECTED, FILL (price, quantity, side,
+                     liquidity MAKER|TAKER), REPLACED, CANCELED and DONE
+
+Errors are {"type": "error", "error": CODE, "message": ...} and leave the connection
+usable: MALFORMED, MESSAGE_TOO_LARGE, UNKNOWN_OP, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL,
+TOO_MANY_CHANNELS, UNAUTHENTICATED, INVALID_TOKEN, TOKEN_EXPIRED, ALREADY_AUTHENTICATED.
+SLOW_CONSUMER is the last message of a connection that fell QUEUE_SIZE messages behind:
+the server closes it rather than let it hold up the others. A token is checked once, when
+it is presented; an open `orders` subscription outlives the token's expiry.
+
+One fan-out task per API process, started by the first subscription and ended once nobody
+is subscribed (so it costs the order path nothing while nobody listens): one blocking
+XREAD over every `events:{n}`, each batch decoded once and pushed into the subscribed
+connections' bounded queues, each connection drained by a writer task of its own. Depth
+is not in the events: a symbol whose events arrive while someone watches its depth is
+read back from the workers' `depth:{symbol}` cache (one MGET every DEPTH_S for all such
+symbols) until the cache has caught up with the events' seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from granian.rsgi import (
+    ProtocolClosed,
+    ProtocolError,
+    Scope,
+    WebsocketMessageType,
+    WebsocketProtocol,
+)
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from api.auth import Authenticator, AuthError, Principal
+from schema import keys
+from schema.messages import Event, Trade
+
+log = logging.getLogger("spot.api.ws")
+
+BLOCK_MS = 1_000  # one XREAD waits this long; also how late the fan-out notices it is unused
+READ_COUNT = 1_000  # stream entries per XREAD (each a worker batch's events)
+RETRY_S = 1.0  # after Redis failed the fan-out or the depth reads
+READY_WAIT_S = 5.0  # a subscription waits at most this long for the fan-out to start
+DEPTH_S = 0.05  # the workers' own depth throttle: reading faster finds nothing new
+DEPTH_PATIENCE_S = 2.0  # a depth cache that never catches up with the events is let be
+QUEUE_SIZE = 1_000  # messages a connection may fall behind before it is closed
+MAX_MESSAGE_BYTES = 4_096  # of a client's message
+MAX_CHANNELS = 100  # per connection
+CLIENT_NAME = "spot-market-data"  # the fan-out's Redis connection, in CLIENT LIST
+CLOSE_POLICY = 1008  # WebSocket close code: policy violation (a slow consumer)
+
+TRADES = "trades:"
+DEPTH = "depth:"
+ORDERS = "orders"
+
+_encode = msgspec.json.Encoder().encode
+_events = msgspec.msgpack.Decoder(list[Event])
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+    op: str
+    channels: list[str] = []
+    token: str | None = None
+
+
+class _Depth(msgspec.Struct, gc=False):
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    seq: int
+
+
+_request = msgspec.json.Decoder(_Request)
+_depth = msgspec.json.Decoder(_Depth)
+
+
+class Connection:
+    """One client: what it listens to and what is waiting to be sent to it."""
+
+    __slots__ = ("queue", "channels", "principal", "closing")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
+        self.channels: set[str] = set()
+        self.principal: Principal | None = None
+        self.closing = False
+
+    def push(self, message: str) -> None:
+        """Queue a message; a connection that fell QUEUE_SIZE behind gets an error and is
+        closed (None tells its writer to stop), so one slow client never holds up the rest."""
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.closing = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(_error("SLOW_CONSUMER", f"more than {QUEUE_SIZE} behind"))
+            self.queue.put_nowait(None)
+
+
+class MarketData:
+    def __init__(
+        self,
+        redis_url: str,
+        redis: Redis,
+        shards: int,
+        auth: Authenticator,
+        listed: Callable[[str], bool],
+    ) -> None:
+        self._url = redis_url
+        self._redis = redis  # the API's pool: short reads (depth)
+        self._shards = shards
+        self._auth = auth
+        self._listed = listed
+        self._channels: dict[str, set[Connection]] = {}  # public channel -> listeners
+        self._users: dict[str, set[Connection]] = {}  # user id -> `orders` listeners
+        self._fan_out: asyncio.Task[None] | None = None
+        self._reading = asyncio.Event()  # set once the fan-out knows where the streams end
+        self._depth_task: asyncio.Task[None] | None = None
+        # symbol -> (seq of its last event, loop time it came): depth to read back
+        self._depth_wanted: dict[str, tuple[int, float]] = {}
+        self._depth_sent: dict[str, tuple[int, bytes]] = {}  # symbol -> seq, levels pushed
+
+    # -- a connection ---------------------------------------------------------------------
+
+    async def serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
+        """Run one WebSocket connection until the client leaves or is closed as too slow."""
+        try:
+            transport = await proto.accept()
+        except (ProtocolClosed, ProtocolError):  # gone during the handshake
+            return
+        conn = Connection()
+        writer = asyncio.create_task(self._write(conn, transport, proto))
+        try:
+            authorization = scope.headers.get("authorization")
+            if authorization is not None:
+                self._authenticate(conn, authorization)
+            while not conn.closing:
+                message = await transport.receive()
+                if message.kind == WebsocketMessageType.close:
+                    break
+                try:
+                    await self._handle(conn, message.data)
+                except (RedisConnectionError, RedisTimeoutError):
+                    conn.push(_error("UNAVAILABLE", "market data unavailable, retry"))
+                except Exception:
+                    log.exception("WebSocket message failed")
+                    conn.push(_error("INTERNAL", "internal error"))
+        except ProtocolClosed:
+            pass
+        except Exception:
+            log.exception("WebSocket handler failed")
+        finally:
+            self._forget(conn)
+            if conn.closing:  # the writer sends the error and closes
+                await asyncio.wait([writer], timeout=RETRY_S)
+            writer.cancel()
+            proto.close(None)
+
+    async def _write(self, conn: Connection, transport: Any, proto: WebsocketProtocol) -> None:
+        try:
+            while (message := await conn.queue.get()) is not None:
+                await transport.send_str(message)
+        except (ProtocolClosed, ProtocolError):  # the client is gone
+            return
+        proto.close(CLOSE_POLICY)
+
+    async def _handle(self, conn: Connection, data: bytes | str) -> None:
+        if len(data if isinstance(data, bytes) else data.encode()) > MAX_MESSAGE_BYTES:
+            limit = f"a message is at most {MAX_MESSAGE_BYTES} bytes"
+            conn.push(_error("MESSAGE_TOO_LARGE", limit))
+            return
+        try:
+            request = _request.decode(data)
+        except msgspec.DecodeError as exc:
+            conn.push(_error("MALFORMED", str(exc)))
+            return
+        if request.op in ("subscribe", "unsubscribe") and not request.channels:
+            conn.push(_error("MALFORMED", f"{request.op} needs channels"))
+        elif request.op == "subscribe":
+            await self._subscribe(conn, request.channels)
+        elif request.op == "unsubscribe":
+            gone = [c for c in request.channels if c in conn.channels]
+            for channel in gone:
+                self._unsubscribe(conn, channel)
+            conn.push(_encode({"type": "unsubscribed", "channels": gone}).decode())
+        elif request.op == "auth":
+            if request.token is None:
+                conn.push(_error("MALFORMED", "auth needs a token"))
+            else:
+                self._authenticate(conn, f"Bearer {request.token}")
+        else:
+            conn.push(_error("UNKNOWN_OP", f"unknown op {request.op!r}"))
+
+    def _authenticate(self, conn: Connection, authorization: str) -> None:
+        if conn.principal is not None:
+            conn.push(_error("ALREADY_AUTHENTICATED", "this connection is authenticated"))
+            return
+        try:
+            conn.principal = self._auth.principal(authorization)
+        except AuthError as exc:
+            conn.push(_error(exc.code, exc.message))
+            return
+        conn.push(_encode({"type": "authenticated", "user_id": conn.principal.user_id}).decode())
+
+    async def _subscribe(self, conn: Connection, channels: list[str]) -> None:
+        added: list[str] = []
+        for channel in channels:
+            if channel in conn.channels:
+                continue
+            refused = self._refusal(conn, channel)
+            if refused is not None:
+                conn.push(refused)
+                continue
+            conn.channels.add(channel)
+            added.append(channel)
+            if channel == ORDERS:
+                assert conn.principal is not None
+                self._users.setdefault(conn.principal.user_id, set()).add(conn)
+            else:
+                self._channels.setdefault(channel, set()).add(conn)
+        if not added:
+            return
+        if self._fan_out is None:
+            self._reading = asyncio.Event()
+            self._fan_out = asyncio.create_task(self._fan_out_forever())
+        # "subscribed" promises every event from here on: not before the fan-out has read
+        # where the streams end (unless Redis is down; it starts from there once back).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reading.wait(), READY_WAIT_S)
+        conn.push(_encode({"type": "subscribed", "channels": added}).decode())
+        for channel in added:
+            if channel.startswith(DEPTH):
+                await self._depth_snapshot(conn, channel.removeprefix(DEPTH))
+
+    def _refusal(self, conn: Connection, channel: str) -> str | None:
+        """The error message that refuses this subscription, or None."""
+        if len(conn.channels) >= MAX_CHANNELS:
+            return _error("TOO_MANY_CHANNELS", f"at most {MAX_CHANNELS} channels", channel)
+        if channel == ORDERS:
+            if conn.principal is None:
+                return _error("UNAUTHENTICATED", "orders needs a token (op auth)", channel)
+            return None
+        kind, _, symbol = channel.partition(":")
+        if kind + ":" not in (TRADES, DEPTH) or not symbol:
+            return _error("UNKNOWN_CHANNEL", "channels: trades:SYMBOL, depth:SYMBOL", channel)
+        if not self._listed(symbol):
+            return _error("UNKNOWN_SYMBOL", f"unknown symbol {symbol!r}", channel)
+        return None
+
+    def _unsubscribe(self, conn: Connection, channel: str) -> None:
+        conn.channels.discard(channel)
+        if channel == ORDERS:
+            assert conn.principal is not None
+            table, key = self._users, conn.principal.user_id
+        else:
+            table, key = self._channels, channel
+        listeners = table.get(key)
+        if listeners is not None:
+            listeners.discard(conn)
+            if not listeners:
+                del table[key]
+                if channel.startswith(DEPTH):
+                    symbol = channel.removeprefix(DEPTH)
+                    self._depth_sent.pop(symbol, None)
+                    self._depth_wanted.pop(symbol, None)
+
+    def _forget(self, conn: Connection) -> None:
+        for channel in list(conn.channels):
+            self._unsubscribe(conn, channel)
+
+    # -- the fan-out ----------------------------------------------------------------------
+
+    def _listening(self) -> bool:
+        return bool(self._channels or self._users)
+
+    async def _fan_out_forever(self) -> None:
+        client = Redis.from_url(
+            self._url,
+            socket_connect_timeout=RETRY_S * 5,
+            socket_timeout=BLOCK_MS / 1000 + 5,
+            client_name=CLIENT_NAME,
+        )
+        ids: dict[str, bytes | str] | None = None
+        try:
+            while self._listening():
+                try:
+                    if ids is None:
+                        ids = await self._tails(client)
+                        self._reading.set()
+                    reply = await client.xread(ids, count=READ_COUNT, block=BLOCK_MS)
+                    self._deliver(reply, ids)
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    log.warning("market data: Redis unavailable, retrying: %r", exc)
+                    await asyncio.sleep(RETRY_S)
+                except Exception:
+                    log.exception("market data fan-out failed, retrying")
+                    await asyncio.sleep(RETRY_S)
+            # Synchronously with the check above: a subscription from here on starts anew.
+            self._fan_out = None
+        finally:
+            await client.aclose()
+
+    async def _tails(self, client: Redis) -> dict[str, bytes | str]:
+        """Each events stream's last id: the fan-out reads what comes after it."""
+        pipe = client.pipeline(transaction=False)
+        names = [keys.events(n) for n in range(self._shards)]
+        for name in names:
+            pipe.xrevrange(name, count=1)
+        lasts = await pipe.execute()
+        return {n: last[0][0] if last else "0-0" for n, last in zip(names, lasts, strict=True)}
+
+    def _deliver(self, reply: Any, ids: dict[str, bytes | str]) -> None:
+        streams = reply.items() if isinstance(reply, dict) else reply or ()
+        for stream, entries in streams:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            for entry_id, fields in entries:
+                ids[name] = entry_id
+                raw = fields.get(b"events")
+                if not raw:
+                    continue
+                try:
+                    events = _events.decode(raw)
+                except msgspec.DecodeError:
+                    log.error("market data: undecodable events in %s %s", name, entry_id)
+                    continue
+                for event in events:
+                    self._publish(event)
+        if self._depth_wanted and self._depth_task is None:
+            self._depth_task = asyncio.create_task(self._depth_forever())
+
+    def _publish(self, event: Event) -> None:
+        symbol = event.symbol
+        if isinstance(event, Trade):
+            channel = TRADES + symbol
+            listeners = self._channels.get(channel)
+            if listeners:
+                message = _encode(
+                    {
+                        "type": "trade",
+                        "channel": channel,
+                        "symbol": symbol,
+                        "seq": event.seq,
+                        "price": event.price,
+                        "quantity": event.quantity,
+                        "taker_side": event.taker_side,
+                    }
+                ).decode()
+                for conn in listeners:
+                    conn.push(message)
+        if self._users:
+            self._publish_private(event)
+        if DEPTH + symbol in self._channels:
+            self._depth_wanted[symbol] = (event.seq, asyncio.get_running_loop().time())
+
+    def _publish_private(self, event: Event) -> None:
+        if isinstance(event, Trade):
+            maker_side = "SELL" if event.taker_side == "BUY" else "BUY"
+            for user, order_id, side, liquidity in (
+                (event.maker_user_id, event.maker_order_id, maker_side, "MAKER"),
+                (event.taker_user_id, event.taker_order_id, event.taker_side, "TAKER"),
+            ):
+                listeners = self._users.get(user)
+                if listeners:
+                    fill = {
+                        "event": "FILL",
+                        "order_id": order_id,
+                        "side": side,
+                        "price": event.price,
+                        "quantity": event.quantity,
+                        "liquidity": liquidity,
+                    }
+                    _push_order(listeners, event, fill)
+            return
+        listeners = self._users.get(event.user_id)
+        if listeners:
+            fields = msgspec.to_builtins(event)
+            fields["event"] = fields.pop("type")
+            del fields["user_id"], fields["symbol"], fields["seq"]
+            _push_order(listeners, event, fields)
+
+    # -- depth ----------------------------------------------------------------------------
+
+    async def _depth_forever(self) -> None:
+        """While some watched symbol's depth cache is behind its events: one MGET of those
+        symbols every DEPTH_S, and a push of each that changed."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._depth_wanted:
+                await asyncio.sleep(DEPTH_S)
+                symbols = list(self._depth_wanted)
+                try:
+                    raws = await self._redis.mget([keys.depth(s) for s in symbols])
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    log.warning("market data: depth unavailable, retrying: %r", exc)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                now = loop.time()
+                for symbol, raw in zip(symbols, raws, strict=True):
+                    wanted = self._depth_wanted.get(symbol)
+                    if wanted is None:
+                        continue
+                    seq = self._push_depth(symbol, raw)
+                    if seq >= wanted[0] or now - wanted[1] > DEPTH_PATIENCE_S:
+                        del self._depth_wanted[symbol]
+        finally:
+            self._depth_task = None
+
+    def _push_depth(self, symbol: str, raw: bytes | str | None) -> int:
+        """Push the cached depth to the symbol's listeners if it changed; its seq."""
+        if raw is None:
+            return 0
+        depth = _depth.decode(raw)
+        levels = _encode((depth.bids, depth.asks))
+        sent = self._depth_sent.get(symbol)
+        if sent is not None and (depth.seq <= sent[0] or levels == sent[1]):
+            return depth.seq
+        self._depth_sent[symbol] = (depth.seq, levels)
+        message = _depth_message(symbol, depth)
+        for conn in self._channels.get(DEPTH + symbol, ()):
+            conn.push(message)
+        return depth.seq
+
+    async def _depth_snapshot(self, conn: Connection, symbol: str) -> None:
+        raw = await self._redis.get(keys.depth(symbol))
+        depth = _Depth(bids=[], asks=[], seq=0) if raw is None else _depth.decode(raw)
+        conn.push(_depth_message(symbol, depth))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._fan_out, self._depth_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _push_order(listeners: set[Connection], event: Event, fields: dict[str, Any]) -> None:
+    message = _encode(
+        {"type": "order", "channel": ORDERS, "symbol": event.symbol, "seq": event.seq, **fields}
+    ).decode()
+    for conn in listeners:
+        conn.push(message)
+
+
+def _depth_message(symbol: str, depth: _Depth) -> str:
+    return _encode(
+        {
+            "type": "depth",
+            "channel": DEPTH + symbol,
+            "symbol": symbol,
+            "seq": depth.seq,
+            "bids": depth.bids,
+            "asks": depth.asks,
+        }
+    ).decode()
+
+
+def _error(code: str, message: str, channel: str | None = None) -> str:
+    body: dict[str, str] = {"type": "error", "error": code, "message": message}
+    if channel is not None:
+        body["channel"] = channel
+    return _encode(body).decode()
