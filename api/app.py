@@ -46,7 +46,7 @@ from api import openapi
 from api.auth import Authenticator, AuthError, Principal
 from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
-from api.router import Router, hold_for
+from api.router import RECENT_ORDERS, Router, hold_for
 from schema import keys
 from schema.codes import HTTP_STATUS, RejectReason
 from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce
@@ -569,7 +569,8 @@ class App:
         """The user's newest orders as Redis holds them, which may be ahead of the database
         or not in it yet (the batcher writes every 100 ms). An id whose record has expired
         (24 h after the order ended) is left to the database."""
-        ids = [int(i) for i in await self.redis.lrange(keys.user_orders(user), 0, -1)]
+        recent = await self.redis.lrange(keys.user_orders(user), 0, RECENT_ORDERS - 1)
+        ids = [int(i) for i in recent]
         if not ids:
             return {}
         pipe = self.redis.pipeline(transaction=False)

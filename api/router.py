@@ -84,9 +84,9 @@ redis.call('HSET', KEYS[3], 'user_id', c.user_id, 'symbol', c.symbol, 'side', c.
   'created_ms', ARGV[8])
 if redis.call('HINCRBY', KEYS[5], c.symbol, 1) == 1 then redis.call('EXPIRE', KEYS[5], 120) end
 -- The user's newest orders, for reads that must see an order before the batcher has
--- written it (read-your-writes).
-redis.call('LPUSH', KEYS[6], order_id)
-redis.call('LTRIM', KEYS[6], 0, 199)  -- RECENT_ORDERS
+-- written it (read-your-writes). Trimmed back to RECENT_ORDERS once it holds twice that:
+-- one LTRIM per 200 orders, not one per order; readers take the first RECENT_ORDERS.
+if redis.call('LPUSH', KEYS[6], order_id) > 400 then redis.call('LTRIM', KEYS[6], 0, 199) end
 return {'OK', route[1]}
 """
 )
