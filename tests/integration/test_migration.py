@@ -273,7 +273,9 @@ async def test_a_step_that_times_out_rolls_back_and_the_symbol_keeps_trading(red
     await check(redis, sent, in_process_book(workers, home))
 
 
-async def test_a_command_for_a_symbol_the_shard_gave_away_is_rejected_as_stale(redis, market):
+async def stepped_workers_and_an_order(redis, market) -> tuple[Worker, Worker, Place]:
+    """Workers of the home and the other shard, stepped by the test (not running), and
+    alice's resting AAPL order, applied on the home shard."""
     router, home, other = market
     source, target = Worker(redis, [home]), Worker(redis, [other])
     for worker in (source, target):
@@ -289,6 +291,12 @@ async def test_a_command_for_a_symbol_the_shard_gave_away_is_rejected_as_stale(r
     )
     assert (await router.place(SPEC, order, 0)).status == "OK"
     await source.step()
+    return source, target, order
+
+
+async def test_a_command_for_a_symbol_the_shard_gave_away_is_rejected_as_stale(redis, market):
+    router, home, other = market
+    source, target, order = await stepped_workers_and_an_order(redis, market)
     migration_id = await migration.start(redis, "AAPL", other)
     await migration.advance(redis, migration_id)  # PAUSE
     stale = msgspec.structs.replace(order, order_id=await router.order_ids.take())
@@ -334,20 +342,8 @@ async def stepping(redis, migration_id: str, worker: Worker) -> None:
 
 async def test_the_target_adopts_while_the_source_drains_or_else_on_a_second_marker(redis, market):
     router, home, other = market
-    workers = {home: Worker(redis, [home]), other: Worker(redis, [other])}
-    for worker in workers.values():
-        await worker._acquire_leases(asyncio.Event())
-        await worker.load_specs()
-    order = Place(
-        order_id=await router.order_ids.take(),
-        user_id="alice",
-        symbol="AAPL",
-        side=Side.BUY,
-        price=10_000,
-        quantity=5,
-    )
-    assert (await router.place(SPEC, order, 0)).status == "OK"
-    await workers[home].step()
+    source, target, order = await stepped_workers_and_an_order(redis, market)
+    workers = {home: source, other: target}
     for source, target in ((home, other), (other, home)):
         migration_id = await migration.start(redis, "AAPL", target, timeout_s=5)
         await migration.advance(redis, migration_id)  # PAUSE
@@ -382,20 +378,7 @@ async def test_a_target_that_settles_past_adopt_without_the_book_is_never_switch
     redis, market
 ):
     router, home, other = market
-    source, target = Worker(redis, [home]), Worker(redis, [other])
-    for worker in (source, target):
-        await worker._acquire_leases(asyncio.Event())
-        await worker.load_specs()
-    order = Place(
-        order_id=await router.order_ids.take(),
-        user_id="alice",
-        symbol="AAPL",
-        side=Side.BUY,
-        price=10_000,
-        quantity=5,
-    )
-    assert (await router.place(SPEC, order, 0)).status == "OK"
-    await source.step()
+    source, target, order = await stepped_workers_and_an_order(redis, market)
     migration_id = await migration.start(redis, "AAPL", other, timeout_s=2)
     await migration.advance(redis, migration_id)  # PAUSE
     await stepping(redis, migration_id, source)  # DRAIN
