@@ -1,9 +1,9 @@
 """Locust scenarios for Spot: the seed's behaviour model and an open-loop fixed rate.
 
 Run by `python -m loadtest.run`, which starts the stack, seeds users u1..uN, writes the
-JSON config named by LOADTEST_CONFIG (tokens, symbols, paces) and starts Locust with
-`--processes`. This file imports nothing from Spot: it runs under gevent, in Locust's
-processes only.
+JSON config named by LOADTEST_CONFIG (tokens, symbols, paces, client) and starts Locust
+with `--processes`. This file imports nothing from Spot: it runs under gevent, in
+Locust's processes only.
 
 One paced iteration is one order command (place, cancel or replace): "an order every
 10 s" of the seed is an iteration every 10 s. Some iterations first look at the book, an
@@ -38,6 +38,8 @@ import msgspec
 from gevent.pool import Pool
 from locust import FastHttpUser, task
 
+from loadtest.lean_http import LeanHttpUser
+
 CONFIG: dict[str, Any] = (
     json.loads(Path(os.environ["LOADTEST_CONFIG"]).read_text())
     if os.environ.get("LOADTEST_CONFIG")
@@ -49,6 +51,9 @@ SYMBOLS: list[str] = sorted(CONFIG["symbols"])
 # until a book query says otherwise. Shared by the users of one process.
 MIDS: dict[str, int] = dict(CONFIG["symbols"])
 SPEED: float = CONFIG.get("speed", 1.0)
+# Which HTTP client the users send with: "lean" (loadtest/lean_http.py) or Locust's own
+# "fasthttp" (FastHttpUser), which costs this machine 3–4 times more CPU per request.
+CLIENT: str = CONFIG.get("client", "lean")
 
 NOTIONAL = 500_000  # an order is worth up to $5,000 (in cents)
 MAX_OPEN = 20  # a trader keeps at most this many orders working; past it, cancels the oldest
@@ -96,11 +101,10 @@ def phased_pacing(pace: float) -> Callable[[Any], float]:
     return wait
 
 
-class Trader(FastHttpUser):
+class Trader(LeanHttpUser if CLIENT == "lean" else FastHttpUser):  # type: ignore[misc]
     """One seeded user (u1..uN, by token) trading the demo symbols."""
 
     abstract = True
-    insecure = True
 
     def on_start(self) -> None:
         runner = self.environment.runner
@@ -109,9 +113,10 @@ class Trader(FastHttpUser):
         self.token = TOKENS[index % len(TOKENS)]
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.json_headers = {**self.headers, "Content-Type": "application/json"}
-        # The API sets no cookies: http.cookiejar's per-request bookkeeping (pure Python,
-        # ~3% of this process) buys nothing here.
-        self.client.client.cookiejar = None
+        if CLIENT == "fasthttp":
+            # The API sets no cookies: http.cookiejar's per-request bookkeeping (pure
+            # Python, ~3% of this process) buys nothing here.
+            self.client.client.cookiejar = None
         self.open: deque[list[Any]] = deque()  # [order_id, symbol, side, price, quantity]
         self.cids = itertools.count()
         self.cid_prefix = f"{random.getrandbits(40):x}-"
@@ -326,3 +331,4 @@ class MaxUser(Trader):
 
     def on_stop(self) -> None:
         self.pool.kill(block=False)
+        super().on_stop()

@@ -92,7 +92,7 @@ def summary(run: Run, out: Path, thresholds: Thresholds) -> Table:
     model = f", model clock ×{run.speed:.2f}" if run.scenario == "model" and run.speed > 1 else ""
     lines = [
         f"Spot load test: scenario {run.scenario} ({run.users:,} Locust users{model}, "
-        f"{run.traders:,} traders, Locust processes: {run.processes}), "
+        f"{run.traders:,} traders, Locust processes: {run.processes}, client {run.client}), "
         f"target {run.rate:,.0f} order commands/s for {run.seconds} s",
         f"steady window {s:.1f} s (Locust's stats reset once every user had spawned)",
         "",

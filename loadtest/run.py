@@ -82,6 +82,7 @@ class Run:
     users: int
     traders: int
     processes: int
+    client: str = "lean"
     speed: float = 1.0
     locust_code: int = 0
     started_ms: float = 0.0  # wall clock when Locust started
@@ -149,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-users", type=int, default=1_000, help="model: connections cap")
     parser.add_argument("--traders", type=int, default=1_000, help="seeded users at most")
     parser.add_argument("--processes", type=int, default=2, help="Locust worker processes")
+    parser.add_argument(
+        "--client",
+        choices=["lean", "fasthttp"],
+        default="lean",
+        help="the users' HTTP client: lean (loadtest/lean_http.py) or Locust's FastHttpUser, "
+        "3-4 times the CPU per request",
+    )
     parser.add_argument("--out", type=Path, help="default: loadtest/results/<timestamp>")
     Thresholds.add_arguments(parser)
     return parser
@@ -168,6 +176,7 @@ def _plan(args: argparse.Namespace) -> Run:
         users=users,
         traders=min(users, args.traders),
         processes=args.processes,
+        client=args.client,
         speed=speed,
     )
 
@@ -188,6 +197,7 @@ def _execute(run: Run, settings: Settings, env: dict[str, str], data: Path, out:
                 "speed": run.speed,
                 "pace_s": run.users / run.rate,
                 "processes": run.processes,
+                "client": run.client,
             }
         )
     )
