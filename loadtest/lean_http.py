@@ -35,6 +35,10 @@ class ProtocolError(Exception):
     """The server's answer is not HTTP/1.1 this client can read."""
 
 
+class ClosedWhileIdle(ConnectionError):
+    """A kept-alive connection the server had closed: nothing of the answer came back."""
+
+
 class LeanResponse:
     """One answer; a context manager when asked with catch_response=True."""
 
@@ -89,22 +93,32 @@ class Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.pending = b""  # bytes past the last answer (none, with one request at a time)
         self.reusable = True
+        self.answers = 0
 
     def exchange(self, request: bytes) -> tuple[int, bytes]:
-        # send(), not sendall(): gevent's sendall asks the kernel for SO_SNDBUF on every
-        # call (4% of this process); a request this small goes out in one send.
-        sent = self.sock.send(request)
-        if sent < len(request):
-            self.sock.sendall(request[sent:])
         data = self.pending
-        while (head_end := data.find(b"\r\n\r\n")) < 0:
-            data += self._recv()
+        try:
+            # send(), not sendall(): gevent's sendall asks the kernel for SO_SNDBUF on every
+            # call (4% of this process); a request this small goes out in one send.
+            sent = self.sock.send(request)
+            if sent < len(request):
+                self.sock.sendall(request[sent:])
+            while (head_end := data.find(b"\r\n\r\n")) < 0:
+                data += self._recv()
+        except OSError as error:
+            if self.answers and not data:
+                raise ClosedWhileIdle from error
+            raise
         head = data[:head_end].lower()
         if not head.startswith(b"http/1.1 "):
             raise ProtocolError(f"not an HTTP/1.1 answer: {bytes(head[:40])!r}")
         status = int(head[9:12])
         self.reusable = b"\r\nconnection: close" not in head
+        self.answers += 1
         start = head_end + 4
+        if status in (204, 304):  # no body, whatever the headers say
+            self.pending = data[start:]
+            return status, b""
         at = head.find(b"\r\ncontent-length:")
         if at >= 0:
             line_end = head.find(b"\r\n", at + 2)
@@ -184,8 +198,20 @@ class LeanSession:
         status, content, exception = 0, b"", None
         connection = None
         try:
-            connection = self.idle.pop() if self.idle else Connection(*self.address)
-            status, content = connection.exchange(request)
+            if self.idle:
+                connection = self.idle.pop()
+                try:
+                    status, content = connection.exchange(request)
+                except ClosedWhileIdle:
+                    # Servers close idle connections; browsers and requests send again
+                    # once on a new one. No byte of an answer came, so nothing was lost;
+                    # a repeated order would meet its client_order_id.
+                    connection.close()
+                    connection = Connection(*self.address)
+                    status, content = connection.exchange(request)
+            else:
+                connection = Connection(*self.address)
+                status, content = connection.exchange(request)
         except (OSError, ValueError, ProtocolError) as error:
             exception = error
         if connection is not None:

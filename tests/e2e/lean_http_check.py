@@ -277,15 +277,37 @@ def with_catch_response_the_scenario_decides(server: Server, client: Client) -> 
         raise AssertionError("success() outside a with-block did not raise LocustError")
 
 
-@check(ok(b"first"), hang_up, ok(b"third"))
-def server_hanging_up_is_a_failed_request(server: Server, client: Client) -> None:
+@check(ok(b"first"), hang_up, ok(b"again"))
+def a_kept_alive_connection_the_server_closed_is_sent_again(server: Server, client: Client) -> None:
     assert client.session.get("/a").content == b"first"
-    resp = client.session.get("/b")  # on the kept-alive connection the server now drops
+    # The server drops the kept-alive connection without a byte of answer: as requests and
+    # browsers do, the client sends once more on a new connection.
+    assert client.session.get("/b").content == b"again"
+    assert client.last()["exception"] is None, client.last()
+    assert len(client.fired) == 2, client.fired
+    assert server.accepted == 2, server.accepted
+
+
+@check(hang_up, ok(b"after"), ok(b"first"), answer(b"HTTP/1.1 200 OK\r\nContent-Le"))
+def a_server_hanging_up_otherwise_is_a_failed_request(server: Server, client: Client) -> None:
+    resp = client.session.get("/a")  # on a new connection: not sent again
     assert isinstance(client.last()["exception"], OSError), client.last()
     assert resp.content == b"", resp.content
-    assert client.session.get("/c").content == b"third"
-    assert client.last()["exception"] is None, client.last()
+    assert client.session.get("/b").content == b"after"
+    assert client.session.get("/c").content == b"first"
+    # Part of an answer, then the connection ends: the request may have been acted on.
+    server.replies[0] = answer(b"HTTP/1.1 200 OK\r\nContent-Le", keep_open=False)
+    client.session.get("/d")
+    assert isinstance(client.last()["exception"], OSError), client.last()
     assert server.accepted == 2, server.accepted
+
+
+@check(answer(b"HTTP/1.1 204 No Content\r\n\r\n"), ok(b"next"))
+def a_204_has_no_body_and_keeps_the_connection(server: Server, client: Client) -> None:
+    resp = client.session.get("/a")
+    assert (resp.status_code, resp.content) == (204, b""), (resp.status_code, resp.content)
+    assert client.session.get("/b").content == b"next"
+    assert server.accepted == 1, server.accepted
 
 
 @check(answer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), ok(b"sane"))
