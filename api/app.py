@@ -77,6 +77,7 @@ from schema.wire import (
     Withdrawal,
 )
 from spot import migration
+from spot.db import POOL_SETTINGS
 from spot.settings import Settings
 
 log = logging.getLogger("spot.api")
@@ -295,7 +296,12 @@ class App:
         low, high = DB_POOL
         try:
             self.db = await asyncpg.create_pool(
-                url, min_size=low, max_size=high, timeout=DB_WAIT_S, command_timeout=DB_WAIT_S
+                url,
+                min_size=low,
+                max_size=high,
+                timeout=DB_WAIT_S,
+                command_timeout=DB_WAIT_S,
+                server_settings=POOL_SETTINGS,
             )
         except DB_ERRORS as exc:
             self._db_retry_at = time.monotonic() + DB_RETRY_S

@@ -31,6 +31,7 @@ from batcher.changes import Changes
 from batcher.sequencing import Gap, Sequencer
 from schema import keys
 from schema.messages import Event
+from spot.db import POOL_SETTINGS
 from spot.market import load_specs
 
 log = logging.getLogger("spot.batcher")
@@ -351,7 +352,9 @@ def run_batcher(
 
     async def main() -> None:
         redis = Redis.from_url(redis_url)
-        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(
+            database_url, min_size=1, max_size=2, server_settings=POOL_SETTINGS
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

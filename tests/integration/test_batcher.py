@@ -53,7 +53,9 @@ def migrated(database_url: str) -> str:
 @pytest.fixture
 def pool(migrated: str, aio: asyncio.Runner):
     async def setup() -> asyncpg.Pool:
-        pool = await asyncpg.create_pool(migrated, min_size=1, max_size=3)
+        pool = await asyncpg.create_pool(
+            migrated, min_size=1, max_size=3, server_settings=db.POOL_SETTINGS
+        )
         await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
         return pool
 
@@ -111,6 +113,34 @@ async def test_trades_land_once_and_the_database_agrees_with_redis(redis, pool, 
         await batcher.step()
         await batcher.step()
         assert await conn.fetchval("SELECT count(*) FROM trades") == len(trades)
+
+
+async def test_every_flush_plans_its_statements_for_the_values_it_writes(
+    redis, migrated, pool, market
+):
+    """PostgreSQL gives a prepared statement one generic plan after five runs, planned for
+    the tables as they were: the UPDATE of orders by id, planned while orders was nearly
+    empty, scanned the whole table on every flush as it grew (spot/db.py POOL_SETTINGS)."""
+    router, _, worker = market
+    # One connection: pg_prepared_statements shows the statements of its own session.
+    session = await asyncpg.create_pool(
+        migrated, min_size=1, max_size=1, server_settings=db.POOL_SETTINGS
+    )
+    try:
+        batcher = Batcher(redis, session, list(range(SHARDS)), batch=20, interval_s=0.01)
+        await batcher.start()
+        await random_flow(router, random.Random(11), [], lambda n: n >= 1_000)
+        async with pool.acquire() as conn:
+            await drain(worker, batcher, redis, conn)
+        plans = await session.fetch(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        )
+    finally:
+        await session.close()
+    updates = [p for p in plans if p["statement"].lstrip().startswith("UPDATE orders")]
+    assert updates and updates[0]["custom_plans"] > 5, plans  # past where generic ones start
+    # A statement without parameters has only the one plan, which counts as generic.
+    assert [p["statement"] for p in plans if p["generic_plans"] and "$1" in p["statement"]] == []
 
 
 async def test_audit_catches_a_corrupted_balance(redis, pool, market):
