@@ -17,11 +17,17 @@ from schema.symbols import SymbolSpec
 # Amounts cross the router's Lua scripts as doubles: exact up to 2^53 (api/router.py).
 MAX_INTEGER = 2**53
 
+# `(?!\n)$`: Python's `$` also matches before a final newline, so without it "u1\n"
+# would pass as a user distinct from "u1". The lookahead is ECMA regex too (OpenAPI).
+_END = r"(?!\n)$"
 # A user id is part of Redis key names (`balance:{user}`, `cid:{user}:{client id}`):
 # no ':' in it keeps `cid:` keys of different users from ever colliding.
-USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}" + _END
 UserId = Annotated[str, msgspec.Meta(pattern=USER_ID_PATTERN)]
-ClientOrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Free text a client may send: no control characters. PostgreSQL's text cannot hold NUL,
+# and one such value accepted at the door made every later flush of the batcher fail.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*" + _END
+ClientOrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
 Asset = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 # Zero and negative prices pass here and are refused by the symbol rules (422), which
@@ -65,7 +71,7 @@ class Deposit(msgspec.Struct, **_request):
     asset: Asset
     amount: Amount
     # Who or what asked for it (a bank transfer id...); kept in the ledger stream.
-    reference: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    reference: Annotated[str, msgspec.Meta(max_length=128, pattern=TEXT_PATTERN)] | None = None
 
 
 class Withdrawal(Deposit, **_request):

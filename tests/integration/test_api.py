@@ -261,6 +261,23 @@ def test_deposit_and_withdrawal(api: Server) -> None:
     assert balances(api, token) == {"USD": (600, 0)}
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"reference": "bank\u0000ref"}, {"reference": "a\x7fb"}, {"user_id": "{user}\n"}],
+)
+def test_transfer_text_the_database_cannot_store_is_400(
+    api: Server, change: dict[str, str]
+) -> None:
+    user, token = funded(api, USD=1_000)
+    transfer = {"user_id": user, "asset": "USD", "amount": 1} | change
+    transfer["user_id"] = transfer["user_id"].format(user=user)
+
+    status, reply = api.request("POST", "/v1/admin/deposits", transfer, token=admin())
+
+    assert (status, reply["error"]) == (400, "MALFORMED")
+    assert balances(api, token) == {"USD": (1_000, 0)}
+
+
 # -- every error class ----------------------------------------------------------------------
 
 
@@ -280,6 +297,17 @@ def test_deposit_and_withdrawal(api: Server) -> None:
         (b'{"symbol":"BTC-USD","side":"BUY","price":1e400,"quantity":5}', "$.price"),
         (b'{"symbol":"BTC-USD","side":"BUY","price":99999999999999999999,"quantity":5}', "<="),
         (b'{"symbol":"BTC-USD","side":"BUY","quantity":5,"client_order_id":""}', "$.client"),
+        # PostgreSQL cannot store NUL: accepted, it stopped every later flush (issue #19)
+        (
+            b'{"symbol":"BTC-USD","side":"BUY","price":50000,"quantity":5,'
+            b'"client_order_id":"a\\u0000b"}',
+            "$.client_order_id",
+        ),
+        (
+            b'{"symbol":"BTC-USD","side":"BUY","price":50000,"quantity":5,'
+            b'"client_order_id":"a\\n"}',
+            "$.client_order_id",
+        ),
     ],
 )
 def test_a_malformed_body_is_400(api: Server, raw: bytes, fragment: str) -> None:
