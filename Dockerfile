@@ -14,7 +14,7 @@ FROM python:3.11-slim
 # No .pyc writes: the pods run with a read-only root filesystem.
 ENV PATH=/opt/spot/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY --from=build /opt/spot /opt/spot
-# Migrations are not part of the package: spot.db.alembic_ini() finds them here.
+# Migrations are not part of the package: store.db.alembic_ini() finds them here.
 COPY --from=build /src/alembic.ini /opt/spot/share/spot/alembic.ini
 COPY --from=build /src/alembic /opt/spot/share/spot/alembic
 # The same non-root uid as runAsUser in infra/terraform/workloads.tf.

@@ -1,6 +1,6 @@
 """Alembic's entry point: runs the migrations in versions/ against Spot's database.
 
-The URL is Spot's own (asyncpg form, `postgresql://...`): from spot.db through
+The URL is Spot's own (asyncpg form, `postgresql://...`): from store.db through
 `config.attributes["database_url"]`, else from SPOT_DATABASE_URL. Migrations run through an
 async engine (the driver Spot already has), each one inside `run_sync`.
 """
@@ -15,12 +15,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from schema.tables import metadata
-from spot.db import sqlalchemy_url
+from store.db import sqlalchemy_url
 
 config = context.config
 target_metadata = metadata
 
-# The alembic command line sets up logging from alembic.ini; spot.db turns this off so that
+# The alembic command line sets up logging from alembic.ini; store.db turns this off so that
 # a migration run inside `spot up` does not replace (and disable) the process's loggers.
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -17,7 +17,7 @@ GET /v1/ws is market data over WebSocket: api/market_data.py, which has the prot
 Errors are `{"error": CODE, "message": ...}`. Whatever a client sends gets a 4xx; a 500
 means a fault of ours (logged), a 503 that Redis or the database cannot be reached.
 
-POST /v1/admin/migrations starts a hot-shard migration (spot/migration.py) and runs it
+POST /v1/admin/migrations starts a hot-shard migration (control/migration.py) and runs it
 as a task of this process: the API process that created a migration is its orchestrator.
 A migration left unfinished (this process stopped or died) is not resumed by other API
 processes: two orchestrators advancing one migration are not safe (a step's end is not
@@ -47,9 +47,11 @@ from api.auth import Authenticator, AuthError, Principal
 from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
 from api.router import RECENT_ORDERS, Router, hold_for
+from control import migration
 from schema import keys
 from schema.codes import HTTP_STATUS, RejectReason
 from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce
+from schema.settings import Settings
 from schema.symbols import SymbolSpec
 from schema.wire import (
     ORDER_STATUSES,
@@ -76,9 +78,7 @@ from schema.wire import (
     Transferred,
     Withdrawal,
 )
-from spot import migration
-from spot.db import POOL_SETTINGS
-from spot.settings import Settings
+from store.db import POOL_SETTINGS
 
 log = logging.getLogger("spot.api")
 
@@ -105,7 +105,7 @@ Reply = tuple[int, bytes, list[tuple[str, str]]]
 
 
 class _Depth(msgspec.Struct, gc=False):
-    """The workers' depth cache: top 50 levels a side (workers/consumer.py)."""
+    """The workers' depth cache: top 50 levels a side (workers/worker.py)."""
 
     bids: list[tuple[int, int]]
     asks: list[tuple[int, int]]
@@ -1024,7 +1024,7 @@ def _unknown_migration(migration_id: str) -> HTTPError:
 
 
 def _migration_view(m: dict[str, Any]) -> MigrationView:
-    """spot.migration.status() as the API shows it: every step that began, with its times."""
+    """control.migration.status() as the API shows it: every step that began, with its times."""
 
     def number(name: str) -> int | None:
         value = m.get(name)
@@ -1083,7 +1083,7 @@ def _route_failure(status: str, symbol: str) -> HTTPError:
     if status == "TOO_LARGE":
         return HTTPError(422, "AMOUNT_TOO_LARGE", "price × quantity is too large")
     if status == "NO_ROUTE":
-        # A listed symbol always has a route (spot.market.list_symbol): ours to fix.
+        # A listed symbol always has a route (store.symbols.list_symbol): ours to fix.
         log.error("symbol %s is listed but has no route", symbol)
         return HTTPError(503, "NO_ROUTE", f"{symbol} cannot take orders right now")
     raise RuntimeError(f"unexpected router status {status}")

@@ -129,7 +129,7 @@ class Metrics:
 
 
 def _migrations(running: int, stats: dict[bytes, bytes]) -> list[str]:
-    """From the migration index (spot/migration.py): the counts are kept in Redis, so every
+    """From the migration index (control/migration.py): the counts are kept in Redis, so every
     API process reports the same totals."""
     lines = [
         "# HELP spot_migrations_running Hot-shard migrations started and not finished.",
@@ -169,7 +169,7 @@ BATCHER_GAUGES = [
 
 
 def _rebalancer(state: dict[str, str], shards: int) -> list[str]:
-    """From the rebalancer's last evaluation (spot/rebalancer.py); nothing when none runs."""
+    """From the rebalancer's last evaluation (control/rebalancer.py); nothing when none runs."""
     if "evaluations" not in state:
         return []
     lines = [

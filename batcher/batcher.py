@@ -31,8 +31,8 @@ from batcher.changes import Changes
 from batcher.sequencing import Gap, Sequencer
 from schema import keys
 from schema.messages import Event
-from spot.db import POOL_SETTINGS
-from spot.market import load_specs
+from store.db import POOL_SETTINGS
+from store.symbols import load_specs
 
 log = logging.getLogger("spot.batcher")
 

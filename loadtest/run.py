@@ -36,14 +36,14 @@ from api.auth import make_token
 from loadtest import results
 from loadtest.thresholds import Thresholds
 from schema import keys
-from spot import db
+from schema.settings import Settings
 from spot.audit import wait_caught_up
 from spot.bench.pipeline import _cpu, _pid_listening, _wait_ready
 from spot.seed import DEMO_SYMBOLS, demo_user, seed
-from spot.settings import Settings
 from spot.stack import Stack
 from spot.status import shard_status
 from spot.supervisor import child_env, children
+from store import db
 
 HERE = Path(__file__).resolve().parent
 # Orders per second one user of the seed's model sends, on average over the weights in

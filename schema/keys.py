@@ -10,7 +10,7 @@ import zlib
 ROUTE = "route:"  # route:{symbol} -> hash shard, status (ACTIVE|MIGRATING), epoch
 ORDERS = "orders:"  # orders:{shard} -> stream of commands for the shard's worker
 PENDING = "pending:"  # pending:{symbol} -> stream of commands held while migrating
-MIGRATION = "migration:"  # migration:{id} -> hash: the migration's state machine (spot.migration)
+MIGRATION = "migration:"  # migration:{id} -> hash: the migration state machine (control/)
 MIGRATING = "migrating:"  # migrating:{symbol} -> id of the one migration moving the symbol
 MIGRATION_IDS = "seq:migration"  # counter for migration ids
 HANDOFF = "handoff:"  # handoff:{migration id} -> the drained book's snapshot (OrderBook bytes)
@@ -123,7 +123,7 @@ def home_shard(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
-# -- migration index (spot.migration, the admin API, `spot status`) ------------------------
+# -- migration index (control.migration, the admin API, `spot status`) ------------------------
 # Ids of running migrations by creation time (ms): added when a migration starts, removed
 # when it finishes. Few members: a symbol has at most one migration running.
 MIGRATIONS_RUNNING = "migrations:running"
@@ -134,8 +134,8 @@ MIGRATIONS_FINISHED = "migrations:finished"
 MIGRATION_STATS = "migrations:stats"
 
 
-# -- rebalancer (spot/rebalancer.py) ----------------------------------------------------
-# hash, written by each worker about once a second (workers/consumer.py): per shard,
+# -- rebalancer (control/rebalancer.py) ----------------------------------------------------
+# hash, written by each worker about once a second (workers/worker.py): per shard,
 # "{shard}:commands" and "{shard}:busy_us" (cumulative since the hash was made: commands
 # applied and wall microseconds spent settling them) and "{shard}:at_ms" (last written).
 # A shard's measured capacity is commands per busy second.

@@ -208,7 +208,7 @@ REPLIES = (
 # -- hot-shard migration (admin) ------------------------------------------------------------
 # Kept apart from REQUESTS / REPLIES above: api/openapi.py adds MIGRATION_TYPES.
 
-# Seconds each step may take before the migration rolls back (spot.migration).
+# Seconds each step may take before the migration rolls back (control.migration).
 StepTimeout = Annotated[float, msgspec.Meta(gt=0, le=300)]
 
 

@@ -14,7 +14,7 @@ import socket
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 
-from spot.settings import PREFIX, Settings
+from schema.settings import PREFIX, Settings
 
 TARGET = "api.app:app"
 # Pending connections the kernel holds per listener; a load test opens hundreds at once.

@@ -11,7 +11,7 @@ import asyncpg
 
 from batcher import postgres
 from schema import keys
-from spot.market import load_specs
+from store.symbols import load_specs
 
 CHECKS = {
     "conservation": "per asset, balances sum to deposits minus withdrawals",

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cost.main(argv[1:])
     args = _parser().parse_args(argv)
-    from spot.settings import Settings
+    from schema.settings import Settings
 
     try:
         settings = Settings.from_env()
@@ -103,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Any) -> int:
-    from spot import db
     from spot.stack import Stack
     from spot.supervisor import Supervisor, child_env, children
+    from store import db
 
     with Stack(settings) as (redis_url, database_url):
         db.upgrade(database_url)
@@ -173,7 +173,7 @@ def _api(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Any) -> int:
-    from workers.consumer import run_worker
+    from workers.worker import run_worker
 
     if settings.redis_url is None:
         print("spot worker: set SPOT_REDIS_URL (spot up does it for you)", file=sys.stderr)
@@ -230,8 +230,8 @@ def _audit(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _db(args: argparse.Namespace, settings: Any) -> int:
-    from spot import db
     from spot.stack import Stack
+    from store import db
 
     with Stack(settings) as (_, database_url):
         if args.action == "upgrade":
@@ -278,7 +278,7 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Any) -> int:
-    from spot import migration
+    from control import migration
     from spot.stack import Stack
 
     if not 0 <= args.to_shard < settings.shards:
@@ -307,7 +307,7 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
-    from spot.rebalancer import from_settings, run_rebalancer
+    from control.rebalancer import from_settings, run_rebalancer
     from spot.stack import Stack
 
     if args.interval <= 0:

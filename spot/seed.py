@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from api.router import Router
 from schema.symbols import SymbolSpec
-from spot.market import list_symbol
+from store.symbols import list_symbol
 
 # Prices in cents, quantities in whole units (shares or coins): tick 1 cent, band ±10%.
 DEMO_SYMBOLS = [

@@ -32,7 +32,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from spot.settings import Settings
+from schema.settings import Settings
 
 DATABASE = "spot"
 TIMEOUT_S = 30.0

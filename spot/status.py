@@ -4,9 +4,9 @@ the rebalancer found each shard, and the hot-shard migrations running or recentl
 import time
 from typing import Any
 
+from control import migration
 from schema import keys
-from spot import migration
-from spot.market import load_specs
+from store.symbols import load_specs
 
 FINISHED_SHOWN = 5  # finished migrations `spot status` lists, newest first
 RUNNING_SHOWN = 50  # a symbol has one at most; more than this many would be a fault

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from spot.settings import Settings
+from schema.settings import Settings
 
 STOP_GRACE_S = 20.0
 RESTART_BACKOFF_S = 1.0

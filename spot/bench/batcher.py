@@ -24,13 +24,13 @@ from redis.asyncio import Redis
 
 from schema import keys
 from schema.messages import Event, Side, Trade
-from spot import db
+from schema.settings import Settings
 from spot.bench.engine import SPEC, realistic
 from spot.bench.pipeline import _cpu, _pid_listening, _settings_env
-from spot.market import list_symbol
-from spot.settings import Settings
 from spot.stack import Stack
 from spot.supervisor import child_env, spot_command
+from store import db
+from store.symbols import list_symbol
 from workers.engine import MatchingEngine
 
 ENTRY_ORDERS = 50  # commands per events entry: what one worker batch holds under load

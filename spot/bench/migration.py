@@ -33,15 +33,16 @@ import msgspec
 from redis.asyncio import Redis
 
 from api.router import Router
+from control import migration
 from schema import keys
 from schema.messages import Accepted, Action, Command, Event, Place, Rejected, Side
-from spot import db, migration
+from schema.settings import Settings
 from spot.bench.pipeline import _prepare, _settings_env
-from spot.market import load_specs
 from spot.seed import DEMO_SYMBOLS
-from spot.settings import Settings
 from spot.stack import Stack
 from spot.supervisor import child_env, children
+from store import db
+from store.symbols import load_specs
 
 HOT = "AAPL"
 WARMUP_S = 3.0  # load before the first migration: books filled, workers at speed

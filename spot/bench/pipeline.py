@@ -27,13 +27,13 @@ from redis.asyncio import Redis
 
 from api.auth import make_token
 from api.router import Router
-from spot import db
-from spot.market import list_symbol
+from schema.settings import Settings
 from spot.seed import DEMO_SYMBOLS
-from spot.settings import Settings
 from spot.stack import Stack
 from spot.status import shard_status
 from spot.supervisor import child_env, children
+from store import db
+from store.symbols import list_symbol
 
 # Requests rotate over these bodies: every symbol, both sides, prices within ±0.5% of the
 # reference so that about half cross and the books stay small.

@@ -24,10 +24,10 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from control import migration
 from schema import keys
 from schema.symbols import SymbolSpec
-from spot import migration
-from spot.market import list_symbol
+from store.symbols import list_symbol
 from tests.integration.http import ROOT, Server, admin, start_api, stop_api, user_token
 
 SHARDS = 10

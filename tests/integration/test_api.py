@@ -25,7 +25,7 @@ from api.auth import make_token
 from schema import keys
 from schema.messages import Side, Trade
 from schema.symbols import SymbolSpec
-from spot.market import list_symbol
+from store.symbols import list_symbol
 from tests.integration.http import SECRET, Server, admin, free_port, start_api, stop_api, user_token
 
 MAX_BODY = 4096

@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 from batcher.batcher import Batcher
 from schema import keys
 from schema.symbols import SymbolSpec
-from spot import db
 from spot.audit import caught_up
-from spot.market import list_symbol
+from store import db
+from store.symbols import list_symbol
 from tests.integration.http import Server, admin, free_port, start_api, stop_api, user_token
-from workers.consumer import Worker
+from workers.worker import Worker
 
 SHARDS = 10
 TABLES = (

@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 
 from api.market_data import CLIENT_NAME, QUEUE_SIZE, Connection
 from schema.symbols import SymbolSpec
-from spot.market import list_symbol
+from store.symbols import list_symbol
 from tests.integration.http import Server, admin, start_api, stop_api, user_token
-from workers.consumer import Worker
+from workers.worker import Worker
 
 SHARDS = 10
 AAPL = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD")

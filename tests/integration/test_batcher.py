@@ -19,6 +19,7 @@ import pytest
 
 from api.router import Router
 from batcher.batcher import Batcher
+from control import migration
 from schema import keys
 from schema.codes import CancelReason, RejectReason
 from schema.messages import (
@@ -32,12 +33,12 @@ from schema.messages import (
     Trade,
 )
 from schema.tables import metadata
-from spot import db, migration
 from spot.audit import audit, caught_up
-from spot.market import list_symbol
 from spot.status import batcher_status
+from store import db
+from store.symbols import list_symbol
 from tests.integration.flow import SPEC, never_crashed, random_flow
-from workers.consumer import Worker
+from workers.worker import Worker
 
 SHARDS = 10
 _encode = msgspec.msgpack.Encoder().encode
@@ -120,7 +121,7 @@ async def test_every_flush_plans_its_statements_for_the_values_it_writes(
 ):
     """PostgreSQL gives a prepared statement one generic plan after five runs, planned for
     the tables as they were: the UPDATE of orders by id, planned while orders was nearly
-    empty, scanned the whole table on every flush as it grew (spot/db.py POOL_SETTINGS)."""
+    empty, scanned the whole table on every flush as it grew (store/db.py POOL_SETTINGS)."""
     router, _, worker = market
     # One connection: pg_prepared_statements shows the statements of its own session.
     session = await asyncpg.create_pool(

@@ -16,10 +16,10 @@ import pytest
 from api.router import Router
 from schema import keys
 from schema.messages import Cancel, Event, Place, Replace, Side
-from spot.market import list_symbol
+from store.symbols import list_symbol
 from tests.integration.flow import SPEC, never_crashed, random_flow
-from workers.consumer import Worker
 from workers.engine import MatchingEngine
+from workers.worker import Worker
 
 SHARDS = 10
 events_decoder = msgspec.msgpack.Decoder(list[Event])

@@ -14,15 +14,15 @@ import pytest
 
 from api.metrics import Metrics
 from api.router import Router
+from control import migration
+from control.policy import Policy
+from control.rebalancer import Capacity, Rebalancer
 from schema import keys
 from schema.messages import Place, Side
+from schema.settings import Settings
 from schema.symbols import SymbolSpec
-from spot import migration
-from spot.market import list_symbol
-from spot.rebalance_policy import Policy
-from spot.rebalancer import Capacity, Rebalancer
-from spot.settings import Settings
 from spot.status import rebalancer_status, render, shard_status
+from store.symbols import list_symbol
 from tests.integration.flow import SPEC
 from tests.integration.test_migration import Workers, caught_up
 

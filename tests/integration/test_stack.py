@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 from redis.asyncio import Redis
 
-from spot.settings import Settings
+from schema.settings import Settings
 from spot.stack import EmbeddedPostgres, EmbeddedRedis, Stack
 
 # What the order path relies on: XAUTOCLAIM is 6.2, and so is the oldest supported Redis.

@@ -1,4 +1,4 @@
-"""The rebalancer's decision (spot/rebalance_policy.py) and capacity estimate, without I/O."""
+"""The rebalancer's decision (control/policy.py) and capacity estimate, without I/O."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from spot.rebalance_policy import Level, Policy, Rebalance, ShardLoad
-from spot.rebalancer import Capacity
-from spot.settings import Settings
+from control.policy import Level, Policy, Rebalance, ShardLoad
+from control.rebalancer import Capacity
+from schema.settings import Settings
 from spot.supervisor import children
 
 CAPACITY = 100.0  # orders/s: a shard's rates below read directly as percent

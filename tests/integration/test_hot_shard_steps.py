@@ -3,9 +3,9 @@ persisted steps must stay consistent whichever of them writes last."""
 
 from __future__ import annotations
 
+from control import migration
 from schema import keys
-from spot import migration
-from spot.market import list_symbol
+from store.symbols import list_symbol
 from tests.integration.flow import SPEC
 
 SHARDS = 10

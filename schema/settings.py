@@ -65,7 +65,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # ended: long enough to look into last week's migrations, no longer.
     migration_ttl_s: Positive = 7 * 24 * 3600
 
-    # `spot up` runs the automatic rebalancer too (spot/rebalancer.py). Off by default, so
+    # `spot up` runs the automatic rebalancer too (control/rebalancer.py). Off by default, so
     # tests and demos stay deterministic: no symbol moves unless someone moves it.
     rebalancer: bool = False
     # Commands per busy second a shard is taken to manage until its worker has measured

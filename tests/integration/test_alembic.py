@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from schema.tables import metadata
-from spot.db import downgrade, sqlalchemy_url, upgrade
 from spot.stack import with_database
+from store.db import downgrade, sqlalchemy_url, upgrade
 
 # One per test process: concurrent runs on a shared server each get their own.
 DATABASE = f"spot_migrations_{os.getpid()}"

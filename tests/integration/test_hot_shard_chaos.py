@@ -32,6 +32,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.router import Router, hold_for
+from control import migration
 from schema import keys
 from schema.codes import CancelReason
 from schema.messages import (
@@ -50,12 +51,12 @@ from schema.messages import (
 )
 from schema.symbols import SymbolSpec
 from schema.tables import metadata
-from spot import db, migration
 from spot.audit import audit, render, wait_caught_up
-from spot.market import list_symbol
+from store import db
+from store.symbols import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed
 from workers.book import OrderBook
-from workers.consumer import LEASE_MS
+from workers.worker import LEASE_MS
 
 SHARDS = 10
 BYSTANDER = SymbolSpec(

@@ -16,14 +16,14 @@ import msgspec
 import pytest
 
 from api.router import Router
+from control import migration
 from schema import keys
 from schema.codes import RejectReason
 from schema.messages import Accepted, Action, Event, Place, Rejected, Side
-from spot import migration
-from spot.market import list_symbol
+from store.symbols import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed, random_flow
-from workers.consumer import Worker
 from workers.engine import MatchingEngine
+from workers.worker import Worker
 
 SHARDS = 10
 FUNDED = {"USD": 1_000_000_000, "AAPL": 1_000_000}

@@ -4,9 +4,9 @@ Each evaluation reads, in two round trips, the symbols and their routes, the per
 order counts the router keeps per second (`rate:{sec}`, over the last `window_s` whole
 seconds), which shards have a worker, and the workers' busy-time counters
 (`shard:stats`); turns them into each shard's load (its orders/s over its capacity);
-asks the pure policy (spot/rebalance_policy.py) what to do; writes the outcome to
+asks the pure policy (control/policy.py) what to do; writes the outcome to
 `rebalancer:state` and, when it differs from the last, to the `rebalancer:decisions`
-stream and the log; and runs the migration it decided on to its end (spot/migration.py).
+stream and the log; and runs the migration it decided on to its end (control/migration.py).
 
 Capacity is measured: commands per busy second of the shard's worker, an EWMA over
 windows of at least `MIN_WINDOW` commands, starting from the lifetime ratio. Until a
@@ -22,11 +22,11 @@ import logging
 import time
 from typing import Any
 
+from control import migration
+from control.policy import Decision, Policy, Rebalance, ShardLoad
 from schema import keys
-from spot import migration
-from spot.rebalance_policy import Decision, Policy, Rebalance, ShardLoad
 
-log = logging.getLogger("spot.rebalancer")
+log = logging.getLogger("control.rebalancer")
 
 DECISIONS_KEPT = 1000  # entries of the decision stream, about (XADD MAXLEN ~)
 MIN_WINDOW = 200  # commands a window must hold to update a measured capacity

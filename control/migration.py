@@ -110,7 +110,7 @@ redis.call('HSET', KEYS[1], ARGV[1], id)
 return id
 """
 
-# KEYS: migration. ARGV: why. Atomic against the worker's CLAIM (workers/consumer.py):
+# KEYS: migration. ARGV: why. Atomic against the worker's CLAIM (workers/worker.py):
 # returns '1' if the source drained already (it must get its book back), '0' if not
 # (it will ignore the marker), false if the route was switched already (too late).
 ROLLBACK = (
@@ -162,7 +162,7 @@ redis.call('HSET', KEYS[1], 'state', state, 'step', 'DONE', 'CLEANUP_end_ms', no
 if KEYS[3] then
   local ttl = tonumber(redis.call('HGET', KEYS[1], 'ttl_s') or ARGV[2])
   redis.call('EXPIRE', KEYS[1], ttl)
-  -- the handoff never expires while the migration runs (workers/consumer.py)
+  -- the handoff never expires while the migration runs (workers/worker.py)
   if redis.call('TTL', KEYS[3]) == -1 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], 'NX', now, ARGV[1])
@@ -264,9 +264,9 @@ async def start(
 
 
 def _finished_ttl_s() -> int:
-    # Imported here: spot.settings is not needed by the steps, only by a caller that did
+    # Imported here: schema.settings is not needed by the steps, only by a caller that did
     # not say (the CLI, whose environment was validated already).
-    from spot.settings import Settings
+    from schema.settings import Settings
 
     return Settings.from_env().migration_ttl_s
 

@@ -99,4 +99,4 @@ def _refuse_running_loop() -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         return
-    raise RuntimeError("spot.db migrations block: run them with asyncio.to_thread(...)")
+    raise RuntimeError("store.db migrations block: run them with asyncio.to_thread(...)")

@@ -11,7 +11,7 @@ re-apply the stream up to the watermark to the books only (those effects are alr
 in Redis), then carry on. The books are deterministic, so the re-applied commands
 rebuild exactly the state that was lost.
 
-Hot-shard migration (DESIGN.md §4, spot/migration.py) reaches a worker as control
+Hot-shard migration (DESIGN.md §4, control/migration.py) reaches a worker as control
 entries in its stream, ordered with the commands (field `ctl` instead of `c`):
 DRAIN hands a symbol's book over through `handoff:{migration}` and drops it, ADOPT
 takes a handed-over book. Which symbols a shard gave away or took at which route epoch
@@ -307,7 +307,7 @@ class Worker:
     async def _measure(self, shard: int, commands: int, busy_s: float) -> None:
         """Count what the shard applied and the wall time its batches took (the settle round
         trip included: that is what bounds a shard); publish it at most once a second, in
-        one round trip, for the rebalancer's capacity estimate (spot/rebalancer.py)."""
+        one round trip, for the rebalancer's capacity estimate (control/rebalancer.py)."""
         counts = self._busy.setdefault(shard, [0, 0])
         counts[0] += commands
         counts[1] += int(busy_s * 1_000_000)

@@ -1,0 +1,123 @@
+"""An order's status and the record users read it from (`order:{id}` in Redis).
+
+One transition table, as nautilus_trader's `_ORDER_STATE_TABLE`: every place that moves
+an order's status (the worker's settlement, the SETTLE script through it, the batcher's
+row changes) asks `next_status`; none re-derives it. A status the table has no entry for
+is a bug, never a client's doing, so `next_status` raises.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import msgspec
+
+from schema.messages import OrderType, Side, TimeInForce
+
+
+class OrderStatus(StrEnum):
+    NEW = "NEW"  # queued by the router; no worker has taken it yet
+    OPEN = "OPEN"  # accepted by the book, resting, nothing filled
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+
+
+class OrderEvent(StrEnum):
+    """What happens to an order, as far as its status is concerned."""
+
+    ACCEPT = "ACCEPT"  # the book took it (Accepted)
+    FILL = "FILL"  # one of its trades, not its last
+    DONE = "DONE"  # its last trade (Done)
+    CANCEL = "CANCEL"  # Canceled, whatever the reason
+    REJECT = "REJECT"  # Rejected before the book took it
+
+
+S, E = OrderStatus, OrderEvent
+
+# (status before, event) -> status after. The book accepts an order before anything else
+# happens to it, so a NEW order can only be accepted or rejected. A batch may see an
+# order's fill without its accept (that came in an earlier batch): settlement and the
+# batcher then start from OPEN, and every open status moves the same way.
+TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus] = {
+    (S.NEW, E.ACCEPT): S.OPEN,
+    (S.NEW, E.REJECT): S.REJECTED,
+    (S.OPEN, E.FILL): S.PARTIALLY_FILLED,
+    (S.OPEN, E.DONE): S.FILLED,
+    (S.OPEN, E.CANCEL): S.CANCELED,
+    (S.PARTIALLY_FILLED, E.FILL): S.PARTIALLY_FILLED,
+    (S.PARTIALLY_FILLED, E.DONE): S.FILLED,
+    (S.PARTIALLY_FILLED, E.CANCEL): S.CANCELED,
+}
+
+# Statuses no event leaves: the order is finished.
+TERMINAL: frozenset[OrderStatus] = frozenset(
+    status for status in OrderStatus if not any(before is status for before, _ in TRANSITIONS)
+)
+OPEN_STATUSES: tuple[OrderStatus, ...] = tuple(s for s in OrderStatus if s not in TERMINAL)
+
+
+class InvalidTransition(Exception):
+    pass
+
+
+def next_status(status: OrderStatus, event: OrderEvent) -> OrderStatus:
+    after = TRANSITIONS.get((status, event))
+    if after is None:
+        raise InvalidTransition(f"an order {status} cannot {event}")
+    return after
+
+
+class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
+    """The `order:{id}` hash: written by the PLACE script from the command, patched by the
+    SETTLE script, read by the API. Redis keeps every value as a string: `price` and
+    `client_order_id` are '' when absent, `post_only` and `pending` '0'/'1'."""
+
+    user_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    price: int | None
+    quantity: int
+    remaining: int
+    filled: int
+    notional: int
+    time_in_force: TimeInForce
+    post_only: bool
+    client_order_id: str | None
+    status: OrderStatus
+    pays_with: str
+    created_ms: int
+    pending: bool = False  # a replace is queued and not applied yet
+    reason: str | None = None  # why it was canceled or rejected
+
+    @classmethod
+    def from_hash(cls, r: dict[bytes, bytes]) -> OrderRecord:
+        price = r.get(b"price", b"")
+        client_order_id = r.get(b"client_order_id", b"")
+        reason = r.get(b"reason")
+        return cls(
+            user_id=r[b"user_id"].decode(),
+            symbol=r[b"symbol"].decode(),
+            side=Side(r[b"side"].decode()),
+            type=OrderType(r[b"type"].decode()),
+            price=int(price) if price else None,
+            quantity=int(r[b"quantity"]),
+            remaining=int(r[b"remaining"]),
+            filled=int(r[b"filled"]),
+            notional=int(r[b"notional"]),
+            time_in_force=TimeInForce(r[b"time_in_force"].decode()),
+            post_only=r.get(b"post_only") == b"1",
+            client_order_id=client_order_id.decode() if client_order_id else None,
+            status=OrderStatus(r[b"status"].decode()),
+            pays_with=r.get(b"pays_with", b"").decode(),
+            created_ms=int(r[b"created_ms"]),
+            pending=r.get(b"pending") == b"1",
+            reason=reason.decode() if reason else None,
+        )
+
+
+# The record's field names, for readers that take a few (HMGET) and for the scripts'
+# contract tests: the PLACE script writes exactly these but `pending` and `reason`.
+ORDER_RECORD_FIELDS: tuple[str, ...] = OrderRecord.__struct_fields__

@@ -1,0 +1,81 @@
+"""Spot's Redis scripts: Lua files in `store/lua/`, run by SHA, through one call path.
+
+A script's file is named `NAME-N.lua`, N being how many KEYS it takes (BullMQ's
+convention), and opens with a header saying what its KEYS and ARGV are and what it
+returns. A line `-- include: LIB` pulls in `store/lua/LIB.lua` (shared functions, no
+key count in the name) ahead of the script's own text, so the SHA covers both.
+
+`Script.run` is the call path: EVALSHA, and on NOSCRIPT (a Redis that restarted or was
+flushed of its scripts) SCRIPT LOAD and EVALSHA once more. Calls that ride a pipeline
+(`Script.queue`) cannot retry one command of a batch: their callers `load` the scripts
+before their first pipeline, and a NOSCRIPT then fails the batch like a lost connection.
+The API's pipelined client (api/pipeline.py) takes `Script`s too and reloads on NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+LUA = Path(__file__).resolve().parent / "lua"
+_INCLUDE = re.compile(r"^-- include: (\w+)$", re.MULTILINE)
+
+
+class Script:
+    __slots__ = ("name", "numkeys", "source", "sha")
+
+    def __init__(self, name: str) -> None:
+        paths = sorted(LUA.glob(f"{name}-[0-9]*.lua"))
+        if len(paths) != 1:
+            raise FileNotFoundError(f"want one {LUA}/{name}-N.lua, found {len(paths)}")
+        path = paths[0]
+        self.name = name
+        self.numkeys = int(path.stem.rpartition("-")[2])
+        text = path.read_text()
+        libraries = [(LUA / f"{lib}.lua").read_text() for lib in _INCLUDE.findall(text)]
+        self.source = "".join(libraries) + text
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"Script({self.name!r}, numkeys={self.numkeys})"
+
+    def _check(self, keys: Sequence[Any]) -> None:
+        if len(keys) != self.numkeys:
+            raise TypeError(f"{self.name} takes {self.numkeys} keys, given {len(keys)}")
+
+    async def run(self, redis: Any, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        self._check(keys)
+        try:
+            return await redis.evalsha(self.sha, self.numkeys, *keys, *args)
+        except NoScriptError:
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, self.numkeys, *keys, *args)
+
+    def queue(self, pipe: Any, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> None:
+        """EVALSHA on a pipeline; `load` the script before the pipeline's first use."""
+        self._check(keys)
+        pipe.evalsha(self.sha, self.numkeys, *keys, *args)
+
+
+async def load(redis: Any, *scripts: Script) -> None:
+    """SCRIPT LOAD each (idempotent: the SHA of the same text is the same)."""
+    for script in scripts:
+        loaded = await redis.script_load(script.source)
+        if loaded != script.sha and (
+            not isinstance(loaded, bytes) or loaded.decode() != script.sha
+        ):
+            raise RuntimeError(f"Redis hashed {script.name} as {loaded!r}, not {script.sha}")
+
+
+# -- the scripts, by the process that runs them ------------------------------------------
+
+# api: the order path (api/orders.py), deposits and withdrawals
+
+# workers: settlement, shard leases, the migration hand-over (workers/worker.py)
+
+# control: the hot-shard migration's steps (control/migration.py)
