@@ -24,7 +24,7 @@ from schema.symbols import SymbolSpec
 from spot.status import rebalancer_status, render, shard_status
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC
-from tests.integration.test_migration import Workers, caught_up
+from tests.integration.test_hot_shard import Workers, caught_up
 
 SHARDS = 10
 MSFT = SymbolSpec(symbol="MSFT", base="MSFT", quote="USD", band_bps=2000, reference_price=10_000)
