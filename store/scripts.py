@@ -74,7 +74,12 @@ async def load(redis: Any, *scripts: Script) -> None:
 
 # -- the scripts, by the process that runs them ------------------------------------------
 
-# api: the order path (api/orders.py), deposits and withdrawals
+# api: the order path (api/order_gateway.py), deposits and withdrawals
+PLACE = Script("place")
+CANCEL = Script("cancel")
+REPLACE = Script("replace")
+TRANSFER = Script("transfer")
+API_SCRIPTS = (PLACE, CANCEL, REPLACE, TRANSFER)
 
 # workers: settlement, shard leases, the migration hand-over (workers/worker.py)
 
