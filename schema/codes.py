@@ -1,10 +1,15 @@
-"""Result codes as data: why an order was rejected or canceled, and how HTTP shows it.
+"""Result codes as data, grouped by the stage that produces them (exchange-core's
+CommandResultCode), each with the HTTP status the API answers it with beside it.
 
-Grouped by the stage that produces them (exchange-core style): the symbol's rules,
-the router's risk checks, and the matching core.
+- `RejectReason`, `CancelReason`: why the book rejected or canceled an order. They travel
+  in events (the matching core is their home) and the API answers the rules it checks
+  before queueing with the same codes; `HTTP_STATUS` gives their status.
+- `ScriptStatus`: what the order scripts (store/lua/) reply, the gateway's stage.
+- `ApiError`: every other code the HTTP API answers with, as (code, status). The API
+  raises by member; the member carries its status.
 """
 
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class RejectReason(StrEnum):
@@ -47,3 +52,63 @@ HTTP_STATUS: dict[RejectReason, int] = {
     RejectReason.DUPLICATE_CLIENT_ORDER_ID: 409,
     RejectReason.DUPLICATE_ORDER_ID: 409,
 }
+
+
+class ScriptStatus(StrEnum):
+    """The first element of an order script's reply (each script's header says which)."""
+
+    OK = "OK"
+    NO_ROUTE = "NO_ROUTE"  # the symbol has no route
+    DUPLICATE = "DUPLICATE"  # the client order id is an earlier order's (detail: its id)
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"  # detail: what is available
+    NOT_FOUND = "NOT_FOUND"  # no such order, or another user's
+    NOT_OPEN = "NOT_OPEN"  # the order has ended (detail: its status), or is a MARKET order
+    PENDING = "PENDING"  # an earlier replace of the order is still queued
+    TOO_LARGE = "TOO_LARGE"  # an amount past what Lua's doubles hold exactly (2^53)
+
+
+class ApiError(Enum):
+    """The HTTP API's own error codes, `{"error": code}` on the wire, with their status.
+
+    Not a StrEnum: UNKNOWN_SYMBOL is a RejectReason (422, an order for it) and also a 404
+    here (a path or an admin request naming it), and the two must not be one dict key.
+    """
+
+    code: str
+    status: int
+
+    def __init__(self, code: str, status: int) -> None:
+        self.code = code
+        self.status = status
+
+    # -- the request itself (api/app.py, api/request.py)
+    MALFORMED = "MALFORMED", 400  # a body, query or path parameter that cannot be read
+    NOT_FOUND = "NOT_FOUND", 404  # no such path
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED", 405
+    BODY_TOO_LARGE = "BODY_TOO_LARGE", 413  # past SPOT_MAX_BODY_BYTES
+    UPGRADE_REQUIRED = "UPGRADE_REQUIRED", 426  # /v1/ws without a WebSocket upgrade
+    # -- authentication (api/auth.py)
+    UNAUTHENTICATED = "UNAUTHENTICATED", 401  # no bearer token
+    INVALID_TOKEN = "INVALID_TOKEN", 401
+    TOKEN_EXPIRED = "TOKEN_EXPIRED", 401
+    FORBIDDEN = "FORBIDDEN", 403  # an admin path with a user's token
+    # -- orders (api/orders.py, the order scripts' refusals)
+    ORDER_NOT_OPEN = "ORDER_NOT_OPEN", 409  # ended, or a MARKET order (nothing to replace)
+    REPLACE_PENDING = "REPLACE_PENDING", 409
+    AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE", 422  # price x quantity past 2^53
+    MARKET_BUY_WITHOUT_BAND = "MARKET_BUY_WITHOUT_BAND", 422  # nothing to size its hold by
+    NO_ROUTE = "NO_ROUTE", 503  # a listed symbol with no route: ours to fix
+    # -- market data and admin (api/market.py, api/admin.py)
+    SYMBOL_NOT_LISTED = "UNKNOWN_SYMBOL", 404  # a path or admin request naming no symbol
+    UNKNOWN_ASSET = "UNKNOWN_ASSET", 422  # no listed symbol trades it
+    SHARD_OUT_OF_RANGE = "SHARD_OUT_OF_RANGE", 422
+    UNKNOWN_MIGRATION = "UNKNOWN_MIGRATION", 404
+    MIGRATION_RUNNING = "MIGRATION_RUNNING", 409  # the symbol is being moved already
+    ALREADY_ON_SHARD = "ALREADY_ON_SHARD", 409
+    NOT_ACTIVE = "NOT_ACTIVE", 409  # the route is not ACTIVE (control.migration's code)
+    MIGRATION_REFUSED = "MIGRATION_REFUSED", 409  # any other refusal of control.migration
+    # -- dependencies (never a 500 for one that is down)
+    UNAVAILABLE = "UNAVAILABLE", 503  # Redis or the database cannot be reached
+    NO_DATABASE = "NO_DATABASE", 503  # history asked of an API without SPOT_DATABASE_URL
+    NOT_READY = "NOT_READY", 503  # /readyz before the first symbols are loaded
+    INTERNAL = "INTERNAL", 500  # a fault of ours, logged

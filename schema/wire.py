@@ -12,9 +12,10 @@ from typing import Annotated, Literal
 import msgspec
 
 from schema.messages import OrderType, SelfTrade, Side, TimeInForce
+from schema.orders import OrderStatus
 from schema.symbols import SymbolSpec
 
-# Amounts cross the router's Lua scripts as doubles: exact up to 2^53 (api/router.py).
+# Amounts cross the order scripts (store/lua/) as doubles: exact up to 2^53.
 MAX_INTEGER = 2**53
 
 # `(?!\n)$`: Python's `$` also matches before a final newline, so without it "u1\n"
@@ -36,8 +37,8 @@ Integer = Annotated[int, msgspec.Meta(le=MAX_INTEGER)]
 Amount = Annotated[int, msgspec.Meta(gt=0, le=MAX_INTEGER)]
 
 # What GET /v1/orders?status= may name: NEW until a worker has taken the order, then OPEN,
-# PARTIALLY_FILLED, or one of the three ends.
-ORDER_STATUSES = ("NEW", "OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED")
+# PARTIALLY_FILLED, or one of the ends (schema.orders.TERMINAL).
+ORDER_STATUSES: tuple[str, ...] = tuple(status.value for status in OrderStatus)
 Liquidity = Literal["MAKER", "TAKER"]
 
 _request = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True, "gc": False}
@@ -164,6 +165,15 @@ class Book(msgspec.Struct, kw_only=True, gc=False):
     sequence number the snapshot reflects."""
 
     symbol: str
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    seq: int
+
+
+class DepthCache(msgspec.Struct, gc=False):
+    """The workers' `depth:{symbol}` cache (workers/worker.py writes it as JSON): the top
+    50 levels a side, read back by GET /v1/book/{symbol} and the WebSocket depth channel."""
+
     bids: list[tuple[int, int]]
     asks: list[tuple[int, int]]
     seq: int
