@@ -13,6 +13,7 @@ import time
 
 import jwt
 
+from schema.codes import ApiError
 from schema.wire import USER_ID_PATTERN
 
 ALGORITHM = "HS256"
@@ -31,9 +32,10 @@ _user_id = re.compile(USER_ID_PATTERN)
 class AuthError(Exception):
     """Why a request is not authenticated (401); `code` goes into the error body."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, error: ApiError, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.error = error
+        self.code = error.code
         self.message = message
 
 
@@ -68,14 +70,18 @@ class Authenticator:
     def principal(self, authorization: str | None) -> Principal:
         """The user an `Authorization` header value proves, or AuthError."""
         if authorization is None:
-            raise AuthError("UNAUTHENTICATED", "an Authorization: Bearer <token> header is needed")
+            raise AuthError(
+                ApiError.UNAUTHENTICATED, "an Authorization: Bearer <token> header is needed"
+            )
         now = time.time()
         cached = self._cache.get(authorization)
         if cached is not None and now < cached.valid_until:
             return cached
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise AuthError("UNAUTHENTICATED", "the Authorization header must be Bearer <token>")
+            raise AuthError(
+                ApiError.UNAUTHENTICATED, "the Authorization header must be Bearer <token>"
+            )
         principal = self._verify(token.strip(), now)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
@@ -88,12 +94,14 @@ class Authenticator:
                 token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError("TOKEN_EXPIRED", "the token has expired") from None
+            raise AuthError(ApiError.TOKEN_EXPIRED, "the token has expired") from None
         except jwt.InvalidTokenError as exc:
-            raise AuthError("INVALID_TOKEN", f"invalid token: {exc}") from None
+            raise AuthError(ApiError.INVALID_TOKEN, f"invalid token: {exc}") from None
         user_id = claims["sub"]
         if not isinstance(user_id, str) or not _user_id.match(user_id):
-            raise AuthError("INVALID_TOKEN", f"invalid token: sub must match {USER_ID_PATTERN}")
+            raise AuthError(
+                ApiError.INVALID_TOKEN, f"invalid token: sub must match {USER_ID_PATTERN}"
+            )
         admin = claims.get("role") == ADMIN_ROLE
         return Principal(user_id, admin, min(float(claims["exp"]), now + CACHE_TTL_S))
 

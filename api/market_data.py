@@ -61,6 +61,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.auth import Authenticator, AuthError, Principal
 from schema import keys
 from schema.messages import Event, Trade
+from schema.wire import DepthCache
 
 log = logging.getLogger("spot.api.ws")
 
@@ -90,14 +91,8 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
     token: str | None = None
 
 
-class _Depth(msgspec.Struct, gc=False):
-    bids: list[tuple[int, int]]
-    asks: list[tuple[int, int]]
-    seq: int
-
-
 _request = msgspec.json.Decoder(_Request)
-_depth = msgspec.json.Decoder(_Depth)
+_depth = msgspec.json.Decoder(DepthCache)
 
 
 class Connection:
@@ -451,7 +446,7 @@ class MarketData:
 
     async def _depth_snapshot(self, conn: Connection, symbol: str) -> None:
         raw = await self._redis.get(keys.depth(symbol))
-        depth = _Depth(bids=[], asks=[], seq=0) if raw is None else _depth.decode(raw)
+        depth = DepthCache(bids=[], asks=[], seq=0) if raw is None else _depth.decode(raw)
         conn.push(_depth_message(symbol, depth))
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -471,7 +466,7 @@ def _push_order(listeners: set[Connection], event: Event, fields: dict[str, Any]
         conn.push(message)
 
 
-def _depth_message(symbol: str, depth: _Depth) -> str:
+def _depth_message(symbol: str, depth: DepthCache) -> str:
     return _encode(
         {
             "type": "depth",

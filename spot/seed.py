@@ -6,7 +6,7 @@ ledger the batcher persists agrees with the balances in Redis.
 
 from redis.asyncio import Redis
 
-from api.router import Router
+from api.order_gateway import OrderGateway
 from schema.symbols import SymbolSpec
 from store.symbols import list_symbol
 
@@ -54,7 +54,7 @@ def demo_user(n: int) -> str:
 async def seed(redis: Redis, shards: int, users: int) -> dict[str, int]:
     """List the demo symbols and fund users u1..uN; returns symbol -> shard."""
     placement = {spec.symbol: await list_symbol(redis, spec, shards) for spec in DEMO_SYMBOLS}
-    router = Router(redis)
+    router = OrderGateway(redis)
     assets = {"USD"} | {spec.base for spec in DEMO_SYMBOLS}
     for n in range(1, users + 1):
         user = demo_user(n)

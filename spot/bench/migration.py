@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from api.router import Router
+from api.order_gateway import OrderGateway
 from control import migration
 from schema import keys
 from schema.messages import Accepted, Action, Command, Event, Place, Rejected, Side
@@ -291,7 +291,7 @@ async def _generate(redis_url: str, rate: int, hot: str, hot_share: float, users
     that are due together into one round trip."""
     redis = Redis.from_url(redis_url)
     specs = await load_specs(redis)
-    router = Router(redis)
+    router = OrderGateway(redis)
     hot_orders = _order_shapes(specs[hot])
     cold_orders = [s for spec in DEMO_SYMBOLS if spec.symbol != hot for s in _order_shapes(spec)]
     stop = asyncio.Event()

@@ -26,7 +26,7 @@ import psutil
 from redis.asyncio import Redis
 
 from api.auth import make_token
-from api.router import Router
+from api.order_gateway import OrderGateway
 from schema.settings import Settings
 from spot.seed import DEMO_SYMBOLS
 from spot.stack import Stack
@@ -67,7 +67,7 @@ async def _prepare(redis_url: str, settings: Settings, users: int) -> list[str]:
     redis = Redis.from_url(redis_url)
     try:
         await redis.flushdb()
-        router = Router(redis)
+        router = OrderGateway(redis)
         for spec in DEMO_SYMBOLS:
             await list_symbol(redis, spec, settings.shards)
         assets = {"USD"} | {spec.base for spec in DEMO_SYMBOLS}

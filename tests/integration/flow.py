@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
-from api.router import Router, hold_for
+from api.order_gateway import OrderGateway, hold_for
 from schema.messages import Cancel, Event, Place, Replace, Side, TimeInForce
 from schema.symbols import SymbolSpec
 from workers.engine import MatchingEngine
@@ -18,7 +18,7 @@ Sent = list[tuple[Place | Cancel | Replace, int]]
 
 
 async def random_flow(
-    router: Router, rng: random.Random, sent: Sent, done: Callable[[int], bool]
+    router: OrderGateway, rng: random.Random, sent: Sent, done: Callable[[int], bool]
 ) -> None:
     """Random places and cancels by alice and bob, recorded in `sent` with their holds,
     until done(count)."""

@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from api.router import Router
+from api.order_gateway import OrderGateway
 from batcher.batcher import Batcher
 from control import migration
 from schema import keys
@@ -69,7 +69,7 @@ def pool(migrated: str, aio: asyncio.Runner):
 def market(redis, aio):
     async def setup():
         shard = await list_symbol(redis, SPEC, SHARDS)
-        router = Router(redis)
+        router = OrderGateway(redis)
         for user in ("alice", "bob"):
             await router.transfer(user, "USD", 1_000_000_000, "seed")
             await router.transfer(user, "AAPL", 1_000_000, "seed")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from api.router import Router
+from api.order_gateway import OrderGateway
 from control import migration
 from schema import keys
 from schema.codes import RejectReason
@@ -36,7 +36,7 @@ def market(redis, aio):
 
     async def setup():
         home = await list_symbol(redis, SPEC, SHARDS)
-        router = Router(redis)
+        router = OrderGateway(redis)
         for user in ("alice", "bob"):
             for asset, amount in FUNDED.items():
                 await router.transfer(user, asset, amount, "seed")
@@ -133,7 +133,7 @@ async def route(redis) -> tuple[int, bytes]:
 class Flow:
     """random_flow in the background until stopped."""
 
-    def __init__(self, router: Router, seed: int) -> None:
+    def __init__(self, router: OrderGateway, seed: int) -> None:
         self.sent: Sent = []
         self.done = False
         self.task = asyncio.create_task(

@@ -31,7 +31,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from api.router import Router, hold_for
+from api.order_gateway import OrderGateway, hold_for
 from control import migration
 from schema import keys
 from schema.codes import CancelReason
@@ -97,7 +97,7 @@ class Client:
     that order, so `sent` is the order the commands were queued in (which the oracle needs).
     """
 
-    def __init__(self, router: Router, user: str, seed: int, sent: Sent) -> None:
+    def __init__(self, router: OrderGateway, user: str, seed: int, sent: Sent) -> None:
         self.router = router
         self.user = user
         self.rng = random.Random(seed)
@@ -484,7 +484,7 @@ async def _prove(redis: Redis, redis_url: str, database_url: str, logs: Path) ->
     home = await list_symbol(redis, SPEC, SHARDS)
     other = await list_symbol(redis, BYSTANDER, SHARDS)
     assert home != other
-    router = Router(redis)
+    router = OrderGateway(redis)
     users = [f"client{n}" for n in range(CLIENTS)]
     for user in users:
         for asset, amount in FUNDS.items():

@@ -13,7 +13,7 @@ import sys
 import msgspec
 import pytest
 
-from api.router import Router
+from api.order_gateway import OrderGateway
 from schema import keys
 from schema.messages import Cancel, Event, Place, Replace, Side
 from store.symbols import list_symbol
@@ -43,7 +43,7 @@ def market(redis, aio):
 
     async def setup():
         shard = await list_symbol(redis, SPEC, SHARDS)
-        router = Router(redis)
+        router = OrderGateway(redis)
         for user in ("alice", "bob"):
             await router.transfer(user, "USD", 10_000_000, "seed")
             await router.transfer(user, "AAPL", 10_000, "seed")
@@ -52,7 +52,7 @@ def market(redis, aio):
     return aio.run(setup())
 
 
-async def place(router: Router, user: str, side: Side, price: int, qty: int, **kw) -> int:
+async def place(router: OrderGateway, user: str, side: Side, price: int, qty: int, **kw) -> int:
     order_id = await router.order_ids.take()
     command = Place(
         order_id=order_id, user_id=user, symbol="AAPL", side=side, price=price, quantity=qty, **kw

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from api.metrics import Metrics
-from api.router import Router
+from api.order_gateway import OrderGateway
 from control import migration
 from control.policy import Policy
 from control.rebalancer import Capacity, Rebalancer
@@ -44,7 +44,7 @@ def market(redis, aio):
         home = await list_symbol(redis, SPEC, SHARDS)
         await list_symbol(redis, MSFT, SHARDS)
         await redis.hset(keys.route("MSFT"), "shard", home)  # before any order: no book yet
-        router = Router(redis)
+        router = OrderGateway(redis)
         for user in ("alice", "bob"):
             for asset, amount in FUNDS.items():
                 await router.transfer(user, asset, amount, "seed")
@@ -57,7 +57,7 @@ class Orders:
     """Each symbol's orders at its rate through the router, spread over each second; when
     the loop falls behind it skips ahead rather than catching up in a burst."""
 
-    def __init__(self, router: Router, rates: dict[str, int]) -> None:
+    def __init__(self, router: OrderGateway, rates: dict[str, int]) -> None:
         self.router = router
         self.rates = rates  # may be changed while it runs
         self.placed = {symbol: 0 for symbol in RATES}

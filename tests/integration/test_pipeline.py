@@ -1,6 +1,6 @@
-"""The router's Coalescer on its own connection: replies go to their callers in order,
-scripts Redis lost are loaded again, and a connection that breaks or stalls fails its
-batch and is replaced by the next call."""
+"""PipelinedRedis on its own connection: replies go to their callers in order, scripts
+Redis lost are loaded again from their source, and a connection that breaks or stalls
+fails its batch and is replaced by the next call."""
 
 from __future__ import annotations
 
@@ -12,16 +12,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.router import Coalescer
+from api.pipeline import PipelinedRedis
+from store import scripts
+from store.scripts import Script
 
-ECHO = "return ARGV[1]"
+
+@pytest.fixture
+def echo(tmp_path, monkeypatch) -> Script:
+    """A script of the registry's kind (a file, its SHA, its key count) that replies ARGV[1]."""
+    (tmp_path / "echo-0.lua").write_text("return ARGV[1]\n")
+    monkeypatch.setattr(scripts, "LUA", tmp_path)
+    return Script("echo")
 
 
-async def test_concurrent_calls_get_their_own_replies(redis: Redis) -> None:
-    calls = Coalescer(redis, max_batch=7)
+async def test_concurrent_calls_get_their_own_replies(redis: Redis, echo: Script) -> None:
+    calls = PipelinedRedis(redis, max_batch=7)
     await redis.set("k", "v")
     replies = await asyncio.gather(
-        *(calls.call(ECHO, str(n), numkeys=0) for n in range(50)),
+        *(calls.call(echo, str(n)) for n in range(50)),
         calls.command("GET", "k"),
         calls.command("GET", "missing"),
     )
@@ -29,7 +37,7 @@ async def test_concurrent_calls_get_their_own_replies(redis: Redis) -> None:
 
 
 async def test_an_error_reply_fails_its_caller_only(redis: Redis) -> None:
-    calls = Coalescer(redis)
+    calls = PipelinedRedis(redis)
     first, bad, last = await asyncio.gather(
         calls.command("SET", "x", "1"),
         calls.command("INCRBY", "x", "not-a-number"),
@@ -40,11 +48,11 @@ async def test_an_error_reply_fails_its_caller_only(redis: Redis) -> None:
     assert isinstance(bad, ResponseError)
 
 
-async def test_scripts_redis_lost_are_loaded_again(redis: Redis) -> None:
-    calls = Coalescer(redis)
-    assert await calls.call(ECHO, "a", numkeys=0) == b"a"
+async def test_scripts_redis_lost_are_loaded_again(redis: Redis, echo: Script) -> None:
+    calls = PipelinedRedis(redis)
+    assert await calls.call(echo, "a") == b"a"
     await redis.script_flush()
-    assert await asyncio.gather(*(calls.call(ECHO, n, numkeys=0) for n in "bcd")) == [
+    assert await asyncio.gather(*(calls.call(echo, n) for n in "bcd")) == [
         b"b",
         b"c",
         b"d",
@@ -52,9 +60,9 @@ async def test_scripts_redis_lost_are_loaded_again(redis: Redis) -> None:
 
 
 async def test_a_killed_connection_fails_its_batch_and_the_next_call_reconnects(
-    redis: Redis,
+    redis: Redis, echo: Script
 ) -> None:
-    calls = Coalescer(redis)
+    calls = PipelinedRedis(redis)
     assert await calls.command("PING") in (b"PONG", True)
     # The Coalescer's connection blocks in BLPOP while it is killed.
     blocked = asyncio.ensure_future(calls.command("BLPOP", "nothing", "5"))
@@ -62,22 +70,22 @@ async def test_a_killed_connection_fails_its_batch_and_the_next_call_reconnects(
     await redis.client_kill_filter(skipme=True, _type="normal")
     with pytest.raises(RedisConnectionError):
         await blocked
-    assert await calls.call(ECHO, "again", numkeys=0) == b"again"
+    assert await calls.call(echo, "again") == b"again"
 
 
-async def test_a_stalled_connection_times_out(redis_url: str) -> None:
+async def test_a_stalled_connection_times_out(redis_url: str, echo: Script) -> None:
     client = Redis.from_url(redis_url, socket_timeout=0.2)
     try:
-        calls = Coalescer(client)
+        calls = PipelinedRedis(client)
         with pytest.raises(RedisTimeoutError):
             await calls.command("BLPOP", "nothing", "2")
-        assert await calls.call(ECHO, "after", numkeys=0) == b"after"
+        assert await calls.call(echo, "after") == b"after"
     finally:
         await client.aclose()
 
 
-async def test_a_reply_out_of_protocol_drops_the_connection(redis: Redis) -> None:
-    calls = Coalescer(redis)
+async def test_a_reply_out_of_protocol_drops_the_connection(redis: Redis, echo: Script) -> None:
+    calls = PipelinedRedis(redis)
     assert await calls.command("PING") in (b"PONG", True)
     blocked = asyncio.ensure_future(calls.command("BLPOP", "nothing", "5"))
     await asyncio.sleep(0.1)
@@ -85,4 +93,4 @@ async def test_a_reply_out_of_protocol_drops_the_connection(redis: Redis) -> Non
     calls._received(calls._link, b"?not RESP\r\n")  # as if Redis had sent it
     with pytest.raises(RedisConnectionError, match="not asked for"):
         await blocked
-    assert await calls.call(ECHO, "again", numkeys=0) == b"again"
+    assert await calls.call(echo, "again") == b"again"

@@ -1,0 +1,157 @@
+"""The order path's way into Redis: one atomic script per order command, pipelined.
+
+Each script (store/lua/) does, in one step that nothing can interleave with: the
+duplicate `client_order_id` check, the balance hold, the route lookup and the enqueue.
+Route lookup and enqueue must be atomic (DESIGN.md §4): an order that read the route as
+ACTIVE just before a migration paused it would otherwise land behind the drain marker on
+the old shard. What each script takes and returns is in its file's header, and
+tests/integration/test_scripts_api.py holds each to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+from redis.asyncio import Redis
+
+from api.pipeline import PipelinedRedis
+from schema import keys
+from schema.codes import ScriptStatus
+from schema.messages import Cancel, OrderType, Place, Replace, Side
+from schema.symbols import SymbolSpec
+from schema.wire import MAX_INTEGER
+from store.scripts import CANCEL, PLACE, REPLACE, TRANSFER
+
+# Amounts travel through Lua as doubles: exact up to 2^53 minor units.
+MAX_AMOUNT = MAX_INTEGER
+RECENT_ORDERS = 200  # per user, kept in Redis for read-your-writes (the PLACE script trims)
+
+
+class GatewayResult(msgspec.Struct, frozen=True, gc=False):
+    """`status` is OK or a refusal; `detail` carries what goes with it (the original
+    order id of a duplicate, the available balance of a refused hold, the shard)."""
+
+    status: ScriptStatus
+    detail: str | None = None
+
+
+class OrderIds:
+    """Order ids in blocks: one INCRBY per thousand orders instead of one per order."""
+
+    def __init__(self, redis: Redis, block: int = 1000) -> None:
+        self.redis = redis
+        self.block = block
+        self._next = self._end = 0
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> int:
+        if self._next >= self._end:
+            async with self._lock:
+                if self._next >= self._end:
+                    end = await self.redis.incrby(keys.ORDER_IDS, self.block)
+                    self._next, self._end = end - self.block + 1, end + 1
+        order_id = self._next
+        self._next += 1
+        return order_id
+
+
+def hold_for(spec: SymbolSpec, place: Place) -> tuple[str, int]:
+    """The asset an order pays with and how much of it to lock."""
+    if place.side is Side.SELL:
+        return spec.base, place.quantity
+    price = place.price if place.type is OrderType.LIMIT else place.protection_price
+    return spec.quote, (price or 0) * place.quantity
+
+
+class OrderGateway:
+    """PLACE, CANCEL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
+    the request path's plain reads share)."""
+
+    def __init__(self, redis: Redis, max_batch: int = 512) -> None:
+        self.redis = redis
+        self.pipeline = PipelinedRedis(redis, max_batch)
+        self.order_ids = OrderIds(redis)
+        # A map by field name, as the PLACE script reads it (Place is not array_like).
+        self._encode = msgspec.msgpack.Encoder().encode
+
+    async def place(self, spec: SymbolSpec, place: Place, created_ms: int) -> GatewayResult:
+        asset, hold = hold_for(spec, place)
+        if hold >= MAX_AMOUNT:
+            return GatewayResult(ScriptStatus.TOO_LARGE)
+        user = place.user_id
+        reply = await self.pipeline.call(
+            PLACE,
+            keys.route(place.symbol),
+            keys.balance(user),
+            keys.order(place.order_id),
+            "" if place.client_order_id is None else keys.client_order(user, place.client_order_id),
+            f"{keys.RATE}{int(time.time())}",
+            keys.user_orders(user),
+            keys.ORDERS,
+            keys.PENDING,
+            self._encode(place),
+            hold,
+            keys.available(asset),
+            keys.locked(asset),
+            asset,
+            created_ms,
+        )
+        return _result(reply)
+
+    async def cancel(self, cancel: Cancel) -> GatewayResult:
+        reply = await self.pipeline.call(
+            CANCEL,
+            keys.order(cancel.order_id),
+            keys.ORDERS,
+            keys.PENDING,
+            keys.ROUTE,
+            cancel.user_id,
+            cancel.order_id,
+        )
+        return _result(reply)
+
+    async def replace(self, replace: Replace) -> GatewayResult:
+        reply = await self.pipeline.call(
+            REPLACE,
+            keys.order(replace.order_id),
+            keys.balance(replace.user_id),
+            keys.ORDERS,
+            keys.PENDING,
+            keys.ROUTE,
+            replace.user_id,
+            replace.order_id,
+            "" if replace.price is None else replace.price,
+            "" if replace.quantity is None else replace.quantity,
+            keys.available(""),
+            keys.locked(""),
+        )
+        return _result(reply)
+
+    async def transfer(self, user: str, asset: str, amount: int, reference: str) -> GatewayResult:
+        """A deposit (amount > 0) or withdrawal (amount < 0) of available funds."""
+        reply = await self.pipeline.call(
+            TRANSFER,
+            keys.balance(user),
+            keys.LEDGER,
+            keys.available(asset),
+            amount,
+            user,
+            asset,
+            reference,
+        )
+        return _result(reply)
+
+
+# The scripts' first reply element, bytes as RESP gives it: one dict lookup per reply.
+_STATUSES = {status.value.encode(): status for status in ScriptStatus}
+
+
+def _result(reply: list[bytes | str]) -> GatewayResult:
+    first = reply[0]
+    status = _STATUSES[first] if isinstance(first, bytes) else ScriptStatus(first)
+    detail = None
+    if len(reply) > 1:
+        detail = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+    return GatewayResult(status, detail)
