@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from granian.rsgi import HTTPProtocol, Scope
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,6 +32,7 @@ from api.errors import (
 from api.market import Listing
 from api.order_gateway import OrderGateway
 from api.request import JSON, Reply, admin, decode, encode, query, query_int, read_body
+from api.rsgi import HTTPProtocol, Scope
 from control import migration
 from schema.codes import ApiError, ScriptStatus
 from schema.settings import Settings

@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from granian.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,6 +39,7 @@ from api.metrics import Metrics, RouteStats
 from api.order_gateway import OrderGateway
 from api.orders import OrderRoutes
 from api.request import JSON, TEXT, UNAUTHORIZED, Reply, encode, error_reply
+from api.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from schema.codes import ApiError
 from schema.settings import Settings
 from schema.wire import Error, MigrationConflict

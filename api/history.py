@@ -14,13 +14,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-from granian.rsgi import HTTPProtocol, Scope
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 
 from api.auth import Authenticator
 from api.errors import HTTPError, Unavailable, unavailable
 from api.pipeline import PipelinedRedis
 from api.request import JSON, Reply, encode, principal, query, query_int, query_symbol
+from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError
 from schema.messages import OrderType, Side, TimeInForce
@@ -129,7 +129,8 @@ class History:
         pool = await self.ready()
         try:
             async with pool.acquire(timeout=DB_WAIT_S) as conn:
-                return await conn.fetch(sql, *args, timeout=DB_WAIT_S)
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=DB_WAIT_S)
+                return rows
         except DB_ERRORS as exc:
             self._unavailable.warn("PostgreSQL", exc)
             raise unavailable("the database") from None

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import msgspec
-from granian.rsgi import HTTPProtocol, Scope
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.errors import HTTPError, symbol_not_listed
 from api.pipeline import PipelinedRedis
 from api.request import JSON, Reply, encode, query, query_int
+from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError
 from schema.symbols import SymbolSpec
@@ -89,7 +90,8 @@ class Listing:
                 failing = False
 
     async def refresh(self) -> None:
-        raw = await self.redis.hgetall(keys.SYMBOLS)
+        # The API's client leaves replies as bytes (no decode_responses).
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.SYMBOLS))
         specs = self.market.specs
         if raw != self._raw_specs:
             specs = {}

@@ -47,18 +47,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from granian.rsgi import (
-    ProtocolClosed,
-    ProtocolError,
-    Scope,
-    WebsocketMessageType,
-    WebsocketProtocol,
-)
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import KeyT, StreamIdT
 
 from api.auth import Authenticator, AuthError, Principal
+from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
 from schema import keys
 from schema.messages import Event, Trade
 from schema.wire import DepthCache
@@ -304,7 +299,7 @@ class MarketData:
             socket_timeout=BLOCK_MS / 1000 + 5,
             client_name=CLIENT_NAME,
         )
-        ids: dict[str, bytes | str] | None = None
+        ids: dict[KeyT, StreamIdT] | None = None
         try:
             while self._listening():
                 try:
@@ -324,7 +319,7 @@ class MarketData:
         finally:
             await client.aclose()
 
-    async def _tails(self, client: Redis) -> dict[str, bytes | str]:
+    async def _tails(self, client: Redis) -> dict[KeyT, StreamIdT]:
         """Each events stream's last id: the fan-out reads what comes after it."""
         pipe = client.pipeline(transaction=False)
         names = [keys.events(n) for n in range(self._shards)]
@@ -333,7 +328,7 @@ class MarketData:
         lasts = await pipe.execute()
         return {n: last[0][0] if last else "0-0" for n, last in zip(names, lasts, strict=True)}
 
-    def _deliver(self, reply: Any, ids: dict[str, bytes | str]) -> None:
+    def _deliver(self, reply: Any, ids: dict[KeyT, StreamIdT]) -> None:
         streams = reply.items() if isinstance(reply, dict) else reply or ()
         for stream, entries in streams:
             name = stream.decode() if isinstance(stream, bytes) else stream

@@ -63,7 +63,7 @@ def _query_text(name: str, description: str, **schema: Any) -> dict[str, Any]:
     }
 
 
-AUTH = [{"bearer": []}]
+AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 ORDER_ID = _path_param("id", "integer")
 SYMBOL = _path_param("symbol", "string")
 SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import msgspec
-from granian.rsgi import HTTPProtocol, Scope
 from redis.asyncio import Redis
 
 from api.auth import Authenticator
@@ -36,6 +35,7 @@ from api.request import (
     query_text,
     read_body,
 )
+from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError, RejectReason, ScriptStatus
 from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce

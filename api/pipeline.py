@@ -116,7 +116,7 @@ class PipelinedRedis:
     async def _connect(self) -> None:
         """A connection of redis-py's pool (its handshake: TLS, AUTH, SELECT), kept out of
         the pool and read from here on by a _Link instead of redis-py's stream reader."""
-        pool = self.redis.connection_pool
+        pool: Any = self.redis.connection_pool  # redis-py leaves get_connection untyped
         try:
             conn = await pool.get_connection()
         except Exception as exc:  # every caller waiting hears of it

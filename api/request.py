@@ -7,10 +7,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
-from granian.rsgi import HTTPProtocol, Scope
 
 from api.auth import Authenticator, Principal
 from api.errors import HTTPError, malformed, too_large
+from api.rsgi import HTTPProtocol, Scope
 from schema.codes import ApiError
 from schema.wire import Error
 
