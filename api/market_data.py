@@ -55,6 +55,7 @@ from redis.typing import KeyT, StreamIdT
 from api.auth import Authenticator, AuthError, Principal
 from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
 from schema import keys
+from schema.codes import SocketError
 from schema.messages import Event, Trade
 from schema.wire import DepthCache
 
@@ -112,7 +113,9 @@ class Connection:
             self.closing = True
             while not self.queue.empty():
                 self.queue.get_nowait()
-            self.queue.put_nowait(_error("SLOW_CONSUMER", f"more than {QUEUE_SIZE} behind"))
+            self.queue.put_nowait(
+                _error(SocketError.SLOW_CONSUMER, f"more than {QUEUE_SIZE} behind")
+            )
             self.queue.put_nowait(None)
 
 
@@ -160,10 +163,10 @@ class MarketData:
                 try:
                     await self._handle(conn, message.data)
                 except (RedisConnectionError, RedisTimeoutError):
-                    conn.push(_error("UNAVAILABLE", "market data unavailable, retry"))
+                    conn.push(_error(SocketError.UNAVAILABLE, "market data unavailable, retry"))
                 except Exception:
                     log.exception("WebSocket message failed")
-                    conn.push(_error("INTERNAL", "internal error"))
+                    conn.push(_error(SocketError.INTERNAL, "internal error"))
         except ProtocolClosed:
             pass
         except Exception:
@@ -186,15 +189,15 @@ class MarketData:
     async def _handle(self, conn: Connection, data: bytes | str) -> None:
         if len(data if isinstance(data, bytes) else data.encode()) > MAX_MESSAGE_BYTES:
             limit = f"a message is at most {MAX_MESSAGE_BYTES} bytes"
-            conn.push(_error("MESSAGE_TOO_LARGE", limit))
+            conn.push(_error(SocketError.MESSAGE_TOO_LARGE, limit))
             return
         try:
             request = _request.decode(data)
         except msgspec.DecodeError as exc:
-            conn.push(_error("MALFORMED", str(exc)))
+            conn.push(_error(SocketError.MALFORMED, str(exc)))
             return
         if request.op in ("subscribe", "unsubscribe") and not request.channels:
-            conn.push(_error("MALFORMED", f"{request.op} needs channels"))
+            conn.push(_error(SocketError.MALFORMED, f"{request.op} needs channels"))
         elif request.op == "subscribe":
             await self._subscribe(conn, request.channels)
         elif request.op == "unsubscribe":
@@ -204,15 +207,15 @@ class MarketData:
             conn.push(_encode({"type": "unsubscribed", "channels": gone}).decode())
         elif request.op == "auth":
             if request.token is None:
-                conn.push(_error("MALFORMED", "auth needs a token"))
+                conn.push(_error(SocketError.MALFORMED, "auth needs a token"))
             else:
                 self._authenticate(conn, f"Bearer {request.token}")
         else:
-            conn.push(_error("UNKNOWN_OP", f"unknown op {request.op!r}"))
+            conn.push(_error(SocketError.UNKNOWN_OP, f"unknown op {request.op!r}"))
 
     def _authenticate(self, conn: Connection, authorization: str) -> None:
         if conn.principal is not None:
-            conn.push(_error("ALREADY_AUTHENTICATED", "this connection is authenticated"))
+            conn.push(_error(SocketError.ALREADY_AUTHENTICATED, "this connection is authenticated"))
             return
         try:
             conn.principal = self._auth.principal(authorization)
@@ -254,16 +257,22 @@ class MarketData:
     def _refusal(self, conn: Connection, channel: str) -> str | None:
         """The error message that refuses this subscription, or None."""
         if len(conn.channels) >= MAX_CHANNELS:
-            return _error("TOO_MANY_CHANNELS", f"at most {MAX_CHANNELS} channels", channel)
+            return _error(
+                SocketError.TOO_MANY_CHANNELS, f"at most {MAX_CHANNELS} channels", channel
+            )
         if channel == ORDERS:
             if conn.principal is None:
-                return _error("UNAUTHENTICATED", "orders needs a token (op auth)", channel)
+                return _error(
+                    SocketError.UNAUTHENTICATED, "orders needs a token (op auth)", channel
+                )
             return None
         kind, _, symbol = channel.partition(":")
         if kind + ":" not in (TRADES, DEPTH) or not symbol:
-            return _error("UNKNOWN_CHANNEL", "channels: trades:SYMBOL, depth:SYMBOL", channel)
+            return _error(
+                SocketError.UNKNOWN_CHANNEL, "channels: trades:SYMBOL, depth:SYMBOL", channel
+            )
         if not self._listed(symbol):
-            return _error("UNKNOWN_SYMBOL", f"unknown symbol {symbol!r}", channel)
+            return _error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
         return None
 
     def _unsubscribe(self, conn: Connection, channel: str) -> None:

@@ -7,6 +7,7 @@ CommandResultCode), each with the HTTP status the API answers it with beside it.
 - `ScriptStatus`: what the order scripts (store/lua/) reply, the gateway's stage.
 - `ApiError`: every other code the HTTP API answers with, as (code, status). The API
   raises by member; the member carries its status.
+- `SocketError`: the errors /v1/ws sends as messages; no status, the connection stays.
 """
 
 from enum import Enum, StrEnum
@@ -112,3 +113,20 @@ class ApiError(Enum):
     NO_DATABASE = "NO_DATABASE", 503  # history asked of an API without SPOT_DATABASE_URL
     NOT_READY = "NOT_READY", 503  # /readyz before the first symbols are loaded
     INTERNAL = "INTERNAL", 500  # a fault of ours, logged
+
+
+class SocketError(StrEnum):
+    """`{"type": "error", "error": code}` on /v1/ws (api/market_data.py); a bad token is
+    the ApiError of api/auth.py (INVALID_TOKEN, TOKEN_EXPIRED)."""
+
+    MALFORMED = "MALFORMED"  # not JSON, or not a known message shape
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    UNKNOWN_OP = "UNKNOWN_OP"
+    UNKNOWN_CHANNEL = "UNKNOWN_CHANNEL"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    TOO_MANY_CHANNELS = "TOO_MANY_CHANNELS"
+    UNAUTHENTICATED = "UNAUTHENTICATED"  # `orders` before op auth
+    ALREADY_AUTHENTICATED = "ALREADY_AUTHENTICATED"
+    SLOW_CONSUMER = "SLOW_CONSUMER"  # the last message before the server closes
+    UNAVAILABLE = "UNAVAILABLE"  # Redis cannot be reached; the fan-out retries
+    INTERNAL = "INTERNAL"
