@@ -64,7 +64,7 @@ async def test_a_killed_connection_fails_its_batch_and_the_next_call_reconnects(
 ) -> None:
     calls = PipelinedRedis(redis)
     assert await calls.command("PING") in (b"PONG", True)
-    # The Coalescer's connection blocks in BLPOP while it is killed.
+    # The pipeline's connection blocks in BLPOP while it is killed.
     blocked = asyncio.ensure_future(calls.command("BLPOP", "nothing", "5"))
     await asyncio.sleep(0.1)
     await redis.client_kill_filter(skipme=True, _type="normal")
