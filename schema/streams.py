@@ -21,7 +21,7 @@ from schema.messages import Command, Event, Side
 
 Fields = dict[bytes, bytes]
 
-_commands = msgspec.msgpack.Decoder(Command)
+_commands: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
 _events = msgspec.msgpack.Decoder(list[Event])
 _balances = msgspec.msgpack.Decoder(list[tuple[str, str, int, int]])
 _SIDES = {b"BUY": Side.BUY, b"SELL": Side.SELL, b"": None}
