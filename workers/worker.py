@@ -12,7 +12,7 @@ in Redis), then carry on. The books are deterministic, so the re-applied command
 rebuild exactly the state that was lost.
 
 Hot-shard migration (DESIGN.md §4, control/migration.py) reaches a worker as control
-entries in its stream, ordered with the commands (field `ctl` instead of `c`):
+entries in its stream, ordered with the commands (schema.streams.ControlEntry):
 DRAIN hands a symbol's book over through `handoff:{migration}` and drops it, ADOPT
 takes a handed-over book. Which symbols a shard gave away or took at which route epoch
 is kept in `Shard.owners` (and in the snapshot): a command for a symbol the shard gave
