@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 import msgspec
 
 from batcher import postgres
@@ -31,14 +31,15 @@ from batcher.changes import Changes
 from batcher.sequencing import Gap, Sequencer
 from schema import keys
 from schema.messages import Event
+from schema.settings import Settings
+from schema.streams import EventsEntry, LedgerEntry
 from store.db import POOL_SETTINGS
 from store.symbols import load_specs
 
 log = logging.getLogger("spot.batcher")
 
-_events = msgspec.msgpack.Decoder(list[Event])
-_balances = msgspec.msgpack.Decoder(list[tuple[str, str, int, int]])
 _json = msgspec.json.Encoder()
+# Defaults of Batcher's tunables (Batcher.from_settings fills what Settings has).
 READ_ENTRIES = 100  # stream entries per XREAD; a worker's entry holds a whole batch of events
 # A read that brought fewer than GATHER_BELOW events (and ledger rows) is followed by a
 # pause of up to GATHER_S, within the flush's window, before the next: under light load
@@ -80,13 +81,22 @@ class Hold:
 
 
 class Batcher:
+    """Every tunable is a keyword with its production default, so a test builds exactly
+    the batcher it needs; `from_settings` is where a process fills them."""
+
     def __init__(
         self,
         redis: Any,
         pool: asyncpg.Pool,
         shards: list[int],
+        *,
         batch: int = 500,
         interval_s: float = 0.1,
+        read_entries: int = READ_ENTRIES,
+        gather_below: int = GATHER_BELOW,
+        gather_s: float = GATHER_S,
+        hold_warn_s: float = HOLD_WARN_S,
+        hold_stats_interval_s: float = HOLD_STATS_INTERVAL_S,
     ) -> None:
         self.redis = redis
         self.pool = pool
@@ -95,14 +105,30 @@ class Batcher:
         self.streams = [keys.events(n) for n in shards] + ([keys.LEDGER] if 0 in shards else [])
         self.batch = batch
         self.interval_s = interval_s
+        self.read_entries = read_entries
+        self.gather_below = gather_below
+        self.gather_s = gather_s
+        self.hold_warn_s = hold_warn_s
+        self.hold_stats_interval_s = hold_stats_interval_s
         self.positions: dict[str, str] = {}
         self.symbols: set[str] = set()
         self.flushes = 0
         self.sequencer = Sequencer()
         self.holds: dict[str, Hold] = {}  # stream -> what it waits on
-        self.hold_warn_s = HOLD_WARN_S
         self._holds_published_at = 0.0
         self._refused_logged = 0
+
+    @classmethod
+    def from_settings(
+        cls, redis: Any, pool: asyncpg.Pool, settings: Settings, shards: list[int]
+    ) -> Batcher:
+        return cls(
+            redis,
+            pool,
+            shards,
+            batch=settings.batcher_batch,
+            interval_s=settings.batcher_interval_s,
+        )
 
     async def start(self) -> None:
         async with self.pool.acquire() as conn:
@@ -135,7 +161,7 @@ class Batcher:
         reading: dict[str, bytes | str] = dict(self.positions)  # where the next XREAD starts
         queues: dict[str, deque[Entry]] = {}  # entries read and not applied yet, per stream
         deadline = time.monotonic() + self.interval_s
-        backlog = False  # the last read filled READ_ENTRIES: more is waiting already
+        backlog = False  # the last read filled `read_entries`: more is waiting already
         while (size := flush.changes.events + len(flush.changes.ledger)) < self.batch:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 and not backlog:
@@ -147,7 +173,7 @@ class Batcher:
                 break
             # BLOCK 0 would wait for ever: past the window only what is there is read.
             block = left_ms if left_ms > 0 else None
-            reply = await self.redis.xread(positions, count=READ_ENTRIES, block=block)
+            reply = await self.redis.xread(positions, count=self.read_entries, block=block)
             if not reply:
                 break
             backlog = False
@@ -155,12 +181,12 @@ class Batcher:
                 name = stream.decode()
                 reading[name] = entries[-1][0]
                 queues.setdefault(name, deque()).extend(entries)
-                backlog = backlog or len(entries) == READ_ENTRIES
+                backlog = backlog or len(entries) == self.read_entries
             self._apply_ready(flush, queues)
             deadline = min(deadline, self._window_end(flush))
             read = flush.changes.events + len(flush.changes.ledger) - size
-            if not backlog and read < GATHER_BELOW:
-                await asyncio.sleep(min(GATHER_S, max(deadline - time.monotonic(), 0.0)))
+            if not backlog and read < self.gather_below:
+                await asyncio.sleep(min(self.gather_s, max(deadline - time.monotonic(), 0.0)))
         self._note_holds(flush, queues)
         if flush.entries:
             await self.flush(flush)
@@ -191,26 +217,28 @@ class Batcher:
         """Add one entry to the flush, whole, unless it waits on a gap (False)."""
         entry_id, fields = entry
         if stream == keys.LEDGER:
+            transfer = LedgerEntry.from_fields(fields)
             flush.changes.add_transfer(
                 entry_id.decode(),
-                fields[b"user"].decode(),
-                fields[b"asset"].decode(),
-                int(fields[b"amount"]),
-                fields[b"ref"].decode(),
+                transfer.user,
+                transfer.asset,
+                transfer.amount,
+                transfer.reference,
             )
             accepted_id = entry_id
         else:
+            settled = EventsEntry.from_fields(fields)
             events = flush.decoded.pop((stream, entry_id), None)
             if events is None:
-                events = _events.decode(fields[b"events"])
+                events = settled.decode_events()
             admitted = self.sequencer.admit(events, flush.before)
             if isinstance(admitted, Gap):
                 flush.decoded[(stream, entry_id)] = events
                 flush.gaps[stream] = (entry_id, admitted)
                 return False
             flush.changes.add_events(admitted)
-            flush.changes.add_balances(_balances.decode(fields[b"balances"]))
-            accepted_id = fields[b"first"]  # the worker batch's oldest order
+            flush.changes.add_balances(settled.decode_balances())
+            accepted_id = settled.first_id  # the worker batch's oldest order
         ms = int(accepted_id.partition(b"-")[0])
         flush.oldest_ms = ms if flush.oldest_ms is None else min(flush.oldest_ms, ms)
         flush.offsets[stream] = entry_id.decode()
@@ -255,7 +283,7 @@ class Batcher:
     async def _publish_holds(self) -> None:
         """Nothing to flush, yet streams wait: keep the stats saying so (throttled)."""
         now = time.monotonic()
-        if now - self._holds_published_at < HOLD_STATS_INTERVAL_S:
+        if now - self._holds_published_at < self.hold_stats_interval_s:
             return
         self._holds_published_at = now
         await self.redis.hset(keys.BATCHER_STATS, mapping=self._hold_stats())
@@ -341,14 +369,16 @@ class Batcher:
         return records
 
 
-def run_batcher(
-    redis_url: str, database_url: str, shards: list[int], batch: int, interval_s: float
-) -> None:
+def run_batcher(settings: Settings, shards: list[int]) -> None:
     """A batcher process: SIGTERM or SIGINT finish the flush in hand and stop."""
     import signal
 
     import uvloop
     from redis.asyncio import Redis
+
+    if settings.redis_url is None or settings.database_url is None:
+        raise ValueError("a batcher needs SPOT_REDIS_URL and SPOT_DATABASE_URL")
+    redis_url, database_url = settings.redis_url, settings.database_url
 
     async def main() -> None:
         redis = Redis.from_url(redis_url)
@@ -360,7 +390,7 @@ def run_batcher(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await Batcher(redis, pool, shards, batch, interval_s).run(stop)
+            await Batcher.from_settings(redis, pool, settings, shards).run(stop)
         finally:
             await pool.close()
             await redis.aclose()

@@ -2,6 +2,8 @@
 
 Rows are aggregated per flush: an order accepted and filled within one flush is
 inserted once, already filled; an order that traded five times gets one UPDATE.
+Statuses come from the one transition table (schema/orders.py), from what the flush saw
+of each order: a flush that saw a fill but not the order's accept starts it from OPEN.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from schema.messages import (
     Replaced,
     Trade,
 )
-
-TERMINAL = ("FILLED", "CANCELED", "REJECTED")
+from schema.orders import OrderEvent, OrderStatus, advance
 
 
 @dataclass
@@ -30,7 +31,7 @@ class OrderChange:
     filled: int = 0
     notional: int = 0
     remaining: int | None = None
-    status: str | None = None
+    status: OrderStatus | None = None  # None: nothing in the flush moved it
     reason: str | None = None
     price: int | None = None
 
@@ -65,20 +66,21 @@ class Changes:
                     change.notional += trade.price * trade.quantity
                     if change.remaining is not None:
                         change.remaining -= trade.quantity
-                    if change.status is None or change.status == "OPEN":
-                        change.status = "PARTIALLY_FILLED"
+                    change.status = advance(change.status, OrderEvent.FILL)
             elif kind is Accepted:
                 accepted: Accepted = event  # type: ignore[assignment]
                 self.new_orders[accepted.order_id] = accepted
                 change = self._order(accepted.order_id)
-                change.status, change.remaining = "OPEN", accepted.quantity
+                change.status = advance(change.status, OrderEvent.ACCEPT)
+                change.remaining = accepted.quantity
             elif kind is Done:
                 change = self._order(event.order_id)  # type: ignore[union-attr]
-                change.status, change.remaining = "FILLED", 0
+                change.status, change.remaining = advance(change.status, OrderEvent.DONE), 0
             elif kind is Canceled:
                 canceled: Canceled = event  # type: ignore[assignment]
                 change = self._order(canceled.order_id)
-                change.status, change.remaining = "CANCELED", 0
+                change.status = advance(change.status, OrderEvent.CANCEL)
+                change.remaining = 0
                 change.reason = canceled.reason.value
             elif kind is Replaced:
                 replaced: Replaced = event  # type: ignore[assignment]

@@ -11,12 +11,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 
 from batcher.changes import Changes
+from schema.orders import OrderEvent, OrderStatus, next_status
 from schema.symbols import SymbolSpec
 
 CONSUMER = "batcher"
+# A place the book rejected never had a row: it goes in as the table says it ends.
+REJECTED_PLACE = next_status(OrderStatus.NEW, OrderEvent.REJECT)
 
 ORDER_COLUMNS = (
     "order_id", "user_id", "symbol", "side", "type", "price", "quantity", "filled",
@@ -229,7 +232,7 @@ def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> tup
         0,
         0,
         0,
-        "REJECTED",
+        REJECTED_PLACE,
         record.get("reason"),
         record["time_in_force"],
         record.get("post_only") == "1",

@@ -69,6 +69,15 @@ def next_status(status: OrderStatus, event: OrderEvent) -> OrderStatus:
     return after
 
 
+def advance(status: OrderStatus | None, event: OrderEvent) -> OrderStatus:
+    """`next_status` for a batch that may not know the order's status (None). ACCEPT and
+    REJECT happen only to an order the book has not taken yet (NEW); anything else to one
+    it has, and every open status moves the same way, so OPEN stands for it."""
+    if status is None:
+        status = S.NEW if event is E.ACCEPT or event is E.REJECT else S.OPEN
+    return next_status(status, event)
+
+
 class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     """The `order:{id}` hash: written by the PLACE script from the command, patched by the
     SETTLE script, read by the API. Redis keeps every value as a string: `price` and

@@ -183,7 +183,7 @@ def _worker(args: argparse.Namespace, settings: Any) -> int:
         print(f"spot worker: shards must be within 0..{settings.shards - 1}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    run_worker(settings.redis_url, shards, settings.worker_batch, settings.snapshot_interval_s)
+    run_worker(settings, shards)
     return 0
 
 
@@ -195,13 +195,7 @@ def _batcher(args: argparse.Namespace, settings: Any) -> int:
         return 2
     shards = list(range(settings.shards)) if args.shards is None else args.shards
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    run_batcher(
-        settings.redis_url,
-        settings.database_url,
-        shards,
-        settings.batcher_batch,
-        settings.batcher_interval_s,
-    )
+    run_batcher(settings, shards)
     return 0
 
 

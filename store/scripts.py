@@ -83,4 +83,12 @@ API_SCRIPTS = (PLACE, CANCEL, REPLACE, TRANSFER)
 
 # workers: settlement, shard leases, the migration hand-over (workers/worker.py)
 
+SETTLE = Script("settle")  # one shard's batch: lease, watermark, balances, records, events
+RENEW = Script("renew")  # extend a shard's lease, for its owner only
+RELEASE = Script("release")  # give up a shard's lease, for its owner only
+STORE_HANDOFF = Script("store_handoff")  # a drained book, kept while its migration runs
+ADOPTED = Script("adopted")  # tell the orchestrator which shard holds the book now
+CLAIM = Script("claim")  # a DRAIN marker, atomically against the rollback
+WORKER_SCRIPTS = (SETTLE, RENEW, RELEASE, STORE_HANDOFF, ADOPTED, CLAIM)
+
 # control: the hot-shard migration's steps (control/migration.py)

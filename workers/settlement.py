@@ -15,6 +15,10 @@ events decide where locked money goes:
 
 So a resting buy always holds price × remaining and a resting sell its remaining,
 which is what lets a maker's trade be settled from the event alone.
+
+Statuses come from the one transition table (schema/orders.py): each order's final
+status in the batch is worked out here, from what the batch saw of it, and the SETTLE
+script writes it as given.
 """
 
 from __future__ import annotations
@@ -32,24 +36,33 @@ from schema.messages import (
     Side,
     Trade,
 )
+from schema.orders import TERMINAL, OrderEvent, OrderStatus, advance
 from schema.symbols import SymbolSpec
 
 BUY = Side.BUY
+ACCEPT, FILL, DONE, CANCEL, REJECT = (
+    OrderEvent.ACCEPT, OrderEvent.FILL, OrderEvent.DONE, OrderEvent.CANCEL, OrderEvent.REJECT
+)  # fmt: skip
 
 
 class OrderState:
-    """Changes to one order record: absolute status/remaining/price, deltas for fills."""
+    """Changes to one order record: absolute status/remaining/price, deltas for fills.
+    `status` is None while the batch has seen nothing that moves it."""
 
     __slots__ = ("status", "reason", "remaining", "price", "filled", "notional", "settled")
 
     def __init__(self) -> None:
-        self.status: str | None = None
+        self.status: OrderStatus | None = None
         self.reason: str | None = None  # why it was canceled or rejected
         self.remaining: int | None = None
         self.price: int | None = None
         self.filled = 0
         self.notional = 0
         self.settled = False  # a replace or cancel of it was applied: no longer pending
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
 
 
 class SettlementError(Exception):
@@ -105,7 +118,8 @@ class Settlement:
                     buy = trade.taker_side is BUY
                     held -= trade.price * trade.quantity if buy else trade.quantity
             elif kind is Accepted:
-                self._order(incoming).status = "OPEN"
+                state = self._order(incoming)
+                state.status = advance(state.status, ACCEPT)
             elif kind is Replaced:
                 replaced: Replaced = event  # type: ignore[assignment]
                 state = self._order(incoming)
@@ -118,7 +132,8 @@ class Settlement:
                     self._order(incoming).settled = True
                 elif not cancel:
                     state = self._order(incoming)
-                    state.status, state.reason = "REJECTED", event.reason.value  # type: ignore[union-attr]
+                    state.status = advance(state.status, REJECT)
+                    state.reason = event.reason.value  # type: ignore[union-attr]
                 held = self._release(user, spec, side, held)
                 resting = None  # what rests under this id (if anything) is not this command's
             else:  # Done or Canceled
@@ -172,6 +187,7 @@ class Settlement:
             state = self._order(order_id)
             state.filled += trade.quantity
             state.notional += notional
+            state.status = advance(state.status, FILL)
             if state.remaining is not None:  # else the record's own remaining goes down
                 state.remaining -= trade.quantity
 
@@ -179,9 +195,9 @@ class Settlement:
         state = self._order(event.order_id)
         state.remaining = 0
         if not isinstance(event, Canceled):
-            state.status = "FILLED"
+            state.status = advance(state.status, DONE)
             return
-        state.status = "CANCELED"
+        state.status = advance(state.status, CANCEL)
         state.reason = event.reason.value
         state.settled = True
         if event.order_id != command.order_id or type(command) is Cancel:

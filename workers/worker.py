@@ -12,7 +12,7 @@ in Redis), then carry on. The books are deterministic, so the re-applied command
 rebuild exactly the state that was lost.
 
 Hot-shard migration (DESIGN.md §4, control/migration.py) reaches a worker as control
-entries in its stream, ordered with the commands (field `ctl` instead of `c`):
+entries in its stream, ordered with the commands (schema.streams.ControlEntry):
 DRAIN hands a symbol's book over through `handoff:{migration}` and drops it, ADOPT
 takes a handed-over book. Which symbols a shard gave away or took at which route epoch
 is kept in `Shard.owners` (and in the snapshot): a command for a symbol the shard gave
@@ -34,14 +34,19 @@ from redis.asyncio import Redis
 
 from schema import keys
 from schema.codes import RejectReason
-from schema.messages import Action, Cancel, Command, Event, Place, Rejected, Side, Trade
+from schema.messages import Action, Cancel, Command, Event, Place, Rejected, Trade
+from schema.settings import Settings
+from schema.streams import CommandEntry, Control, ControlEntry, is_control
 from schema.symbols import SymbolSpec
+from store import scripts
+from store.scripts import ADOPTED, CLAIM, RELEASE, RENEW, SETTLE, STORE_HANDOFF, WORKER_SCRIPTS
 from workers.book import BookSnapshot
 from workers.engine import MatchingEngine
 from workers.settlement import Settlement
 
 log = logging.getLogger("spot.worker")
 
+# Defaults of Worker's tunables (Worker.from_settings fills what Settings has).
 LEASE_MS = 3_000  # how long a crashed worker's shards wait for a new owner
 DEPTH_LEVELS = 50
 RECENT_TRADES = 100
@@ -53,110 +58,14 @@ DEPTH_INTERVAL_S = 0.05
 # 437 -> 339 µs at 800 orders/s, 365 -> 299 µs at 1,000; `spot bench pipeline` unhurt.
 GATHER_BELOW = 64
 GATHER_S = 0.004
+ORDER_KEPT_S = 86_400  # how long a finished order's record stays readable in Redis
 
-# KEYS: applied, owner, events. ARGV: token, last id, events payload, balance changes
-# for the database (holds included), first id (how old the batch's oldest order is),
-# changes (msgpack: [[user, asset, available delta, locked delta]...], [[order id, status,
-# remaining, price, filled, notional, settled, reason]...], numbers as decimal strings),
-# then the key prefixes: balance, available field, locked field, order.
-# One msgpack argument instead of eleven per order and balance: packing hundreds of
-# arguments was a third of a worker's CPU. Each order record takes one HSET.
-SETTLE = """
-local function parse(id)
-  local ms, seq = string.match(id, '(%d+)-(%d+)')
-  return tonumber(ms), tonumber(seq)
-end
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('LEASE_LOST') end
-local applied = redis.call('GET', KEYS[1])
-if applied then
-  local am, as = parse(applied)
-  local bm, bs = parse(ARGV[2])
-  if am > bm or (am == bm and as >= bs) then return 0 end
-end
--- a batch of control entries only has no events: it just moves the watermark
-local changes = cmsgpack.unpack(ARGV[6])
-local balance, avail, locked, order = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-for _, b in ipairs(changes[1]) do
-  local key = balance .. b[1]
-  if b[3] ~= '0' then redis.call('HINCRBY', key, avail .. b[2], b[3]) end
-  if b[4] ~= '0' then redis.call('HINCRBY', key, locked .. b[2], b[4]) end
-end
-for _, o in ipairs(changes[2]) do
-  local key, status, remaining, filled = order .. o[1], o[2], o[3], o[5]
-  if filled ~= '0' then
-    redis.call('HINCRBY', key, 'filled', filled)
-    redis.call('HINCRBY', key, 'notional', o[6])
-    if remaining == '' then redis.call('HINCRBY', key, 'remaining', '-' .. filled) end
-    if status == '' or status == 'OPEN' then status = 'PARTIALLY_FILLED' end
-  end
-  local fields = {}
-  if remaining ~= '' then fields[#fields + 1] = 'remaining'; fields[#fields + 1] = remaining end
-  if o[4] ~= '' then fields[#fields + 1] = 'price'; fields[#fields + 1] = o[4] end
-  if o[7] then fields[#fields + 1] = 'pending'; fields[#fields + 1] = '0' end
-  if o[8] ~= '' then fields[#fields + 1] = 'reason'; fields[#fields + 1] = o[8] end
-  if status ~= '' then fields[#fields + 1] = 'status'; fields[#fields + 1] = status end
-  if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
-  if status == 'FILLED' or status == 'CANCELED' or status == 'REJECTED' then
-    redis.call('EXPIRE', key, 86400)
-  end
-end
-if ARGV[3] ~= '' then
-  redis.call('XADD', KEYS[3], '*', 'id', ARGV[2], 'first', ARGV[5], 'events', ARGV[3],
-             'balances', ARGV[4])
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: owner. ARGV: token, lease ms.
-RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# KEYS: handoff, migration. ARGV: the book's bytes, seconds to keep it.
-# While its migration runs the handoff is the book's only copy, so it never expires then;
-# a marker re-applied by recovery after the migration ended stores it for a while only.
-STORE_HANDOFF = """
-redis.call('SET', KEYS[1], ARGV[1])
-local state = redis.call('HGET', KEYS[2], 'state')
-if state ~= 'RUNNING' and state ~= 'ROLLING_BACK' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 1
-"""
-
-# KEYS: migration. ARGV: shard. Tells the orchestrator which shard holds the book now;
-# an ended migration is left as it is when recovery re-applies the marker.
-ADOPTED = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'RUNNING' or state == 'ROLLING_BACK' then
-  redis.call('HSET', KEYS[1], 'adopted', ARGV[1])
-end
-return 1
-"""
-
-# KEYS: migration. A DRAIN marker is claimed atomically against the orchestrator's
-# rollback: once claimed the orchestrator must give the book back; once rolled back the
-# marker is ignored. A claimed marker stays claimed, so re-applying it (recovery, a
-# worker that took the shard over) decides the same.
-CLAIM = """
-if redis.call('HGET', KEYS[1], 'drained') == '1' then return 1 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return 0 end
-redis.call('HSET', KEYS[1], 'drained', '1')
-return 1
-"""
-
-_commands = msgspec.msgpack.Decoder(Command)
 _events = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
 _books = msgspec.msgpack.Decoder(dict[str, bytes])
 _owners = msgspec.msgpack.Decoder(dict[str, tuple[bool, int]])
 _handoff = msgspec.msgpack.Decoder(BookSnapshot)
 _specs = msgspec.json.Decoder(SymbolSpec)
-_SIDES = {b"BUY": Side.BUY, b"SELL": Side.SELL, b"": None}
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -179,32 +88,60 @@ class Shard:
     # shard; a symbol not here is owned at any epoch (its home shard, before any move)
     owners: dict[str, tuple[bool, int]] = field(default_factory=dict)
 
-    def stale(self, symbol: str, fields: dict[bytes, bytes]) -> bool:
+    def stale(self, symbol: str, epoch: int) -> bool:
+        """A command for `symbol` queued under route `epoch` is not this shard's to apply."""
         owner = self.owners.get(symbol)
         if owner is None:
             return False
-        return not owner[0] or int(fields.get(b"e", b"0")) < owner[1]
+        return not owner[0] or epoch < owner[1]
 
 
 class Worker:
+    """The shards' one owner. Every tunable is a keyword with its production default, so a
+    test builds exactly the worker it needs; `from_settings` is where a process fills them."""
+
     def __init__(
         self,
         redis: Redis,
         shards: list[int],
+        *,
         batch: int = 500,
         snapshot_interval_s: float = 10.0,
+        lease_ms: int = LEASE_MS,
+        gather_below: int = GATHER_BELOW,
+        gather_s: float = GATHER_S,
+        depth_levels: int = DEPTH_LEVELS,
+        depth_interval_s: float = DEPTH_INTERVAL_S,
+        recent_trades: int = RECENT_TRADES,
+        order_kept_s: int = ORDER_KEPT_S,
     ) -> None:
         # Any: redis-py types replies as unions that decode_responses=False settles to bytes.
         self.redis: Any = redis
         self.batch = batch
         self.snapshot_interval_s = snapshot_interval_s
+        self.lease_ms = lease_ms
+        self.gather_below = gather_below
+        self.gather_s = gather_s
+        self.depth_levels = depth_levels
+        self.depth_interval_s = depth_interval_s
+        self.recent_trades = recent_trades
+        self.order_kept_s = order_kept_s
         self.token = secrets.token_hex(8)
         self.specs: dict[str, SymbolSpec] = {}
         self.shards = {n: Shard(n, MatchingEngine(specs=())) for n in shards}
         self.applied_orders = 0
-        self._settle_sha: str | None = None
+        self._scripts_loaded = False
         self._busy: dict[int, list[int]] = {}  # shard -> [commands, busy µs] not yet published
         self._busy_published_at = 0.0
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings, shards: list[int]) -> Worker:
+        return cls(
+            redis,
+            shards,
+            batch=settings.worker_batch,
+            snapshot_interval_s=settings.snapshot_interval_s,
+        )
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -218,31 +155,31 @@ class Worker:
             for shard in self.shards.values():
                 await self._recover(shard)
             log.info("worker %s owns shards %s", self.token, sorted(self.shards))
-            gather_below = min(GATHER_BELOW, self.batch)  # a full read is never held back
+            gather_below = min(self.gather_below, self.batch)  # a full read is never held back
             while not stop.is_set():
                 if 0 < await self.step(block_ms=100) < gather_below:
-                    await asyncio.sleep(GATHER_S)
+                    await asyncio.sleep(self.gather_s)
             for shard in self.shards.values():
                 await self.snapshot(shard)
         finally:
             renewing.cancel()
             for n in self.shards:
-                await self.redis.eval(RELEASE, 1, keys.owner(n), self.token)
+                await RELEASE.run(self.redis, [keys.owner(n)], [self.token])
 
     async def _acquire_leases(self, stop: asyncio.Event) -> None:
         """One owner per shard (DESIGN.md §3.4). A crashed owner's lease runs out by
-        itself, so a restarted worker waits at most LEASE_MS."""
+        itself, so a restarted worker waits at most `lease_ms`."""
         for n in self.shards:
             while not stop.is_set():
-                if await self.redis.set(keys.owner(n), self.token, nx=True, px=LEASE_MS):
+                if await self.redis.set(keys.owner(n), self.token, nx=True, px=self.lease_ms):
                     break
                 await asyncio.sleep(0.2)
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.sleep(LEASE_MS / 5000)
+            await asyncio.sleep(self.lease_ms / 5000)
             for n in self.shards:
-                if not await self.redis.eval(RENEW, 1, keys.owner(n), self.token, LEASE_MS):
+                if not await RENEW.run(self.redis, [keys.owner(n)], [self.token, self.lease_ms]):
                     log.error("lost the lease on shard %s; stopping", n)
                     stop.set()
 
@@ -273,11 +210,12 @@ class Worker:
                 break
             handoffs: dict[str, bytes] = {}
             for _, fields in entries:
-                if b"ctl" in fields:
+                if is_control(fields):
                     await self._control(shard, fields, handoffs)
                     continue
-                command = _commands.decode(fields[b"c"])
-                if not shard.stale(command.symbol, fields):
+                entry = CommandEntry.from_fields(fields)
+                command = entry.decode_command()
+                if not shard.stale(command.symbol, entry.epoch):
                     shard.engine.apply(command)
             if handoffs:  # the same bytes again: the book is deterministic
                 await self._write_handoffs(handoffs)
@@ -329,6 +267,7 @@ class Worker:
         a worker's CPU under light load, when each batch holds an order or two (Locust at
         1,000 orders/s on 2 cores: 312-323 -> 281-285 µs per order). The wall time is
         shared out by commands, for the rebalancer's capacity estimate."""
+        await self._load_scripts()
         started = time.perf_counter()
         pipe = self.redis.pipeline(transaction=False)
         # One for the whole step: an ADOPT takes the book a DRAIN on another of this
@@ -351,16 +290,19 @@ class Worker:
     async def _settle(
         self, shard: Shard, entries: list[Entry], pipe: Any, handoffs: dict[str, bytes]
     ) -> None:
-        """Apply one shard's batch and queue its settlement on `pipe`."""
+        """Apply one shard's batch and queue its settlement on `pipe`: one SETTLE call whose
+        changes travel as one msgpack argument (store/lua/settle-3.lua says what it holds)
+        rather than eleven per order and balance, since packing hundreds of arguments was
+        a third of a worker's CPU."""
         settlement = Settlement()
         events: list[Event] = []
         trades: dict[str, list[Trade]] = {}
         earlier = set(handoffs)  # stored with the shards settled before this one
         for _, fields in entries:
-            if b"ctl" in fields:
+            if is_control(fields):
                 await self._control(shard, fields, handoffs)
                 continue
-            out = await self._apply(shard, fields, settlement)
+            out = await self._apply(shard, CommandEntry.from_fields(fields), settlement)
             events.extend(out)
             for event in out:
                 if type(event) is Trade:
@@ -385,6 +327,7 @@ class Worker:
                 str(state.notional),
                 state.settled,
                 state.reason or "",
+                state.finished,
             )
             for order_id, state in settlement.orders.items()
         ]
@@ -399,29 +342,28 @@ class Worker:
             keys.available(""),
             keys.locked(""),
             keys.ORDER,
+            self.order_kept_s,
         ]
-        if self._settle_sha is None:
-            self._settle_sha = await self.redis.script_load(SETTLE)
         # A handed-over book is stored before the watermark passes its DRAIN marker, so a
         # crash in between re-applies the marker and stores the same bytes again.
         self._store_handoffs(pipe, {m: d for m, d in handoffs.items() if m not in earlier})
-        pipe.evalsha(self._settle_sha, 3, keys.applied(shard.number), keys.owner(shard.number),
-                     keys.events(shard.number), *args)  # fmt: skip
+        SETTLE.queue(pipe, [keys.applied(shard.number), keys.owner(shard.number),
+                            keys.events(shard.number)], args)  # fmt: skip
         shard.dirty.update(e.symbol for e in events)
         for symbol, recent in trades.items():
             pipe.lpush(keys.trades(symbol), *(_json.encode(t) for t in recent))
-            pipe.ltrim(keys.trades(symbol), 0, RECENT_TRADES - 1)
+            pipe.ltrim(keys.trades(symbol), 0, self.recent_trades - 1)
         self._publish_depth(pipe, shard)
 
     async def _apply(
-        self, shard: Shard, fields: dict[bytes, bytes], settlement: Settlement
+        self, shard: Shard, entry: CommandEntry, settlement: Settlement
     ) -> list[Event]:
         """One command through the book (or rejected as stale) and into the settlement."""
         engine = shard.engine
-        command = _commands.decode(fields[b"c"])
+        command = entry.decode_command()
         if command.symbol not in engine.specs:
             await self.load_specs()  # a symbol listed after this worker started
-        if shard.stale(command.symbol, fields):
+        if shard.stale(command.symbol, entry.epoch):
             out: list[Event] = [_stale(command)]
             spec = engine.specs.get(command.symbol)
             resting = None
@@ -436,8 +378,8 @@ class Worker:
         settlement.add(
             spec,
             command,
-            _SIDES[fields[b"s"]],
-            int(fields[b"h"]),
+            entry.side,
+            entry.hold,
             out,
             None if resting is None else (resting.price, resting.remaining),
         )
@@ -447,17 +389,18 @@ class Worker:
         self, shard: Shard, fields: dict[bytes, bytes], handoffs: dict[str, bytes]
     ) -> None:
         """A migration's DRAIN or ADOPT marker; the same live and when recovering."""
-        symbol = fields[b"symbol"].decode()
-        migration = fields[b"migration"].decode()
-        epoch = int(fields[b"epoch"])
+        try:
+            control = ControlEntry.from_fields(fields)
+        except ValueError:  # a marker of a newer Spot: skipped, as it always was
+            log.error("shard %s: unknown control entry %r", shard.number, fields)
+            return
+        symbol, migration, epoch = control.symbol, control.migration, control.epoch
         if symbol not in shard.engine.specs:
             await self.load_specs()
-        if fields[b"ctl"] == b"DRAIN":
+        if control.control is Control.DRAIN:
             await self._drain(shard, symbol, migration, epoch, handoffs)
-        elif fields[b"ctl"] == b"ADOPT":
-            await self._adopt(shard, symbol, migration, epoch, handoffs)
         else:
-            log.error("shard %s: unknown control entry %r", shard.number, fields[b"ctl"])
+            await self._adopt(shard, symbol, migration, epoch, handoffs)
 
     async def _drain(
         self, shard: Shard, symbol: str, migration: str, epoch: int, handoffs: dict[str, bytes]
@@ -470,7 +413,7 @@ class Worker:
         if book is None:
             log.error("shard %s: DRAIN of %s, which has no spec, ignored", shard.number, symbol)
             return
-        if not await self.redis.eval(CLAIM, 1, keys.migration(migration)):
+        if not await CLAIM.run(self.redis, [keys.migration(migration)]):
             log.info("shard %s keeps %s: migration %s rolled back", shard.number, symbol, migration)
             return
         handoffs[migration] = book.snapshot()
@@ -497,29 +440,38 @@ class Worker:
                 book.restore(data)
             shard.owners[symbol] = (True, epoch)
         # The orchestrator switches routing only to a shard that says it holds the book.
-        await self.redis.eval(ADOPTED, 1, keys.migration(migration), shard.number)
+        await ADOPTED.run(self.redis, [keys.migration(migration)], [shard.number])
+
+    async def _load_scripts(self) -> None:
+        """Before the first pipeline that runs a script: a pipeline cannot fall back on
+        NOSCRIPT, so a Redis flushed of its scripts since fails that batch (and the worker,
+        which its supervisor restarts) like a lost connection."""
+        if not self._scripts_loaded:
+            await scripts.load(self.redis, *WORKER_SCRIPTS)
+            self._scripts_loaded = True
 
     async def _write_handoffs(self, handoffs: dict[str, bytes]) -> None:
+        await self._load_scripts()
         pipe = self.redis.pipeline(transaction=False)
         self._store_handoffs(pipe, handoffs)
         await pipe.execute()
 
     def _store_handoffs(self, pipe: Any, handoffs: dict[str, bytes]) -> None:
         for migration, data in handoffs.items():
-            pipe.eval(STORE_HANDOFF, 2, keys.handoff(migration), keys.migration(migration),
-                      data, keys.HANDOFF_KEPT_S)  # fmt: skip
+            STORE_HANDOFF.queue(pipe, [keys.handoff(migration), keys.migration(migration)],
+                                [data, keys.HANDOFF_KEPT_S])  # fmt: skip
 
     def _publish_depth(self, pipe: Any, shard: Shard) -> None:
-        """Depth and last price of the symbols that changed, at most every DEPTH_INTERVAL_S:
+        """Depth and last price of the symbols that changed, at most every `depth_interval_s`:
         computing the top 50 levels on every small batch cost more than the matching."""
         now = time.monotonic()
-        if not shard.dirty or now - shard.depth_at < DEPTH_INTERVAL_S:
+        if not shard.dirty or now - shard.depth_at < self.depth_interval_s:
             return
         for symbol in shard.dirty:
             book = shard.engine.books.get(symbol)
             if book is None:
                 continue
-            bids, asks = book.depth(DEPTH_LEVELS)
+            bids, asks = book.depth(self.depth_levels)
             pipe.set(
                 keys.depth(symbol), _json.encode({"bids": bids, "asks": asks, "seq": book.seq})
             )
@@ -560,11 +512,15 @@ def _stale(command: Command) -> Rejected:
     )
 
 
-def run_worker(redis_url: str, shards: list[int], batch: int, snapshot_interval_s: float) -> None:
+def run_worker(settings: Settings, shards: list[int]) -> None:
     """A worker process: SIGTERM or SIGINT snapshot the shards and stop cleanly."""
     import signal
 
     import uvloop
+
+    if settings.redis_url is None:
+        raise ValueError("a worker needs SPOT_REDIS_URL")
+    redis_url = settings.redis_url
 
     async def main() -> None:
         redis = Redis.from_url(redis_url)
@@ -573,7 +529,7 @@ def run_worker(redis_url: str, shards: list[int], batch: int, snapshot_interval_
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await Worker(redis, shards, batch, snapshot_interval_s).run(stop)
+            await Worker.from_settings(redis, settings, shards).run(stop)
         finally:
             await redis.aclose()
 

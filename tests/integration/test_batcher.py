@@ -413,8 +413,8 @@ async def test_a_gap_another_batcher_fills_is_reloaded(redis, pool, market):
 
 
 async def test_a_gap_that_lasts_is_logged_and_shown(redis, pool, market, caplog):
-    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01)
-    batcher.hold_warn_s = 0.0  # a few seconds in production
+    # hold_warn_s: a few seconds in production
+    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01, hold_warn_s=0.0)
     await batcher.start()
     await batcher.step()  # the deposits
     await _publish(redis, 0, [_canceled(7, 101)])

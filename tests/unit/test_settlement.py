@@ -7,6 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from schema.messages import Cancel, OrderType, Place, Replace, SelfTrade, Side, TimeInForce
+from schema.orders import OrderStatus
 from schema.symbols import SymbolSpec
 from workers.book import OrderBook
 from workers.settlement import Settlement
@@ -165,3 +166,62 @@ def test_money_is_conserved_and_locks_match_resting_orders(script):
 
 def _fields(struct) -> dict:
     return {name: getattr(struct, name) for name in struct.__struct_fields__}
+
+
+# -- statuses: what SETTLE writes, as the transition table says ----------------------------
+
+
+def _settle(book: OrderBook, command, hold: int, settlement: Settlement) -> None:
+    side = command.side if isinstance(command, Place) else None
+    if isinstance(command, Replace):
+        side = Side.BUY  # the only replaces here are of buys
+    events = book.apply(command)
+    resting = book.order(command.order_id)
+    after = None if resting is None else (resting.price, resting.remaining)
+    settlement.add(SPEC, command, side, hold, events, after)
+
+
+def _place(order_id: int, user: str, side: Side, price: int, quantity: int, **kw) -> Place:
+    return Place(order_id=order_id, user_id=user, symbol="BTC-USD", side=side, price=price,
+                 quantity=quantity, **kw)  # fmt: skip
+
+
+def test_statuses_of_one_batch_come_from_the_table():
+    book, batch = OrderBook(SPEC), Settlement()
+    _settle(book, _place(1, "bob", Side.SELL, 1000, 5), 5, batch)
+    _settle(book, _place(2, "alice", Side.BUY, 1000, 3), 3000, batch)
+    # 1: accepted, then partly filled; 2: accepted and filled
+    assert batch.orders[1].status is OrderStatus.PARTIALLY_FILLED
+    assert batch.orders[2].status is OrderStatus.FILLED
+    assert (batch.orders[1].finished, batch.orders[2].finished) == (False, True)
+    assert batch.orders[1].remaining == 2 and batch.orders[2].remaining == 0
+
+
+def test_a_batch_that_did_not_see_the_accept_starts_from_open():
+    book = OrderBook(SPEC)
+    _settle(book, _place(1, "bob", Side.SELL, 1000, 5), 5, Settlement())
+    later = Settlement()  # the maker's accept was settled by an earlier batch
+    _settle(book, _place(2, "alice", Side.BUY, 1000, 2), 2000, later)
+    maker = later.orders[1]
+    assert (maker.status, maker.remaining, maker.filled) == (OrderStatus.PARTIALLY_FILLED, None, 2)
+    last = Settlement()
+    _settle(book, Cancel(order_id=1, user_id="bob", symbol="BTC-USD"), 0, last)
+    assert (last.orders[1].status, last.orders[1].reason) == (OrderStatus.CANCELED, "USER")
+    assert last.orders[1].finished and last.orders[1].settled
+
+
+def test_a_rejected_place_is_rejected_and_a_rejected_cancel_changes_no_status():
+    book, batch = OrderBook(SPEC), Settlement()
+    _settle(book, _place(1, "alice", Side.BUY, 5000, 1), 5000, batch)  # far out of band
+    _settle(book, Cancel(order_id=9, user_id="alice", symbol="BTC-USD"), 0, batch)
+    assert batch.orders[1].status is OrderStatus.REJECTED and batch.orders[1].finished
+    assert 9 not in batch.orders
+
+
+def test_a_replace_alone_leaves_the_status_to_the_record():
+    book = OrderBook(SPEC)
+    _settle(book, _place(1, "alice", Side.BUY, 990, 4), 3960, Settlement())
+    batch = Settlement()
+    _settle(book, Replace(order_id=1, user_id="alice", symbol="BTC-USD", quantity=2), 1980, batch)
+    state = batch.orders[1]
+    assert (state.status, state.remaining, state.settled, state.finished) == (None, 2, True, False)
