@@ -22,4 +22,9 @@ async def list_symbol(redis: Redis, spec: SymbolSpec, shards: int) -> int:
 
 async def load_specs(redis: Redis) -> dict[str, SymbolSpec]:
     raw = await redis.hgetall(keys.SYMBOLS)
-    return {k.decode(): msgspec.json.decode(v, type=SymbolSpec) for k, v in raw.items()}
+    # str keys only from a client made with decode_responses=True, which Spot never makes
+    return {_text(k): msgspec.json.decode(v, type=SymbolSpec) for k, v in raw.items()}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
