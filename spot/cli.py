@@ -206,7 +206,7 @@ def _batcher(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Any) -> int:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 
     from spot.audit import audit, render, wait_caught_up
     from spot.stack import Stack
