@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from control import migration
@@ -64,23 +65,34 @@ class Capacity:
 
 
 class Rebalancer:
+    """Tunables as keywords (control/wiring.py fills them from Settings): `shards` watched,
+    the `policy`, `default_capacity` (commands per busy second until measured) and
+    `measured_after` (commands a shard applies before its own figure counts), `window_s`
+    (whole seconds of order counts a load is measured over), `interval_s` between
+    evaluations, `migration_timeout_s` per step of a move, and `dry_run` (decide and log,
+    move nothing). Moves run on `orchestrator` (default: one with its defaults)."""
+
     def __init__(
         self,
         redis: Any,
+        *,
         shards: int,
         policy: Policy | None = None,
-        *,
+        orchestrator: migration.Orchestrator | None = None,
         default_capacity: float = 5000,
         measured_after: int = 1000,
         window_s: int = 10,
+        interval_s: float = 1.0,
         migration_timeout_s: float = migration.DEFAULT_TIMEOUT_S,
         dry_run: bool = False,
     ) -> None:
         self.redis = redis
         self.shards = shards
         self.rebalance = Rebalance(policy)
+        self.orchestrator = orchestrator or migration.Orchestrator(redis)
         self.capacity = Capacity(default_capacity, measured_after)
         self.window_s = window_s
+        self.interval_s = interval_s
         self.migration_timeout_s = migration_timeout_s
         self.dry_run = dry_run
         self.last: Decision | None = None
@@ -95,7 +107,7 @@ class Rebalancer:
             if running:
                 log.info("dry run: %s unfinished migration(s) left alone", running)
         else:
-            for done in await migration.resume_all(self.redis):
+            for done in await self.orchestrator.resume_all():
                 log.info(
                     "resumed migration %s of %s: %s", done["id"], done["symbol"], done["state"]
                 )
@@ -105,12 +117,12 @@ class Rebalancer:
             if ended and now - ended < self.rebalance.policy.cooldown_s:
                 self.rebalance.moved(m["symbol"], int(m["from"]), int(m["to"]), ended)
 
-    async def run(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         while not stop.is_set():
             await self.evaluate()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
+                await asyncio.wait_for(stop.wait(), self.interval_s)
 
     async def evaluate(self) -> Decision:
         """Measure, decide, record, and carry out a move (unless a dry run)."""
@@ -142,8 +154,8 @@ class Rebalancer:
         stats = {_text(k): int(v) for k, v in replies[-1].items()}
         rates: dict[int, dict[str, float]] = {n: {} for n in range(self.shards)}
         shard_of = {s: int(r) for s, r in zip(symbols, routes, strict=True) if r is not None}
-        for symbol, shard in shard_of.items():
-            rates.setdefault(shard, {})[symbol] = 0.0
+        for symbol, home in shard_of.items():
+            rates.setdefault(home, {})[symbol] = 0.0
         for second in counts:
             for symbol, count in second.items():
                 shard = shard_of.get(_text(symbol))
@@ -198,7 +210,7 @@ class Rebalancer:
         symbol, source, target = decision.symbol, decision.source, decision.target
         log.info("moving %s from shard %s to shard %s", symbol, source, target)
         try:
-            done = await migration.migrate(self.redis, symbol, target, self.migration_timeout_s)
+            done = await self.orchestrator.migrate(symbol, target, self.migration_timeout_s)
             state, migration_id = done["state"], done["id"]
         except migration.MigrationError as e:  # the route changed under us, or a race
             state, migration_id = f"REFUSED {e.code}", ""
@@ -246,9 +258,10 @@ class Rebalancer:
         )
 
 
-def run_rebalancer(redis_url: str, settings: Any, interval_s: float, dry_run: bool) -> None:
-    """The rebalancer process: SIGTERM or SIGINT stop it between steps; a migration it was
-    running is left where it got to, for the next start's resume_all."""
+def run_rebalancer(redis_url: str, build: Callable[[Any], Rebalancer]) -> None:
+    """The rebalancer process, `build` making it on its Redis client: SIGTERM or SIGINT stop
+    it between steps; a migration it was running is left where it got to, for the next
+    start's resume_all."""
     import signal
 
     import uvloop
@@ -260,8 +273,8 @@ def run_rebalancer(redis_url: str, settings: Any, interval_s: float, dry_run: bo
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        rebalancer = from_settings(redis, settings, dry_run)
-        running = asyncio.create_task(rebalancer.run(stop, interval_s))
+        rebalancer = build(redis)
+        running = asyncio.create_task(rebalancer.run(stop))
         stopped = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -275,13 +288,3 @@ def run_rebalancer(redis_url: str, settings: Any, interval_s: float, dry_run: bo
         log.info("rebalancer stopped")
 
     uvloop.run(main())
-
-
-def from_settings(redis: Any, settings: Any, dry_run: bool = False) -> Rebalancer:
-    return Rebalancer(
-        redis,
-        settings.shards,
-        Policy(cooldown_s=settings.rebalancer_cooldown_s),
-        default_capacity=settings.shard_capacity,
-        dry_run=dry_run,
-    )

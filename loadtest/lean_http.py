@@ -20,7 +20,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from gevent import socket as gsocket
+from gevent import socket as gsocket  # type: ignore[import-untyped]  # gevent ships no stubs
 from locust import User
 from locust.exception import LocustError
 

@@ -33,9 +33,9 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-import gevent
+import gevent  # type: ignore[import-untyped]  # gevent ships no stubs
 import msgspec
-from gevent.pool import Pool
+from gevent.pool import Pool  # type: ignore[import-untyped]  # likewise
 from locust import FastHttpUser, task
 
 from loadtest.lean_http import LeanHttpUser
@@ -95,8 +95,9 @@ def phased_pacing(pace: float) -> Callable[[Any], float]:
 
     def wait(user: Any) -> float:
         now = perf_counter()
-        user.next_at = max(getattr(user, "next_at", now) + pace, now)
-        return user.next_at - now
+        next_at: float = max(getattr(user, "next_at", now) + pace, now)
+        user.next_at = next_at
+        return next_at - now
 
     return wait
 

@@ -6,13 +6,10 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from loadtest.measured import Run
 from loadtest.plot import plot
 from loadtest.thresholds import Thresholds
-
-if TYPE_CHECKING:
-    from loadtest.run import Run
 
 ORDER_METHODS = ("POST", "DELETE", "PATCH")
 EXPECTED = "[409 "  # the name suffix locustfile.py gives expected conflicts

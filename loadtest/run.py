@@ -25,25 +25,26 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
-import psutil
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
+import psutil  # type: ignore[import-untyped]  # psutil ships no stubs (types-psutil unlocked)
 from redis.asyncio import Redis
 
 from api.auth import make_token
 from loadtest import results
+from loadtest.measured import Run
 from loadtest.thresholds import Thresholds
 from schema import keys
 from schema.settings import Settings
+from schema.streams import EventsEntry
 from spot.audit import wait_caught_up
-from spot.bench.pipeline import _cpu, _pid_listening, _wait_ready
+from spot.processes import cpu_seconds, pid_listening, spot_environment, wait_ready
 from spot.seed import DEMO_SYMBOLS, demo_user, seed
 from spot.stack import Stack
 from spot.status import shard_status
 from spot.supervisor import child_env, children
-from store import db
+from store import db, scripts
 
 HERE = Path(__file__).resolve().parent
 # Orders per second one user of the seed's model sends, on average over the weights in
@@ -51,54 +52,7 @@ HERE = Path(__file__).resolve().parent
 MODEL_RATE = (75 / 10 + 18 / 3 + 7 / 1) / 100
 MODEL_CLASSES = ["OrdinaryUser", "ActiveTrader", "DayTrader"]
 MAX_USER_RATE = 20.0  # order commands per second one open-loop MaxUser offers
-SAMPLE_S = 0.2  # how often the worker streams are sampled for acceptance→matched
 DRAIN_TIMEOUT_S = 120.0
-
-# The newest events entry of each shard: its id (when the worker settled the batch) and
-# `first` (the orders-stream id of the batch's oldest order, i.e. when it was accepted).
-# Only the two ids leave Redis, not the batch's events.
-NEWEST_BATCH = """
-local out = {}
-for _, key in ipairs(KEYS) do
-  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-  if newest then
-    local fields = newest[2]
-    for j = 1, #fields, 2 do
-      if fields[j] == 'first' then out[#out + 1] = newest[1]; out[#out + 1] = fields[j + 1] end
-    end
-  end
-end
-return out
-"""
-
-
-@dataclass
-class Run:
-    """What the runner measured besides Locust's own files."""
-
-    scenario: str
-    rate: float
-    seconds: int
-    users: int
-    traders: int
-    processes: int
-    client: str = "lean"
-    speed: float = 1.0
-    locust_code: int = 0
-    started_ms: float = 0.0  # wall clock when Locust started
-    load_s: float = 0.0  # Locust's whole run, spawning included
-    matched_ms: list[float] = field(default_factory=list)  # acceptance→events, sampled
-    sample_s: float = SAMPLE_S
-    flushes: list[dict[str, float]] = field(default_factory=list)
-    backlog: int = 0  # orders queued but not matched when Locust stopped
-    drained_s: float = 0.0  # until workers and batcher had caught up
-    behind: list[str] = field(default_factory=list)
-    server_buckets: dict[float, int] = field(default_factory=dict)  # API's own timing
-    cpu_s: dict[str, float] = field(default_factory=dict)
-    persisted: tuple[int, float] = (0, 0.0)  # orders rows, seconds between first and last
-    trades: tuple[int, float] = (0, 0.0)
-    audit_clean: bool = False
-    audit_output: str = ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / "results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     run = _plan(args)
-    env = {k: v for k, v in os.environ.items() if k.startswith("SPOT_")}
+    env = spot_environment()
     with tempfile.TemporaryDirectory(prefix="spot-loadtest-") as data:
         env["SPOT_DATA_DIR"] = data
         env.setdefault("SPOT_API_PORT", str(_free_port()))
@@ -214,21 +168,21 @@ def _execute(run: Run, settings: Settings, env: dict[str, str], data: Path, out:
         for c in children(settings)
     }
     try:
-        _wait_ready(settings.api_port, server=procs["api"].pid)
+        wait_ready(settings.api_port, server=procs["api"].pid)
         # The seed's deposits must be in the database before orders spend them: the
         # batcher applies its streams side by side, not in the order they were written.
         asyncio.run(_drain(run, settings, redis_url, database_url))
         if run.behind:
             raise RuntimeError(f"the batcher never persisted the seed: {run.behind}")
         groups = _groups(procs, redis_url, database_url)
-        cpu_before = _cpu(groups)
+        cpu_before = cpu_seconds(groups)
         self_before = _self_cpu()
         buckets_before = _server_buckets(settings.api_port)
         asyncio.run(_load(run, settings, redis_url, config, out))
         buckets_after = _server_buckets(settings.api_port)
         run.server_buckets = {le: n - buckets_before.get(le, 0) for le, n in buckets_after.items()}
         asyncio.run(_drain(run, settings, redis_url, database_url))
-        cpu_after = _cpu(groups)
+        cpu_after = cpu_seconds(groups)
         run.cpu_s |= {kind: cpu_after[kind] - cpu_before[kind] for kind in groups}
         run.cpu_s["runner"] = _self_cpu() - self_before
         asyncio.run(_count(run, redis_url, database_url, before))
@@ -272,7 +226,9 @@ async def _prepare(
         await conn.close()
 
 
-def _groups(procs: dict, redis_url: str, database_url: str) -> dict[str, list[int]]:
+def _groups(
+    procs: dict[str, subprocess.Popen[bytes]], redis_url: str, database_url: str
+) -> dict[str, list[int]]:
     groups = {
         "api": [procs["api"].pid],
         "workers": [p.pid for n, p in procs.items() if n.startswith("worker")],
@@ -281,7 +237,7 @@ def _groups(procs: dict, redis_url: str, database_url: str) -> dict[str, list[in
     for kind, url in (("redis", redis_url), ("postgres", database_url)):
         host_port = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
         host, _, port = host_port.rpartition(":")
-        pid = _pid_listening(int(port)) if host in ("127.0.0.1", "localhost") else None
+        pid = pid_listening(int(port)) if host in ("127.0.0.1", "localhost") else None
         groups[kind] = [pid] if pid else []
     return groups
 
@@ -309,6 +265,7 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
                                            "--master-port", master_port]  # fmt: skip
     redis = Redis.from_url(redis_url)
     streams = [keys.events(n) for n in range(settings.shards)]
+    await scripts.load(redis, scripts.NEWEST_BATCH)  # its calls ride a pipeline
     seen: dict[bytes, bytes] = {}
     locust_cpu: dict[int, float] = {}
     started = time.monotonic()
@@ -330,16 +287,24 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
                     break
                 if time.monotonic() - started > run.seconds + 120:
                     locust.kill()
-                newest = await redis.eval(NEWEST_BATCH, len(streams), *streams)
-                for settled, first in zip(newest[::2], newest[1::2], strict=True):
+                for settled, first in await _newest_batches(redis, streams):
                     if seen.get(first) != settled:
                         seen[first] = settled
                         run.matched_ms.append(_ms(settled) - _ms(first))
-                await asyncio.sleep(SAMPLE_S)
+                await asyncio.sleep(run.sample_s)
         finally:
             run.load_s = time.monotonic() - started
             run.backlog = sum(r["lag"] for r in await shard_status(redis, settings.shards))
             await redis.aclose()
+
+
+async def _newest_batches(redis: Redis, streams: list[str]) -> list[tuple[bytes, bytes]]:
+    """Each shard's newest settled batch: (its entry id, the orders-stream id of its oldest
+    order), in one round trip; a shard with none is left out."""
+    pipe = redis.pipeline(transaction=False)
+    for stream in streams:
+        scripts.NEWEST_BATCH.queue(pipe, [stream], [EventsEntry.FIRST])
+    return [(reply[0], reply[1]) for reply in await pipe.execute() if reply]
 
 
 def _sample_cpu(root: int, seen: dict[int, float]) -> None:

@@ -103,9 +103,17 @@ class EventsEntry(msgspec.Struct, frozen=True, gc=False):
     events: bytes  # msgpack list of schema.messages Event; b"" in no entry (not written)
     balances: bytes  # msgpack [[user, asset, available delta, locked delta], ...]
 
+    # field names in the stream
+    ORDERS_ID = b"id"
+    FIRST = b"first"
+    EVENTS = b"events"
+    BALANCES = b"balances"
+
     @classmethod
     def from_fields(cls, fields: Fields) -> EventsEntry:
-        return cls(fields[b"id"], fields[b"first"], fields[b"events"], fields[b"balances"])
+        return cls(
+            fields[cls.ORDERS_ID], fields[cls.FIRST], fields[cls.EVENTS], fields[cls.BALANCES]
+        )
 
     def decode_events(self) -> list[Event]:
         return _events.decode(self.events)

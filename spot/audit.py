@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 
 from batcher import postgres
 from schema import keys

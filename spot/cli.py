@@ -200,7 +200,7 @@ def _batcher(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Any) -> int:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 
     from spot.audit import audit, render, wait_caught_up
     from spot.stack import Stack
@@ -272,7 +272,7 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Any) -> int:
-    from control import migration
+    from control import migration, wiring
     from spot.stack import Stack
 
     if not 0 <= args.to_shard < settings.shards:
@@ -281,7 +281,8 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
     result: dict[str, Any] = {}
 
     async def move(redis: Any) -> None:
-        result.update(await migration.migrate(redis, args.symbol, args.to_shard, args.timeout))
+        orchestrator = wiring.orchestrator(redis, settings)
+        result.update(await orchestrator.migrate(args.symbol, args.to_shard, args.timeout))
 
     with Stack(settings) as (redis_url, _):
         try:
@@ -301,20 +302,25 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
-    from control.rebalancer import from_settings, run_rebalancer
+    from control import wiring
+    from control.rebalancer import Rebalancer, run_rebalancer
     from spot.stack import Stack
 
     if args.interval <= 0:
         print("spot rebalancer: --interval must be positive", file=sys.stderr)
         return 2
+
+    def build(redis: Any) -> Rebalancer:
+        return wiring.rebalancer(redis, settings, interval_s=args.interval, dry_run=args.dry_run)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with Stack(settings) as (redis_url, _):
         if not args.once:
-            run_rebalancer(redis_url, settings, args.interval, args.dry_run)
+            run_rebalancer(redis_url, build)
             return 0
 
         async def once(redis: Any) -> None:
-            rebalancer = from_settings(redis, settings, args.dry_run)
+            rebalancer = build(redis)
             await rebalancer.start()
             decision = await rebalancer.evaluate()
             for n in range(settings.shards):

@@ -112,7 +112,7 @@ def months(name: str, unit: str, quantity: int | Decimal, price: Decimal) -> Com
 
 
 def node_group(
-    key: str, group: dict, disk_gb: int, prices: PriceTable, on_demand: bool
+    key: str, group: dict[str, Any], disk_gb: int, prices: PriceTable, on_demand: bool
 ) -> Resource:
     # Priced on the first instance type, as Infracost does for instance_types.
     itype, count = group["instance_types"][0], int(group["count"])
@@ -135,7 +135,7 @@ def node_group(
     return r
 
 
-def database(db: dict, prices: PriceTable, on_demand: bool) -> Resource:
+def database(db: dict[str, Any], prices: PriceTable, on_demand: bool) -> Resource:
     purchase = "reserved" if db["reserved"] and not on_demand else "on_demand"
     az, copies = ("Multi-AZ", 2) if db["multi_az"] else ("Single-AZ", 1)
     cls, storage = db["instance_class"], int(db["allocated_storage"])
@@ -155,7 +155,7 @@ def database(db: dict, prices: PriceTable, on_demand: bool) -> Resource:
     return r
 
 
-def redis(cfg: dict, prices: PriceTable, on_demand: bool) -> Resource:
+def redis(cfg: dict[str, Any], prices: PriceTable, on_demand: bool) -> Resource:
     purchase = "reserved" if cfg["reserved"] and not on_demand else "on_demand"
     node, nodes = cfg["node_type"], 1 + int(cfg["replicas"])
     r = Resource("aws_elasticache_replication_group.redis", "aws_elasticache_replication_group")
@@ -164,7 +164,7 @@ def redis(cfg: dict, prices: PriceTable, on_demand: bool) -> Resource:
     return r
 
 
-def kafka(cfg: dict, prices: PriceTable) -> Resource:
+def kafka(cfg: dict[str, Any], prices: PriceTable) -> Resource:
     broker, n = cfg["broker_type"], int(cfg["brokers"])
     r = Resource("aws_msk_cluster.kafka[0]", "aws_msk_cluster")
     r.components.append(hours(f"Instance ({broker})", n, prices.price("msk", broker)))
@@ -202,9 +202,9 @@ def estimate(v: dict[str, Any], prices: PriceTable, on_demand: bool = False) -> 
     ]
     lb = hours("Application load balancer", 1, prices.price("elb", "application"))
     resources.append(single("aws_lb.api", "aws_lb", lb))
-    key = months("Customer master key", "months", 1, prices.price("kms", "key"))
+    kms = months("Customer master key", "months", 1, prices.price("kms", "key"))
     for name in ("aws_kms_key.data", "module.eks.module.kms.aws_kms_key.this[0]"):
-        resources.append(single(name, "aws_kms_key", key))
+        resources.append(single(name, "aws_kms_key", kms))
     secret = months("Secret", "months", 1, prices.price("secretsmanager", "secret"))
     for name in ("database", "redis", "jwt"):
         resources.append(
@@ -260,7 +260,9 @@ def component_json(c: Component) -> dict[str, Any]:
     }
 
 
-def to_infracost_json(resources: list[Resource], project: str, var_files: list[str]) -> dict:
+def to_infracost_json(
+    resources: list[Resource], project: str, var_files: list[str]
+) -> dict[str, Any]:
     monthly = total(resources)
     hourly = num(monthly / HOURS_PER_MONTH)
     breakdown = {

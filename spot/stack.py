@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
-import psutil
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
+import psutil  # type: ignore[import-untyped]  # psutil ships no stubs (types-psutil unlocked)
 
 from schema.settings import Settings
 
@@ -338,7 +338,7 @@ def _read_pid(path: Path) -> int | None:
 def _alive(pid: int) -> bool:
     # A zombie counts as gone: where PID 1 does not reap orphans, a stopped daemon stays one.
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

@@ -92,3 +92,12 @@ CLAIM = Script("claim")  # a DRAIN marker, atomically against the rollback
 WORKER_SCRIPTS = (SETTLE, RENEW, RELEASE, STORE_HANDOFF, ADOPTED, CLAIM)
 
 # control: the hot-shard migration's steps (control/migration.py)
+MIGRATION_START = Script("migration_start")
+MIGRATION_PAUSE = Script("migration_pause")
+MIGRATION_END_STEP = Script("migration_end_step")
+MIGRATION_MARK = Script("migration_mark")
+MIGRATION_ROLLBACK = Script("migration_rollback")
+MIGRATION_SWITCH = Script("migration_switch")
+MIGRATION_FINISH = Script("migration_finish")
+# and the load test's sampling of the settled batches (loadtest/run.py)
+NEWEST_BATCH = Script("newest_batch")

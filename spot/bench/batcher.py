@@ -18,15 +18,16 @@ import tempfile
 import time
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 import msgspec
 from redis.asyncio import Redis
 
 from schema import keys
 from schema.messages import Event, Side, Trade
 from schema.settings import Settings
+from schema.streams import EventsEntry
 from spot.bench.engine import SPEC, realistic
-from spot.bench.pipeline import _cpu, _pid_listening, _settings_env
+from spot.processes import cpu_seconds, pid_listening, spot_environment
 from spot.stack import Stack
 from spot.supervisor import child_env, spot_command
 from store import db
@@ -78,7 +79,12 @@ async def _offer(redis: Redis, entries: list[tuple[bytes, bytes]], rate: int, sh
         now = f"{int(time.time() * 1000)}-0"
         await redis.xadd(
             keys.events(n % shards),
-            {"id": now, "first": now, "events": events, "balances": balances},
+            {
+                EventsEntry.ORDERS_ID: now,
+                EventsEntry.FIRST: now,
+                EventsEntry.EVENTS: events,
+                EventsEntry.BALANCES: balances,
+            },
         )
     return time.monotonic() - started
 
@@ -88,7 +94,7 @@ def batcher(settings: Settings, rate: int, seconds: int) -> int:
     print(f"preparing {orders:,} orders of events…", flush=True)
     entries = _entries(orders)
     with tempfile.TemporaryDirectory() as data:
-        settings = Settings.from_env({**_settings_env(settings), "SPOT_DATA_DIR": data})
+        settings = Settings.from_env({**spot_environment(), "SPOT_DATA_DIR": data})
         with Stack(settings, durable=False) as (redis_url, database_url):
             db.upgrade(database_url)
             return asyncio.run(_run(settings, redis_url, database_url, entries, rate, orders))
@@ -113,12 +119,12 @@ async def _run(
     procs = [subprocess.Popen(spot_command("batcher"), env=env)]
     try:
         await asyncio.sleep(1.5)  # the batchers start and read their offsets
-        pg = _pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
+        pg = pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
         groups = {"batcher": [p.pid for p in procs], "postgres": [pg] if pg else []}
-        before = _cpu(groups)
+        before = cpu_seconds(groups)
         took = await _offer(redis, entries, rate, settings.shards)
         await _caught_up(redis, conn, settings.shards)
-        after = _cpu(groups)
+        after = cpu_seconds(groups)
         flushes = [msgspec.json.decode(f) for f in await redis.lrange(keys.BATCHER_FLUSHES, 0, -1)]
         rows = await conn.fetchval(
             "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM trades)"

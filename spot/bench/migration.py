@@ -2,7 +2,7 @@
 
 The stack is the one `spot bench pipeline` runs, without the API (workers as processes,
 the batcher, Redis, PostgreSQL), in a throwaway data folder. A generator process offers a
-steady rate of limit orders through the Router (the API's own path to Redis, pipelined),
+steady rate of limit orders through the order gateway (the API's own path to Redis, pipelined),
 the hot symbol taking a big share and the other demo symbols the rest. Meanwhile this
 process moves the hot symbol back and forth between two shards owned by different worker
 processes, with the orchestrator that `spot migrate` runs, and prints per migration:
@@ -29,15 +29,21 @@ import tempfile
 import time
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 
+<<<<<<< HEAD
 from api.order_gateway import OrderGateway
 from control import migration
+=======
+from api.order_gateway import OrderGateway
+from control import wiring
+>>>>>>> rd-control
 from schema import keys
-from schema.messages import Accepted, Action, Command, Event, Place, Rejected, Side
+from schema.messages import Accepted, Action, Place, Rejected, Side
 from schema.settings import Settings
-from spot.bench.pipeline import _prepare, _settings_env
+from schema.streams import CommandEntry, EventsEntry
+from spot.bench.pipeline import prepare
+from spot.processes import spot_environment
 from spot.seed import DEMO_SYMBOLS
 from spot.stack import Stack
 from spot.supervisor import child_env, children
@@ -48,18 +54,16 @@ HOT = "AAPL"
 WARMUP_S = 3.0  # load before the first migration: books filled, workers at speed
 BETWEEN_S = 1.0  # load between two migrations
 TICK_S = 0.002  # the generator's pacing step
-_commands = msgspec.msgpack.Decoder(Command)
-_events = msgspec.msgpack.Decoder(list[Event])
 
 
 def migration_bench(
     settings: Settings, rate: int, migrations: int, hot_share: float, users: int
 ) -> int:
     with tempfile.TemporaryDirectory() as data:
-        settings = Settings.from_env({**_settings_env(settings), "SPOT_DATA_DIR": data})
+        settings = Settings.from_env({**spot_environment(), "SPOT_DATA_DIR": data})
         with Stack(settings, durable=False) as (redis_url, database_url):
             db.upgrade(database_url)
-            asyncio.run(_prepare(redis_url, settings, users))
+            asyncio.run(prepare(redis_url, settings, users))
             return _measure(settings, redis_url, database_url, rate, migrations, hot_share, users)
 
 
@@ -89,7 +93,7 @@ def _measure(
         home = keys.home_shard(HOT, settings.shards)
         # A shard of the other worker process (they are dealt round robin).
         other = (home + 1) % settings.shards
-        results = asyncio.run(_migrate_back_and_forth(redis_url, home, other, migrations))
+        results = asyncio.run(_migrate_back_and_forth(settings, redis_url, home, other, migrations))
         generator.send_signal(signal.SIGTERM)
         offered = json.loads(generator.communicate(timeout=60)[0])
     finally:
@@ -123,7 +127,7 @@ class Watch:
     """Tails `pending:{HOT}` (when each buffered order entered it) and the two shards'
     event streams (when each of the hot symbol's orders was applied)."""
 
-    def __init__(self, redis: Redis, shards: tuple[int, int]) -> None:
+    def __init__(self, redis: Any, shards: tuple[int, int]) -> None:
         self.redis = redis
         self.shards = shards
         self.pending_ms: dict[int, int] = {}
@@ -140,7 +144,7 @@ class Watch:
             reply = await self.redis.xread({keys.pending(HOT): last}, count=1000, block=5)
             for _, entries in reply or ():
                 for entry_id, fields in entries:
-                    command = _commands.decode(fields[b"c"])
+                    command = CommandEntry.from_fields(fields).decode_command()
                     if type(command) is Place:
                         self.pending_ms[command.order_id] = _ms(entry_id)
                 last = entries[-1][0]
@@ -152,9 +156,10 @@ class Watch:
             for stream, entries in reply or ():
                 for entry_id, fields in entries:
                     at = _ms(entry_id)
+                    batch = EventsEntry.from_fields(fields)
                     if self.sampling:
-                        self.lag_ms.append(at - _ms(fields[b"first"]))
-                    for e in _events.decode(fields[b"events"]):
+                        self.lag_ms.append(at - _ms(batch.first_id))
+                    for e in batch.decode_events():
                         if e.symbol == HOT and (
                             type(e) is Accepted
                             or (type(e) is Rejected and e.action is Action.PLACE)
@@ -168,9 +173,10 @@ def _ms(entry_id: bytes) -> int:
 
 
 async def _migrate_back_and_forth(
-    redis_url: str, home: int, other: int, count: int
+    settings: Settings, redis_url: str, home: int, other: int, count: int
 ) -> list[dict[str, Any]]:
     redis = Redis.from_url(redis_url)
+    orchestrator = wiring.orchestrator(redis, settings)
     tails = Redis.from_url(redis_url)  # blocking reads on their own connections
     watch = Watch(tails, (home, other))
     tasks = [asyncio.create_task(watch.pending()), asyncio.create_task(watch.applied())]
@@ -179,7 +185,7 @@ async def _migrate_back_and_forth(
         await asyncio.sleep(WARMUP_S)
         for n in range(count):
             target = other if n % 2 == 0 else home
-            done = await migration.migrate(redis, HOT, target, timeout_s=5.0)
+            done = await orchestrator.migrate(HOT, target, timeout_s=5.0)
             done["handoff_bytes"] = await redis.strlen(keys.handoff(done["id"]))
             done["waits_ms"], done["unseen"] = await _waits(redis, watch, done)
             results.append(done)
@@ -198,7 +204,7 @@ async def _migrate_back_and_forth(
     return results
 
 
-async def _waits(redis: Redis, watch: Watch, done: dict[str, Any]) -> tuple[list[int], int]:
+async def _waits(redis: Any, watch: Watch, done: dict[str, Any]) -> tuple[list[int], int]:
     """Per order the switch replayed: pending entry -> applied on the target, in ms. The
     replayed entries are the last `pending` ones up to `replayed_to` in the target's stream
     (the switch script appends them in one step). For an order the tail did not see in
@@ -211,7 +217,7 @@ async def _waits(redis: Redis, watch: Watch, done: dict[str, Any]) -> tuple[list
     )
     orders = [
         command.order_id
-        for command in (_commands.decode(fields[b"c"]) for _, fields in entries)
+        for command in (CommandEntry.from_fields(f).decode_command() for _, f in entries)
         if type(command) is Place
     ]
     for _ in range(200):  # the tail of the events streams may be a moment behind
@@ -287,7 +293,7 @@ def _report(
 
 async def _generate(redis_url: str, rate: int, hot: str, hot_share: float, users: int) -> None:
     """Limit orders at `rate` per second until SIGTERM, paced every TICK_S; prints what it
-    offered as one JSON line. Each order is its own task: the Router pipelines the calls
+    offered as one JSON line. Each order is its own task: the gateway pipelines the calls
     that are due together into one round trip."""
     redis = Redis.from_url(redis_url)
     specs = await load_specs(redis)

@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
 from redis.asyncio import Redis
 
 from api.auth import make_token
 from api.order_gateway import OrderGateway
 from schema.settings import Settings
+from spot.processes import cpu_seconds, pid_listening, spot_environment, wait_ready
 from spot.seed import DEMO_SYMBOLS
 from spot.stack import Stack
 from spot.status import shard_status
@@ -37,17 +35,7 @@ from store.symbols import list_symbol
 
 # Requests rotate over these bodies: every symbol, both sides, prices within ±0.5% of the
 # reference so that about half cross and the books stay small.
-WRK_SCRIPT = """
-local tokens = {%(tokens)s}
-local bodies = {%(bodies)s}
-local n = 0
-request = function()
-  n = n + 1
-  local headers = {["Authorization"] = "Bearer " .. tokens[n %% #tokens + 1],
-                   ["Content-Type"] = "application/json"}
-  return wrk.format("POST", "/v1/orders", headers, bodies[n %% #bodies + 1])
-end
-"""
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_orders.lua"
 
 
 def _bodies() -> list[str]:
@@ -63,7 +51,9 @@ def _bodies() -> list[str]:
     return out
 
 
-async def _prepare(redis_url: str, settings: Settings, users: int) -> list[str]:
+async def prepare(redis_url: str, settings: Settings, users: int) -> list[str]:
+    """An empty Redis with the demo symbols listed and users bench0..bench{users - 1}
+    funded; returns a bearer token for each."""
     redis = Redis.from_url(redis_url)
     try:
         await redis.flushdb()
@@ -77,64 +67,6 @@ async def _prepare(redis_url: str, settings: Settings, users: int) -> list[str]:
     finally:
         await redis.aclose()
     return [make_token(f"bench{n}", secret=settings.jwt_secret) for n in range(users)]
-
-
-def _pid_listening(port: int) -> int | None:
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-            return conn.pid
-    return None
-
-
-def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far per process kind, children (granian workers, postgres
-    backends) included."""
-    out: dict[str, float] = {}
-    for kind, group in pids.items():
-        total = 0.0
-        for pid in group:
-            try:
-                proc = psutil.Process(pid)
-                for p in [proc, *proc.children(recursive=True)]:
-                    times = p.cpu_times()
-                    total += times.user + times.system
-            except psutil.NoSuchProcess:
-                continue
-        out[kind] = total
-    return out
-
-
-def _wait_ready(port: int, timeout: float = 60, server: int | None = None) -> None:
-    """Until the API on `port` answers /readyz; with `server` (its pid), also that no other
-    process listens there: Granian shares a port with any other Granian on it
-    (SO_REUSEPORT), and a load test half against another stack measures nonsense."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    if server is not None:
-                        _check_sole_listener(port, server)
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("the API never became ready")
-
-
-def _check_sole_listener(port: int, server: int) -> None:
-    try:
-        proc = psutil.Process(server)
-        ours = {server} | {p.pid for p in proc.children(recursive=True)}
-    except psutil.NoSuchProcess:
-        raise RuntimeError(f"the API exited; whatever answers on port {port} is not it") from None
-    listening = [
-        conn.pid
-        for conn in psutil.net_connections("tcp")
-        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
-    ]
-    others = {pid for pid in listening if pid is not None} - ours  # None: not ours to see
-    if others:
-        raise RuntimeError(f"port {port} is also served by pid {sorted(others)}: another stack")
 
 
 def _parse_wrk(output: str) -> dict[str, Any]:
@@ -153,15 +85,11 @@ def pipeline(settings: Settings, seconds: int, connections: int, users: int) -> 
         print("spot bench pipeline needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as data:
-        settings = Settings.from_env({**_settings_env(settings), "SPOT_DATA_DIR": data})
+        settings = Settings.from_env({**spot_environment(), "SPOT_DATA_DIR": data})
         with Stack(settings, durable=False) as (redis_url, database_url):
             db.upgrade(database_url)
-            tokens = asyncio.run(_prepare(redis_url, settings, users))
+            tokens = asyncio.run(prepare(redis_url, settings, users))
             return _measure(settings, redis_url, database_url, tokens, seconds, connections)
-
-
-def _settings_env(settings: Settings) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("SPOT_")}
 
 
 def _measure(
@@ -178,31 +106,28 @@ def _measure(
         for c in children(settings)
     }
     try:
-        _wait_ready(settings.api_port, server=procs["api"].pid)
-        script = Path(tempfile.mkstemp(suffix=".lua")[1])
-        script.write_text(
-            WRK_SCRIPT
-            % {
-                "tokens": ",".join(f'"{t}"' for t in tokens),
-                "bodies": ",".join(json.dumps(b) for b in _bodies()),
-            }
-        )
+        wait_ready(settings.api_port, server=procs["api"].pid)
+        tokens_file = Path(tempfile.mkstemp(suffix=".txt")[1])
+        tokens_file.write_text("".join(f"{t}\n" for t in tokens))
+        bodies_file = Path(tempfile.mkstemp(suffix=".txt")[1])
+        bodies_file.write_text("".join(f"{b}\n" for b in _bodies()))
         groups = {
             "api": [procs["api"].pid],
             "workers": [p.pid for n, p in procs.items() if n.startswith("worker")],
             "batcher": [p.pid for n, p in procs.items() if n.startswith("batcher")],
         }
-        redis_pid = _pid_listening(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
-        postgres_pid = _pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
+        redis_pid = pid_listening(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+        postgres_pid = pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
         groups["redis"] = [redis_pid] if redis_pid else []
         groups["postgres"] = [postgres_pid] if postgres_pid else []
-        before = _cpu(groups)
+        before = cpu_seconds(groups)
         wrk = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-             f"http://127.0.0.1:{settings.api_port}"],
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+             str(WRK_SCRIPT), f"http://127.0.0.1:{settings.api_port}", "--", str(tokens_file),
+             str(bodies_file)],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        after = _cpu(groups)
+        after = cpu_seconds(groups)
         lag, drain_s = asyncio.run(_lag_and_drain(redis_url, settings.shards))
     finally:
         for proc in procs.values():

@@ -4,7 +4,7 @@ orchestrator, the source worker and the target worker each killed (SIGKILL) at e
 Everything runs as it does in production, apart from the clients: `spot worker` processes
 for the two shards, a `spot batcher` process writing to PostgreSQL, and each migration
 driven by a `spot migrate` process. Several clients, each its own user, place limit and
-market orders, cancel and replace through the Router (what the HTTP API calls), on the
+market orders, cancel and replace through the order gateway (what the HTTP API calls), on the
 migrating symbol and on a bystander that lives on the target shard.
 
 Afterwards: every accepted command has exactly one outcome; each symbol's events run

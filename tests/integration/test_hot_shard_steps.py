@@ -13,14 +13,15 @@ SHARDS = 10
 
 async def test_a_step_ending_after_another_orchestrator_rolled_back_does_not_undo_it(redis):
     home = await list_symbol(redis, SPEC, SHARDS)
-    migration_id = await migration.start(redis, SPEC.symbol, (home + 1) % SHARDS, 5.0)
-    await migration.advance(redis, migration_id)  # PAUSE
+    a, b = migration.Orchestrator(redis), migration.Orchestrator(redis)
+    migration_id = await a.start(SPEC.symbol, (home + 1) % SHARDS, 5.0)
+    await a.advance(migration_id)  # PAUSE
     record = keys.migration(migration_id)
     assert await redis.hget(record, "step") == b"DRAIN"
 
     # Orchestrator A timed out in DRAIN and rolled back; B saw the drain finish just after.
-    await migration._start_rollback(redis, migration_id, "DRAIN timed out")
-    await migration._end(redis, migration_id, "DRAIN", "TRANSFER")
+    await a._start_rollback(migration_id, "DRAIN timed out")
+    await b._end(migration_id, "DRAIN", "TRANSFER")
 
     assert await redis.hmget(record, "state", "step") == [b"ROLLING_BACK", b"ROLLBACK"]
     assert await redis.hget(record, "DRAIN_end_ms") is None
@@ -35,10 +36,11 @@ async def test_a_step_ending_after_another_orchestrator_rolled_back_does_not_und
 
 async def test_a_step_ends_once(redis):
     home = await list_symbol(redis, SPEC, SHARDS)
-    migration_id = await migration.start(redis, SPEC.symbol, (home + 1) % SHARDS, 5.0)
-    await migration.advance(redis, migration_id)  # PAUSE
-    await migration._end(redis, migration_id, "DRAIN", "TRANSFER")
+    a, b = migration.Orchestrator(redis), migration.Orchestrator(redis)
+    migration_id = await a.start(SPEC.symbol, (home + 1) % SHARDS, 5.0)
+    await a.advance(migration_id)  # PAUSE
+    await a._end(migration_id, "DRAIN", "TRANSFER")
     ended = await redis.hget(keys.migration(migration_id), "DRAIN_end_ms")
-    await migration._end(redis, migration_id, "DRAIN", "TRANSFER")  # a second orchestrator
+    await b._end(migration_id, "DRAIN", "TRANSFER")  # a second orchestrator
     record = keys.migration(migration_id)
     assert await redis.hmget(record, "step", "DRAIN_end_ms") == [b"TRANSFER", ended]

@@ -14,7 +14,7 @@ import pytest
 
 from api.metrics import Metrics
 from api.order_gateway import OrderGateway
-from control import migration
+from control import migration, wiring
 from control.policy import Policy
 from control.rebalancer import Capacity, Rebalancer
 from schema import keys
@@ -104,14 +104,17 @@ class Orders:
 
 def rebalancer(redis, **kwargs) -> Rebalancer:
     settings = Settings.from_env(
-        {"SPOT_SHARD_CAPACITY": str(CAPACITY), "SPOT_REBALANCER_COOLDOWN_S": "1"}
+        {
+            "SPOT_SHARDS": str(SHARDS),
+            "SPOT_SHARD_CAPACITY": str(CAPACITY),
+            "SPOT_REBALANCER_COOLDOWN_S": "1",
+        }
     )
-    return Rebalancer(
+    return wiring.rebalancer(
         redis,
-        SHARDS,
+        settings,
         # A one-second cooldown: what keeps the symbol from coming back must be the loads.
-        Policy(sustain=3, cooldown_s=settings.rebalancer_cooldown_s),
-        default_capacity=settings.shard_capacity,
+        policy=Policy(sustain=3, cooldown_s=settings.rebalancer_cooldown_s),
         measured_after=10**12,  # the workers measure thousands/s: keep the small default
         window_s=10,
         migration_timeout_s=10,

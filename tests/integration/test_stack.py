@@ -12,15 +12,11 @@ from redis.asyncio import Redis
 
 from schema.settings import Settings
 from spot.stack import EmbeddedPostgres, EmbeddedRedis, Stack
+from store import scripts
 
 # What the order path relies on: XAUTOCLAIM is 6.2, and so is the oldest supported Redis.
 MIN_REDIS = (6, 2)
 MIN_POSTGRES = 14
-
-ROUTE_SCRIPT = """
-local shard = redis.call('HGET', KEYS[1], 'shard')
-return redis.call('XADD', KEYS[2] .. shard, '*', 'order', ARGV[1])
-"""
 
 
 async def test_redis_version(redis: Redis) -> None:
@@ -53,19 +49,16 @@ async def test_redis_consumer_group_autoclaim(redis: Redis) -> None:
     assert [fields for _, fields in reply[1]] == [{b"order": b"a"}]
 
 
-async def test_redis_lua_script(redis: Redis) -> None:
-    await redis.hset("route:BTC-USD", "shard", "7")
-    route = redis.register_script(ROUTE_SCRIPT)
-
-    # Through a pipeline, as the router sends it: EVALSHA, loading the script on NOSCRIPT.
+async def test_redis_runs_spot_scripts(redis: Redis) -> None:
+    # Through a pipeline, as the router sends them (EVALSHA after SCRIPT LOAD), and alone.
+    await redis.xadd("events:7", {"id": "1-1", "first": "1-0", "events": b"", "balances": b""})
+    await scripts.load(redis, scripts.NEWEST_BATCH)
     async with redis.pipeline(transaction=False) as pipe:
-        await route(keys=["route:BTC-USD", "orders:"], args=[b"o1"], client=pipe)
-        await route(keys=["route:BTC-USD", "orders:"], args=[b"o2"], client=pipe)
-        ids = await pipe.execute()
-
-    assert len(ids) == 2
-    assert await redis.xlen("orders:7") == 2
-    assert await redis.eval("return ARGV[1] + 1", 0, "41") == 42
+        scripts.NEWEST_BATCH.queue(pipe, ["events:7"], ["first"])
+        scripts.NEWEST_BATCH.queue(pipe, ["events:8"], ["first"])
+        replies = await pipe.execute()
+    assert replies[0][1] == b"1-0" and replies[1] == []
+    assert await scripts.NEWEST_BATCH.run(redis, ["events:7"], ["first"]) == replies[0]
 
 
 async def test_postgres_query(pg: asyncpg.Connection) -> None:
