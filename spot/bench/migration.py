@@ -31,13 +31,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-<<<<<<< HEAD
-from api.order_gateway import OrderGateway
-from control import migration
-=======
 from api.order_gateway import OrderGateway
 from control import wiring
->>>>>>> rd-control
 from schema import keys
 from schema.messages import Accepted, Action, Place, Rejected, Side
 from schema.settings import Settings
