@@ -72,10 +72,21 @@ def next_status(status: OrderStatus, event: OrderEvent) -> OrderStatus:
 def advance(status: OrderStatus | None, event: OrderEvent) -> OrderStatus:
     """`next_status` for a batch that may not know the order's status (None). ACCEPT and
     REJECT happen only to an order the book has not taken yet (NEW); anything else to one
-    it has, and every open status moves the same way, so OPEN stands for it."""
-    if status is None:
-        status = S.NEW if event is E.ACCEPT or event is E.REJECT else S.OPEN
-    return next_status(status, event)
+    it has, and every open status moves the same way, so OPEN stands for it. One lookup:
+    the worker and the batcher call this for every order event."""
+    after = _ADVANCE.get((status, event))
+    if after is None:
+        raise InvalidTransition(f"an order {status} cannot {event}")
+    return after
+
+
+_ADVANCE: dict[tuple[OrderStatus | None, OrderEvent], OrderStatus] = {
+    **TRANSITIONS,
+    **{
+        (None, event): TRANSITIONS[(S.NEW if event in (E.ACCEPT, E.REJECT) else S.OPEN, event)]
+        for event in OrderEvent
+    },
+}
 
 
 class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
