@@ -81,7 +81,7 @@ def advance(status: OrderStatus | None, event: OrderEvent) -> OrderStatus:
 
 
 _ADVANCE: dict[tuple[OrderStatus | None, OrderEvent], OrderStatus] = {
-    **TRANSITIONS,
+    **{(status, event): after for (status, event), after in TRANSITIONS.items()},
     **{
         (None, event): TRANSITIONS[(S.NEW if event in (E.ACCEPT, E.REJECT) else S.OPEN, event)]
         for event in OrderEvent
