@@ -47,6 +47,8 @@ ORDER_ID_DIGITS = 18  # anything longer is no order id (they fit a signed 64-bit
 _MARKET = OrderType.MARKET.value.encode()
 
 _place_decoder = msgspec.json.Decoder(PlaceOrder)
+# The matching core has stops too; /v1 takes them once their holds are settled (issue #14).
+_SERVED_TYPES = frozenset((OrderType.LIMIT, OrderType.MARKET))
 _replace_decoder = msgspec.json.Decoder(ReplaceOrder)
 
 
@@ -79,6 +81,8 @@ class OrderRoutes:
         spec = market.specs.get(symbol)
         if spec is None:
             raise unknown_symbol(symbol)
+        if order.type not in _SERVED_TYPES or order.time_in_force is TimeInForce.GTD:
+            raise HTTPError(ApiError.NOT_SUPPORTED, "stop orders and GTD are not served by /v1 yet")
         band = market.bands[symbol]
         protection = None
         if order.type is OrderType.LIMIT:
@@ -280,6 +284,11 @@ def _order_id(param: str) -> int:
     if not param.isdigit() or len(param) > ORDER_ID_DIGITS:
         raise unknown_order(param)
     return int(param)
+
+
+def _check_served(order: PlaceOrder) -> None:
+    if order.type not in _SERVED_TYPES or order.time_in_force is TimeInForce.GTD:
+        raise HTTPError(ApiError.NOT_SUPPORTED, "stop orders and GTD are not served by /v1 yet")
 
 
 def _record_view(order_id: int, r: dict[bytes, bytes]) -> OrderView:

@@ -26,6 +26,18 @@ class RejectReason(StrEnum):
     QUANTITY_ABOVE_MAX = "QUANTITY_ABOVE_MAX"
     POST_ONLY_NOT_GTC_LIMIT = "POST_ONLY_NOT_GTC_LIMIT"
     REPLACE_WITHOUT_CHANGE = "REPLACE_WITHOUT_CHANGE"
+    STOP_PRICE_REQUIRED = "STOP_PRICE_REQUIRED"
+    STOP_PRICE_NOT_ALLOWED = "STOP_PRICE_NOT_ALLOWED"
+    STOP_PRICE_NOT_POSITIVE = "STOP_PRICE_NOT_POSITIVE"
+    STOP_PRICE_OFF_TICK = "STOP_PRICE_OFF_TICK"
+    STOP_PRICE_OUT_OF_BAND = "STOP_PRICE_OUT_OF_BAND"
+    # FOK on a stop order; GTD on a MARKET order (it never rests, so it has nothing to expire)
+    TIME_IN_FORCE_NOT_ALLOWED = "TIME_IN_FORCE_NOT_ALLOWED"
+    EXPIRE_AT_REQUIRED = "EXPIRE_AT_REQUIRED"  # GTD without expire_at_ms
+    EXPIRE_AT_NOT_ALLOWED = "EXPIRE_AT_NOT_ALLOWED"  # expire_at_ms on an order that is not GTD
+    # a per-order fee override out of range: each rate within ±10_000 bps, the taker's not
+    # negative, the maker's rebate no larger than the taker's rate
+    FEE_RATE_INVALID = "FEE_RATE_INVALID"
     # risk (the router)
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
     DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
@@ -33,6 +45,11 @@ class RejectReason(StrEnum):
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     DUPLICATE_ORDER_ID = "DUPLICATE_ORDER_ID"
     POST_ONLY_WOULD_TRADE = "POST_ONLY_WOULD_TRADE"
+    # a stop whose condition already holds against the last trade (or the reference price)
+    STOP_WOULD_TRIGGER = "STOP_WOULD_TRIGGER"
+    STOP_NOT_REPLACEABLE = "STOP_NOT_REPLACEABLE"  # a Replace of a stop not yet triggered
+    # a GTD order whose expire_at_ms is not after the book's clock (the latest EXPIRE's now_ms)
+    EXPIRE_AT_PASSED = "EXPIRE_AT_PASSED"
     # a command for a symbol this shard no longer owns, or queued under an older route epoch
     # (a hot-shard migration moved the symbol): never applied to an empty book
     STALE_ROUTE = "STALE_ROUTE"
@@ -44,6 +61,7 @@ class CancelReason(StrEnum):
     MARKET_REMAINDER = "MARKET_REMAINDER"
     FOK_UNFILLABLE = "FOK_UNFILLABLE"
     SELF_TRADE = "SELF_TRADE"
+    EXPIRED = "EXPIRED"  # a GTD order or stop reached its expire_at_ms (an EXPIRE command)
 
 
 # How the API answers a rejection it can see before queueing the order.
@@ -99,6 +117,9 @@ class ApiError(Enum):
     AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE", 422  # price x quantity past 2^53
     MARKET_BUY_WITHOUT_BAND = "MARKET_BUY_WITHOUT_BAND", 422  # nothing to size its hold by
     NO_ROUTE = "NO_ROUTE", 503  # a listed symbol with no route: ours to fix
+    # stop orders and GTD: the matching core has them, the holds and settlement for them
+    # are not built yet (issue #14), so /v1 refuses them rather than mis-hold
+    NOT_SUPPORTED = "NOT_SUPPORTED", 422
     # -- market data and admin (api/market.py, api/admin.py)
     SYMBOL_NOT_LISTED = "UNKNOWN_SYMBOL", 404  # a path or admin request naming no symbol
     UNKNOWN_ASSET = "UNKNOWN_ASSET", 422  # no listed symbol trades it

@@ -5,23 +5,36 @@ Layout (the three indexes of a price-time book):
 - a level per price: a FIFO deque of resting orders and their total quantity;
 - an order-id index for O(1) cancel.
 
+Untriggered stops wait beside the book, never in it (nor in its depth), in the same
+three shapes: per side a heap of stop prices (BUY stops as they are: a rising market
+reaches the lowest first; SELL stops negated), a bucket of stops per stop price in
+placement order, and an id index. Checking them costs one dict truth test per order
+while a symbol has none.
+
+GTD orders and stops also sit in one heap of (expire_at_ms, order_id) that an EXPIRE
+pops from; an entry whose order ended meanwhile is dropped when it comes up.
+
 Deletion is lazy at both depths. A canceled order is marked dead (remaining 0) and
-left in its deque until it reaches the front; an emptied level stays in its dict and
-heap until it reaches the top. A price is in a side's heap exactly when it has a
-level in that side's dict, so a price is never pushed twice.
+left in its deque until it reaches the front; an emptied level (or stop bucket) stays
+in its dict and heap until it reaches the top. A price is in a heap exactly when it
+has a level (bucket) in that heap's dict, so a price is never pushed twice.
 
 `apply(command)` returns the events it caused, each stamped with the symbol's next
 sequence number. Event order, which consumers and the reference book rely on:
 ACCEPTED (or REJECTED and nothing else) or REPLACED, then per fill a TRADE followed
 by the maker's DONE if it filled, self-trade cancels where they happen, then the
-incoming order's DONE or CANCELED if it does not rest.
+incoming order's DONE or CANCELED if it does not rest. Then, if its trades reached
+untriggered stops, each triggered stop in turn: a TRIGGERED and that order's own
+events, the same way (see `_run_stops` for the queue's order).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import deque
-from heapq import heappop, heappush, nsmallest
+from heapq import heapify, heappop, heappush, nsmallest
+from operator import attrgetter
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -30,10 +43,12 @@ from schema.messages import (
     Accepted,
     Action,
     Cancel,
+    CancelAll,
     Canceled,
     Command,
     Done,
     Event,
+    Expire,
     OrderType,
     Place,
     Rejected,
@@ -43,15 +58,20 @@ from schema.messages import (
     Side,
     TimeInForce,
     Trade,
+    Triggered,
 )
-from schema.symbols import SymbolSpec
+from schema.symbols import SymbolSpec, fee_rates_valid
 
 # Enum members as module constants: an enum attribute lookup costs ~50 ns on 3.11,
 # and the hot path makes several per order.
 BUY, SELL = Side.BUY, Side.SELL
 LIMIT, MARKET = OrderType.LIMIT, OrderType.MARKET
-GTC, FOK = TimeInForce.GTC, TimeInForce.FOK
+STOP_LIMIT, STOP_MARKET = OrderType.STOP_LIMIT, OrderType.STOP_MARKET
+GTC, FOK, GTD = TimeInForce.GTC, TimeInForce.FOK, TimeInForce.GTD
 CANCEL_RESTING, CANCEL_INCOMING = SelfTrade.CANCEL_RESTING, SelfTrade.CANCEL_INCOMING
+# An expiry heap holding this many more entries than there are live orders is rebuilt
+# from the live ones (entries of orders that filled linger until they come due).
+_EXPIRY_SLACK = 1024
 
 
 class BookCorrupted(Exception):
@@ -60,7 +80,9 @@ class BookCorrupted(Exception):
 
 class _Order(msgspec.Struct, gc=False):
     """A resting order. Mutable: fills and replaces change `remaining` in place;
-    0 marks a dead order still sitting in its deque. gc=False: it holds no containers."""
+    0 marks a dead order still sitting in its deque. gc=False: it holds no containers.
+    Its fee rates are the ones it was placed with: the maker rate for when it is hit,
+    the taker rate for when a replace sends it back in as an incoming order."""
 
     order_id: int
     user_id: str
@@ -69,6 +91,33 @@ class _Order(msgspec.Struct, gc=False):
     remaining: int
     post_only: bool
     self_trade: SelfTrade
+    maker_fee_bps: int
+    taker_fee_bps: int
+    expire_at_ms: int | None
+
+
+class _Stop(msgspec.Struct, frozen=True, gc=False):
+    """An untriggered stop: the incoming order it becomes, and where it is queued.
+    `placed` orders stops by arrival; only its order among stops matters."""
+
+    order_id: int
+    user_id: str
+    side: Side
+    type: OrderType
+    stop_price: int
+    price: int | None
+    quantity: int
+    time_in_force: TimeInForce
+    self_trade: SelfTrade
+    protection_price: int | None
+    maker_fee_bps: int
+    taker_fee_bps: int
+    expire_at_ms: int | None
+    placed: int
+    post_only: ClassVar[bool] = False  # refused on stops: what it rests with once triggered
+
+
+_placement = attrgetter("placed")
 
 
 class _Level:
@@ -86,16 +135,41 @@ class RestingOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
     remaining: int
     post_only: bool
     self_trade: SelfTrade
+    maker_fee_bps: int = 0
+    taker_fee_bps: int = 0
+    expire_at_ms: int | None = None
+
+
+class StopOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """An untriggered stop as snapshots and `stops()` show it."""
+
+    order_id: int
+    user_id: str
+    side: Side
+    type: OrderType
+    stop_price: int
+    price: int | None
+    quantity: int
+    time_in_force: TimeInForce
+    self_trade: SelfTrade
+    protection_price: int | None
+    maker_fee_bps: int
+    taker_fee_bps: int
+    expire_at_ms: int | None
 
 
 class BookSnapshot(msgspec.Struct, array_like=True, frozen=True):
-    """Each side best price first, FIFO within a price: restoring it rebuilds priority."""
+    """Each side best price first, FIFO within a price: restoring it rebuilds priority.
+    Stops in placement order, which restoring keeps as their trigger order. `now_ms` is
+    the book's clock (the latest EXPIRE). Snapshots from before stops decode with none."""
 
     symbol: str
     seq: int
     last_price: int | None
     bids: list[RestingOrder]
     asks: list[RestingOrder]
+    stops: list[StopOrder] = msgspec.field(default_factory=list)
+    now_ms: int = 0
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -108,11 +182,20 @@ class OrderBook:
         self.symbol = spec.symbol
         self.seq = 0
         self.last_price: int | None = None
+        self.now_ms = 0  # the book's clock: the latest EXPIRE's now_ms
         self._bids: list[int] = []  # negated prices
         self._asks: list[int] = []
         self._bid_levels: dict[int, _Level] = {}  # keyed by the negated price, like the heap
         self._ask_levels: dict[int, _Level] = {}
         self._index: dict[int, _Order] = {}
+        # Untriggered stops: BUY stop prices as they are, SELL ones negated (module doc).
+        self._stops: dict[int, _Stop] = {}
+        self._buy_stops: list[int] = []
+        self._sell_stops: list[int] = []
+        self._buy_stop_levels: dict[int, list[_Stop]] = {}
+        self._sell_stop_levels: dict[int, list[_Stop]] = {}
+        self._placements = 0
+        self._expiries: list[tuple[int, int]] = []  # (expire_at_ms, order_id), a min-heap
         # The price band moves with the last trade: cached, and refreshed when it moved.
         self._band = spec.band(spec.reference_price)
         self._band_price: int | None = None
@@ -137,10 +220,17 @@ class OrderBook:
         return self._top(self._asks, self._ask_levels)
 
     def order(self, order_id: int) -> RestingOrder | None:
+        """A resting order; an untriggered stop is not in the book (see `stop`)."""
         o = self._index.get(order_id)
-        if o is None:
-            return None
-        return RestingOrder(o.order_id, o.user_id, o.price, o.remaining, o.post_only, o.self_trade)
+        return None if o is None else _resting(o)
+
+    def stop(self, order_id: int) -> StopOrder | None:
+        s = self._stops.get(order_id)
+        return None if s is None else _stop_order(s)
+
+    def stops(self) -> list[StopOrder]:
+        """The untriggered stops in placement order (their trigger order)."""
+        return [_stop_order(s) for s in sorted(self._stops.values(), key=_placement)]
 
     def __len__(self) -> int:
         return len(self._index)
@@ -158,12 +248,17 @@ class OrderBook:
 
     def apply(self, command: Command) -> list[Event]:
         events: list[Event] = []
-        if type(command) is Place:
-            self._place(command, events)
-        elif type(command) is Cancel:
-            self._cancel(command, events)
-        else:
+        kind = type(command)
+        if kind is Place:
+            self._place(command, events)  # type: ignore[arg-type]
+        elif kind is Cancel:
+            self._cancel(command, events)  # type: ignore[arg-type]
+        elif kind is Replace:
             self._replace(command, events)  # type: ignore[arg-type]
+        elif kind is Expire:
+            self._expire(command, events)  # type: ignore[arg-type]
+        else:
+            self._cancel_all(command, events)  # type: ignore[arg-type]
         return events
 
     def _next_seq(self) -> int:
@@ -184,8 +279,12 @@ class OrderBook:
         if reason is not None:
             self._reject(cmd, Action.PLACE, reason, events)
             return
+        order_type = cmd.type
+        if order_type is STOP_LIMIT or order_type is STOP_MARKET:
+            self._place_stop(cmd, events)
+            return
         side = cmd.side
-        market = cmd.type is MARKET
+        market = order_type is MARKET
         if market:
             limit = _market_limit(side, self._current_band(), cmd.protection_price)
         else:
@@ -193,104 +292,209 @@ class OrderBook:
         if cmd.post_only and self._crosses(side, limit):
             self._reject(cmd, Action.PLACE, RejectReason.POST_ONLY_WOULD_TRADE, events)
             return
-        order_id, user_id, quantity, tif = (
-            cmd.order_id,
-            cmd.user_id,
-            cmd.quantity,
-            cmd.time_in_force,
-        )
         self.seq += 1
         events.append(
             Accepted(
                 self.symbol,
                 self.seq,
-                order_id,
-                user_id,
+                cmd.order_id,
+                cmd.user_id,
                 side,
-                cmd.type,
+                order_type,
                 cmd.price,
-                quantity,
-                tif,
+                cmd.quantity,
+                cmd.time_in_force,
                 cmd.post_only,
                 cmd.client_order_id,
+                None,
+                cmd.expire_at_ms,
             )
         )
-        if tif is FOK and self._fillable(cmd, limit) < quantity:
-            self._cancel_incoming(cmd, cmd.price, quantity, CancelReason.FOK_UNFILLABLE, events)
+        maker_rate = cmd.maker_fee_bps
+        if maker_rate is None:
+            maker_rate = self.spec.maker_fee_bps
+        taker_rate = cmd.taker_fee_bps
+        if taker_rate is None:
+            taker_rate = self.spec.taker_fee_bps
+        start = len(events)
+        self._execute(cmd, market, limit, maker_rate, taker_rate, events)
+        if self._stops:
+            self._run_stops(events, start)
+
+    def _execute(
+        self,
+        order: Place | _Stop,
+        market: bool,
+        limit: int | None,
+        maker_rate: int,
+        taker_rate: int,
+        events: list[Event],
+    ) -> None:
+        """Run an incoming order (placed, or a stop just triggered) after its ACCEPTED or
+        TRIGGERED: match it, then rest what is left of a GTC or GTD limit, else end it."""
+        order_id, user_id, side = order.order_id, order.user_id, order.side
+        quantity, tif = order.quantity, order.time_in_force
+        if tif is FOK and self._fillable(order, limit) < quantity:
+            self._cancel_incoming(
+                order_id, user_id, side, order.price, quantity, CancelReason.FOK_UNFILLABLE, events
+            )
             return
         remaining, stopped = self._match(
-            order_id, user_id, side, limit, quantity, cmd.self_trade, events
+            order_id, user_id, side, limit, quantity, order.self_trade, taker_rate, events
         )
         if stopped:
-            self._cancel_incoming(cmd, cmd.price, remaining, CancelReason.SELF_TRADE, events)
+            reason = CancelReason.SELF_TRADE
         elif not remaining:
             self.seq += 1
             events.append(Done(self.symbol, self.seq, order_id, user_id, side))
+            return
         elif market:
-            self._cancel_incoming(cmd, None, remaining, CancelReason.MARKET_REMAINDER, events)
-        elif tif is GTC:
+            self._cancel_incoming(
+                order_id, user_id, side, None, remaining, CancelReason.MARKET_REMAINDER, events
+            )
+            return
+        elif tif is GTC or tif is GTD:
+            expire_at_ms = order.expire_at_ms
             self._rest(
                 _Order(
                     order_id,
                     user_id,
                     side,
-                    cmd.price,  # type: ignore[arg-type]  # a LIMIT always has a price
+                    order.price,  # type: ignore[arg-type]  # only a LIMIT rests: it has a price
                     remaining,
-                    cmd.post_only,
-                    cmd.self_trade,
+                    order.post_only,
+                    order.self_trade,
+                    maker_rate,
+                    taker_rate,
+                    expire_at_ms,
                 )
             )
+            # A GTD stop has had its expiry entry since it was placed: same id and time.
+            if expire_at_ms is not None and type(order) is Place:
+                self._push_expiry(expire_at_ms, order_id)
+            return
         else:
-            self._cancel_incoming(cmd, cmd.price, remaining, CancelReason.IOC_REMAINDER, events)
+            reason = CancelReason.IOC_REMAINDER
+        self._cancel_incoming(order_id, user_id, side, order.price, remaining, reason, events)
 
     def _check_place(self, cmd: Place) -> RejectReason | None:
-        if cmd.order_id in self._index:
+        """The rules, in the order the reference book checks them too."""
+        order_id = cmd.order_id
+        if order_id in self._index or order_id in self._stops:
             return RejectReason.DUPLICATE_ORDER_ID
         spec = self.spec
-        price = cmd.price
-        if cmd.type is LIMIT:
+        price, order_type = cmd.price, cmd.type
+        if order_type is LIMIT:
             if price is None:
                 return RejectReason.PRICE_REQUIRED
             band = self._band if self._band_price == self.last_price else self._current_band()
             reason = spec.check_price(price, band)
             if reason is not None:
                 return reason
-        elif price is not None:
-            return RejectReason.PRICE_NOT_ALLOWED
+        elif order_type is MARKET:
+            if price is not None:
+                return RejectReason.PRICE_NOT_ALLOWED
+        else:
+            reason = self._check_stop(cmd)
+            if reason is not None:
+                return reason
+        if cmd.stop_price is not None and (order_type is LIMIT or order_type is MARKET):
+            return RejectReason.STOP_PRICE_NOT_ALLOWED
         reason = spec.check_quantity(cmd.quantity)
         if reason is not None:
             return reason
-        if cmd.post_only and (cmd.type is not LIMIT or cmd.time_in_force is not GTC):
-            return RejectReason.POST_ONLY_NOT_GTC_LIMIT
+        # The rest concerns what most orders do not carry: one test for all of it.
+        if (
+            cmd.post_only
+            or cmd.time_in_force is GTD
+            or cmd.expire_at_ms is not None
+            or cmd.maker_fee_bps is not None
+            or cmd.taker_fee_bps is not None
+        ):
+            return self._check_terms(cmd)
         return None
+
+    def _check_terms(self, cmd: Place) -> RejectReason | None:
+        """post_only, then GTD's expiry, then the order's own fee rates."""
+        tif = cmd.time_in_force
+        if cmd.post_only and (cmd.type is not LIMIT or tif is not GTC):
+            return RejectReason.POST_ONLY_NOT_GTC_LIMIT
+        if tif is GTD or cmd.expire_at_ms is not None:
+            reason = self._check_expiry(cmd)
+            if reason is not None:
+                return reason
+        if cmd.maker_fee_bps is not None or cmd.taker_fee_bps is not None:
+            return self._check_fees(cmd)
+        return None
+
+    def _check_stop(self, cmd: Place) -> RejectReason | None:
+        """A stop's prices: its limit price (STOP_LIMIT) as a LIMIT's, then its stop price."""
+        band = self._current_band()
+        if cmd.type is STOP_LIMIT:
+            if cmd.price is None:
+                return RejectReason.PRICE_REQUIRED
+            reason = self.spec.check_price(cmd.price, band)
+            if reason is not None:
+                return reason
+        elif cmd.price is not None:
+            return RejectReason.PRICE_NOT_ALLOWED
+        if cmd.stop_price is None:
+            return RejectReason.STOP_PRICE_REQUIRED
+        # Decided: the band bounds a stop price as it bounds a limit price, at arrival.
+        reason = self.spec.check_stop_price(cmd.stop_price, band)
+        if reason is not None:
+            return reason
+        if cmd.time_in_force is FOK:
+            return RejectReason.TIME_IN_FORCE_NOT_ALLOWED
+        return None
+
+    def _check_expiry(self, cmd: Place) -> RejectReason | None:
+        if cmd.time_in_force is not GTD:
+            return RejectReason.EXPIRE_AT_NOT_ALLOWED
+        if cmd.type is MARKET:  # it never rests, so there is nothing to expire
+            return RejectReason.TIME_IN_FORCE_NOT_ALLOWED
+        if cmd.expire_at_ms is None:
+            return RejectReason.EXPIRE_AT_REQUIRED
+        if cmd.expire_at_ms <= self.now_ms:
+            # Already due by the book's clock: it would be canceled by the EXPIRE that
+            # already passed, so it never gets the chance to trade (Binance does the same).
+            return RejectReason.EXPIRE_AT_PASSED
+        return None
+
+    def _check_fees(self, cmd: Place) -> RejectReason | None:
+        maker = self.spec.maker_fee_bps if cmd.maker_fee_bps is None else cmd.maker_fee_bps
+        taker = self.spec.taker_fee_bps if cmd.taker_fee_bps is None else cmd.taker_fee_bps
+        return None if fee_rates_valid(maker, taker) else RejectReason.FEE_RATE_INVALID
 
     def _cancel_incoming(
         self,
-        cmd: Place | Replace,
+        order_id: int,
+        user_id: str,
+        side: Side,
         price: int | None,
         remaining: int,
         reason: CancelReason,
         events: list[Event],
-        side: Side | None = None,
     ) -> None:
         events.append(
             Canceled(
-                self.symbol,
-                self._next_seq(),
-                cmd.order_id,
-                cmd.user_id,
-                side or cmd.side,  # type: ignore[union-attr]
-                price,
-                remaining,
-                reason,
+                self.symbol, self._next_seq(), order_id, user_id, side, price, remaining, reason
             )
         )
 
     def _cancel(self, cmd: Cancel, events: list[Event]) -> None:
         order = self._index.get(cmd.order_id)
-        if order is None or order.user_id != cmd.user_id:
-            self._reject(cmd, Action.CANCEL, RejectReason.UNKNOWN_ORDER, events)
+        if order is not None and order.user_id == cmd.user_id:
+            self._cancel_order(order, CancelReason.USER, events)
             return
+        stop = self._stops.get(cmd.order_id)
+        if stop is not None and stop.user_id == cmd.user_id:
+            self._cancel_stop(stop, CancelReason.USER, events)
+            return
+        self._reject(cmd, Action.CANCEL, RejectReason.UNKNOWN_ORDER, events)
+
+    def _cancel_order(self, order: _Order, reason: CancelReason, events: list[Event]) -> None:
+        """A resting order leaves the book (a cancel, a cancel-all, its expiry)."""
         remaining = order.remaining
         self._unrest(order)
         events.append(
@@ -302,9 +506,20 @@ class OrderBook:
                 order.side,
                 order.price,
                 remaining,
-                CancelReason.USER,
+                reason,
             )
         )
+
+    def _cancel_all(self, cmd: CancelAll, events: list[Event]) -> None:
+        user = cmd.user_id
+        ids = [oid for oid, o in self._index.items() if o.user_id == user]
+        ids += [oid for oid, s in self._stops.items() if s.user_id == user]
+        for order_id in sorted(ids):
+            order = self._index.get(order_id)
+            if order is not None:
+                self._cancel_order(order, CancelReason.USER, events)
+            else:
+                self._cancel_stop(self._stops[order_id], CancelReason.USER, events)
 
     def _replace(self, cmd: Replace, events: list[Event]) -> None:
         order = self._index.get(cmd.order_id)
@@ -339,32 +554,45 @@ class OrderBook:
             return
         # Losing priority: the order leaves the book and comes back as if new.
         self._unrest(order)
+        start = len(events)
+        self._reenter(order, price, quantity, events)
+        if self._stops:
+            self._run_stops(events, start)
+
+    def _reenter(self, order: _Order, price: int, quantity: int, events: list[Event]) -> None:
+        """A replaced order that lost priority, matched as an incoming order at `price`."""
+        order_id, user_id, side = order.order_id, order.user_id, order.side
         remaining, stopped = self._match(
-            order.order_id, order.user_id, order.side, price, quantity, order.self_trade, events
+            order_id, user_id, side, price, quantity, order.self_trade, order.taker_fee_bps, events
         )
         if stopped:
             self._cancel_incoming(
-                cmd, price, remaining, CancelReason.SELF_TRADE, events, side=order.side
+                order_id, user_id, side, price, remaining, CancelReason.SELF_TRADE, events
             )
         elif not remaining:
-            events.append(
-                Done(self.symbol, self._next_seq(), order.order_id, order.user_id, order.side)
-            )
+            events.append(Done(self.symbol, self._next_seq(), order_id, user_id, side))
         else:
+            # Its expiry entry (if GTD) is still in the heap: same id, same expire_at_ms.
             self._rest(
                 _Order(
-                    order.order_id,
-                    order.user_id,
-                    order.side,
+                    order_id,
+                    user_id,
+                    side,
                     price,
                     remaining,
                     order.post_only,
                     order.self_trade,
+                    order.maker_fee_bps,
+                    order.taker_fee_bps,
+                    order.expire_at_ms,
                 )
             )
 
     def _check_replace(self, cmd: Replace, order: _Order | None) -> RejectReason | None:
         if order is None or order.user_id != cmd.user_id:
+            stop = self._stops.get(cmd.order_id)
+            if stop is not None and stop.user_id == cmd.user_id:
+                return RejectReason.STOP_NOT_REPLACEABLE
             return RejectReason.UNKNOWN_ORDER
         if cmd.price is None and cmd.quantity is None:
             return RejectReason.REPLACE_WITHOUT_CHANGE
@@ -377,6 +605,204 @@ class OrderBook:
             return spec.check_quantity(cmd.quantity, replace=True)
         return None
 
+    # -- expiry -----------------------------------------------------------------------
+
+    def _expire(self, cmd: Expire, events: list[Event]) -> None:
+        now = cmd.now_ms
+        if now <= self.now_ms:
+            # Everything due by the clock was canceled when it got there, and orders due
+            # by it are refused on arrival: the clock never goes back.
+            return
+        self.now_ms = now
+        heap = self._expiries
+        due = set()
+        while heap and heap[0][0] <= now:
+            due.add(heappop(heap)[1])
+        for order_id in sorted(due):
+            # An entry may outlive its order, and a later order may reuse the id with its
+            # own expiry (and entry): only what is live and due by its own expiry goes.
+            order = self._index.get(order_id)
+            if order is not None:
+                if order.expire_at_ms is not None and order.expire_at_ms <= now:
+                    self._cancel_order(order, CancelReason.EXPIRED, events)
+                continue
+            stop = self._stops.get(order_id)
+            if stop is not None and stop.expire_at_ms is not None and stop.expire_at_ms <= now:
+                self._cancel_stop(stop, CancelReason.EXPIRED, events)
+
+    def _push_expiry(self, expire_at_ms: int, order_id: int) -> None:
+        heap = self._expiries
+        heappush(heap, (expire_at_ms, order_id))
+        if len(heap) > 2 * (len(self._index) + len(self._stops)) + _EXPIRY_SLACK:
+            self._expiries = self._live_expiries()
+
+    def _live_expiries(self) -> list[tuple[int, int]]:
+        heap = [
+            (o.expire_at_ms, o.order_id) for o in self._index.values() if o.expire_at_ms is not None
+        ]
+        heap += [
+            (s.expire_at_ms, s.order_id) for s in self._stops.values() if s.expire_at_ms is not None
+        ]
+        heapify(heap)
+        return heap
+
+    # -- stops ------------------------------------------------------------------------
+
+    def _place_stop(self, cmd: Place, events: list[Event]) -> None:
+        side, stop_price = cmd.side, cmd.stop_price
+        assert stop_price is not None  # _check_place rejects a stop without one
+        reference = self.reference_price
+        if reference is not None and (
+            reference >= stop_price if side is BUY else reference <= stop_price
+        ):
+            self._reject(cmd, Action.PLACE, RejectReason.STOP_WOULD_TRIGGER, events)
+            return
+        events.append(
+            Accepted(
+                self.symbol,
+                self._next_seq(),
+                cmd.order_id,
+                cmd.user_id,
+                side,
+                cmd.type,
+                cmd.price,
+                cmd.quantity,
+                cmd.time_in_force,
+                False,
+                cmd.client_order_id,
+                stop_price,
+                cmd.expire_at_ms,
+            )
+        )
+        spec = self.spec
+        stop = _Stop(
+            cmd.order_id,
+            cmd.user_id,
+            side,
+            cmd.type,
+            stop_price,
+            cmd.price,
+            cmd.quantity,
+            cmd.time_in_force,
+            cmd.self_trade,
+            cmd.protection_price,
+            spec.maker_fee_bps if cmd.maker_fee_bps is None else cmd.maker_fee_bps,
+            spec.taker_fee_bps if cmd.taker_fee_bps is None else cmd.taker_fee_bps,
+            cmd.expire_at_ms,
+            self._placements,
+        )
+        self._add_stop(stop)
+        if stop.expire_at_ms is not None:
+            # The one entry for this id: it stays valid once the stop triggers and rests.
+            self._push_expiry(stop.expire_at_ms, stop.order_id)
+
+    def _stop_side(self, side: Side) -> tuple[list[int], dict[int, list[_Stop]], int]:
+        if side is BUY:
+            return self._buy_stops, self._buy_stop_levels, 1
+        return self._sell_stops, self._sell_stop_levels, -1
+
+    def _add_stop(self, stop: _Stop) -> None:
+        heap, levels, sign = self._stop_side(stop.side)
+        key = stop.stop_price * sign
+        bucket = levels.get(key)
+        if bucket is None:
+            bucket = levels[key] = []
+            heappush(heap, key)
+        bucket.append(stop)
+        self._stops[stop.order_id] = stop
+        self._placements = max(self._placements, stop.placed + 1)
+
+    def _cancel_stop(self, stop: _Stop, reason: CancelReason, events: list[Event]) -> None:
+        """An untriggered stop leaves (a cancel, a cancel-all, its expiry). It never rested,
+        so its whole quantity remains; a STOP_MARKET names the price it was held at."""
+        _, levels, sign = self._stop_side(stop.side)
+        levels[stop.stop_price * sign].remove(stop)  # an emptied bucket goes when reached
+        del self._stops[stop.order_id]
+        events.append(
+            Canceled(
+                self.symbol,
+                self._next_seq(),
+                stop.order_id,
+                stop.user_id,
+                stop.side,
+                stop.price,
+                stop.quantity,
+                reason,
+                stop.protection_price if stop.type is STOP_MARKET else None,
+            )
+        )
+
+    def _run_stops(self, events: list[Event], start: int) -> None:
+        """Trigger what the trades in events[start:] reached, then what theirs reach.
+
+        The stops one order's trades reached join the back of the queue in placement
+        order; the queue runs one stop at a time, each as an incoming order under its own
+        id, until it is empty. A stop leaves the untriggered set when it is queued, so
+        none triggers twice and the cascade ends.
+        """
+        queue = deque(self._reached(events, start))
+        while queue:
+            stop = queue.popleft()
+            start = len(events)
+            self._fire(stop, events)
+            if self._stops:
+                queue.extend(self._reached(events, start))
+
+    def _reached(self, events: list[Event], start: int) -> list[_Stop]:
+        """Take out the stops that the trades in events[start:] reached, placement first."""
+        low = high = 0  # trade prices are positive: 0 is "no trade"
+        for i in range(start, len(events)):
+            event = events[i]
+            if type(event) is Trade:
+                price = event.price
+                if not high:
+                    low = high = price
+                elif price > high:
+                    high = price
+                elif price < low:
+                    low = price
+        if not high:
+            return []
+        reached: list[_Stop] = []
+        heap, levels = self._buy_stops, self._buy_stop_levels
+        while heap and heap[0] <= high:  # a BUY stop fires on a trade at or above it
+            reached += levels.pop(heappop(heap))
+        heap, levels = self._sell_stops, self._sell_stop_levels
+        while heap and -heap[0] >= low:  # a SELL stop on a trade at or below it
+            reached += levels.pop(heappop(heap))
+        stops = self._stops
+        for stop in reached:
+            del stops[stop.order_id]
+        reached.sort(key=_placement)
+        return reached
+
+    def _fire(self, stop: _Stop, events: list[Event]) -> None:
+        last_price = self.last_price
+        assert last_price is not None  # only a trade triggers a stop
+        events.append(
+            Triggered(
+                self.symbol,
+                self._next_seq(),
+                stop.order_id,
+                stop.user_id,
+                stop.side,
+                stop.type,
+                stop.stop_price,
+                stop.price,
+                stop.quantity,
+                stop.time_in_force,
+                last_price,
+                stop.protection_price,
+            )
+        )
+        market = stop.type is STOP_MARKET
+        if market:
+            # Band-protected like any MARKET: the band around the trade that triggered it.
+            limit = _market_limit(stop.side, self._current_band(), stop.protection_price)
+        else:
+            limit = stop.price
+        self._execute(stop, market, limit, stop.maker_fee_bps, stop.taker_fee_bps, events)
+
     # -- matching ---------------------------------------------------------------------
 
     def _match(
@@ -387,13 +813,17 @@ class OrderBook:
         limit: int | None,
         quantity: int,
         self_trade: SelfTrade,
+        taker_rate: int,
         events: list[Event],
     ) -> tuple[int, bool]:
         """Fill `quantity` against the other side up to `limit` (None: no limit).
 
         Returns what is left and whether self-trade prevention stopped the order.
+        Fees: -(-x // 10_000) is x / 10_000 rounded up, so a fee rounds up and a rebate
+        (negative) rounds towards zero, both in the exchange's favour.
         """
-        if side is BUY:
+        buy = side is BUY
+        if buy:
             heap, levels, sign = self._asks, self._ask_levels, 1
         else:
             heap, levels, sign = self._bids, self._bid_levels, -1
@@ -409,7 +839,7 @@ class OrderBook:
                 del levels[key]
                 continue
             price = key * sign
-            if limit is not None and (price > limit if side is BUY else price < limit):
+            if limit is not None and (price > limit if buy else price < limit):
                 break
             orders = level.orders
             while remaining and level.total:
@@ -424,6 +854,14 @@ class OrderBook:
                         return remaining, True
                     continue
                 fill = remaining if remaining < maker.remaining else maker.remaining
+                # The buyer receives base (fill), the seller quote (price × fill).
+                maker_rate = maker.maker_fee_bps
+                if buy:
+                    taker_fee = -(-taker_rate * fill // 10_000) if taker_rate else 0
+                    maker_fee = -(-maker_rate * price * fill // 10_000) if maker_rate else 0
+                else:
+                    taker_fee = -(-taker_rate * price * fill // 10_000) if taker_rate else 0
+                    maker_fee = -(-maker_rate * fill // 10_000) if maker_rate else 0
                 self.seq += 1
                 append(
                     Trade(
@@ -436,6 +874,8 @@ class OrderBook:
                         maker.user_id,
                         user_id,
                         side,
+                        maker_fee,
+                        taker_fee,
                     )
                 )
                 remaining -= fill
@@ -474,7 +914,7 @@ class OrderBook:
         best = self.best_bid()
         return best is not None and (limit is None or best >= limit)
 
-    def _fillable(self, cmd: Place, limit: int | None) -> int:
+    def _fillable(self, cmd: Place | _Stop, limit: int | None) -> int:
         """How much of `cmd` would fill right now, counting self-trade prevention."""
         if cmd.side is BUY:
             levels, sign = self._ask_levels, 1
@@ -542,17 +982,18 @@ class OrderBook:
 
     def resting(self, side: Side) -> list[RestingOrder]:
         _, levels, _ = self._side(side)
-        return [
-            RestingOrder(o.order_id, o.user_id, o.price, o.remaining, o.post_only, o.self_trade)
-            for key in sorted(levels)
-            for o in levels[key].orders
-            if o.remaining
-        ]
+        return [_resting(o) for key in sorted(levels) for o in levels[key].orders if o.remaining]
 
     def snapshot(self) -> bytes:
         return _snapshot_encoder.encode(
             BookSnapshot(
-                self.symbol, self.seq, self.last_price, self.resting(BUY), self.resting(SELL)
+                self.symbol,
+                self.seq,
+                self.last_price,
+                self.resting(BUY),
+                self.resting(SELL),
+                self.stops(),
+                self.now_ms,
             )
         )
 
@@ -563,16 +1004,47 @@ class OrderBook:
         self.__init__(self.spec)  # type: ignore[misc]
         self.seq = snap.seq
         self.last_price = snap.last_price
+        self.now_ms = snap.now_ms
         for side, resting in ((BUY, snap.bids), (SELL, snap.asks)):
             for r in resting:
                 self._rest(
                     _Order(
-                        r.order_id, r.user_id, side, r.price, r.remaining, r.post_only, r.self_trade
+                        r.order_id,
+                        r.user_id,
+                        side,
+                        r.price,
+                        r.remaining,
+                        r.post_only,
+                        r.self_trade,
+                        r.maker_fee_bps,
+                        r.taker_fee_bps,
+                        r.expire_at_ms,
                     )
                 )
+        for placed, s in enumerate(snap.stops):
+            self._add_stop(
+                _Stop(
+                    s.order_id,
+                    s.user_id,
+                    s.side,
+                    s.type,
+                    s.stop_price,
+                    s.price,
+                    s.quantity,
+                    s.time_in_force,
+                    s.self_trade,
+                    s.protection_price,
+                    s.maker_fee_bps,
+                    s.taker_fee_bps,
+                    s.expire_at_ms,
+                    placed,
+                )
+            )
+        self._expiries = self._live_expiries()
 
     def state_hash(self) -> str:
-        """Equal hashes mean equal observable state: orders, priority, sequence, last price."""
+        """Equal hashes mean equal observable state: orders, priority, stops and their
+        trigger order, sequence, last price, clock."""
         return hashlib.sha256(self.snapshot()).hexdigest()
 
     def validate(self) -> None:
@@ -580,17 +1052,7 @@ class OrderBook:
         live = 0
         for side in (BUY, SELL):
             heap, levels, sign = self._side(side)
-            _check(len(heap) == len(set(heap)), f"{side} heap holds a price twice")
-            _check(set(heap) == set(levels), f"{side} heap and levels disagree")
-            _check(
-                all(
-                    heap[i] <= heap[c]
-                    for i in range(len(heap))
-                    for c in (2 * i + 1, 2 * i + 2)
-                    if c < len(heap)
-                ),
-                f"{side} heap order broken",
-            )
+            _check_heap(heap, set(levels), f"{side}")
             for key, level in levels.items():
                 orders = [o for o in level.orders if o.remaining]
                 _check(level.total == sum(o.remaining for o in orders), f"{side} level total")
@@ -602,6 +1064,76 @@ class OrderBook:
         _check(live == len(self._index), "index holds orders that rest on no level")
         bid, ask = self.best_bid(), self.best_ask()
         _check(bid is None or ask is None or bid < ask, f"book crossed at rest: {bid} >= {ask}")
+        self._validate_stops()
+        self._validate_expiries()
+
+    def _validate_stops(self) -> None:
+        waiting = 0
+        reference = self.reference_price
+        for side in (BUY, SELL):
+            heap, levels, sign = self._stop_side(side)
+            _check_heap(heap, set(levels), f"{side} stop")
+            for key, bucket in levels.items():
+                placed = [s.placed for s in bucket]
+                _check(placed == sorted(set(placed)), f"{side} stops at {key} out of placement")
+                for s in bucket:
+                    _check(self._stops.get(s.order_id) is s, f"stop {s.order_id} not indexed")
+                    _check(s.side is side and s.stop_price * sign == key, f"stop {s.order_id}")
+                    _check(s.order_id not in self._index, f"stop {s.order_id} also rests")
+                    _check(s.placed < self._placements, f"stop {s.order_id} placed ahead")
+                    # A stop the last trade reached would have triggered; one the reference
+                    # reached on arrival was refused.
+                    _check(
+                        reference is None or (reference < key if side is BUY else -reference < key),
+                        f"stop {s.order_id} at {s.stop_price} is reached by {reference}",
+                    )
+                waiting += len(bucket)
+        _check(waiting == len(self._stops), "stop index holds stops in no bucket")
+
+    def _validate_expiries(self) -> None:
+        entries = set(self._expiries)
+        _check_heap(self._expiries, entries, "expiry", unique=False)
+        gtd = [
+            (o.expire_at_ms, o.order_id) for o in self._index.values() if o.expire_at_ms is not None
+        ]
+        gtd += [
+            (s.expire_at_ms, s.order_id) for s in self._stops.values() if s.expire_at_ms is not None
+        ]
+        for expire_at_ms, order_id in gtd:
+            _check(expire_at_ms > self.now_ms, f"order {order_id} outlived its expiry")
+            _check((expire_at_ms, order_id) in entries, f"order {order_id} lost its expiry entry")
+
+
+def _resting(o: _Order) -> RestingOrder:
+    return RestingOrder(
+        o.order_id,
+        o.user_id,
+        o.price,
+        o.remaining,
+        o.post_only,
+        o.self_trade,
+        o.maker_fee_bps,
+        o.taker_fee_bps,
+        o.expire_at_ms,
+    )
+
+
+def _stop_order(s: _Stop) -> StopOrder:
+    return StopOrder(
+        s.order_id,
+        s.user_id,
+        s.side,
+        s.type,
+        s.stop_price,
+        s.price,
+        s.quantity,
+        s.time_in_force,
+        s.self_trade,
+        s.protection_price,
+        s.maker_fee_bps,
+        s.taker_fee_bps,
+        s.expire_at_ms,
+    )
 
 
 def _market_limit(side: Side, band: tuple[int, int] | None, protection: int | None) -> int | None:
@@ -613,6 +1145,21 @@ def _market_limit(side: Side, band: tuple[int, int] | None, protection: int | No
     if edge is None:
         return protection
     return min(edge, protection) if side is BUY else max(edge, protection)
+
+
+def _check_heap(heap: list[Any], keys: set[Any], what: str, *, unique: bool = True) -> None:
+    """A min-heap holding exactly `keys` (each once, if `unique`)."""
+    _check(not unique or len(heap) == len(set(heap)), f"{what} heap holds a key twice")
+    _check(set(heap) == keys, f"{what} heap and its dict disagree")
+    _check(
+        all(
+            heap[i] <= heap[c]
+            for i in range(len(heap))
+            for c in (2 * i + 1, 2 * i + 2)
+            if c < len(heap)
+        ),
+        f"{what} heap order broken",
+    )
 
 
 def _check(ok: bool, what: str) -> None:

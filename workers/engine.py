@@ -1,9 +1,22 @@
-"""Many symbols' books behind one `apply`: what a shard worker and `spot replay` run."""
+"""Many symbols' books behind one `apply`: what a shard worker and `spot replay` run.
+
+Every command names one symbol, so EXPIRE and CANCEL_ALL are routed like the rest: a
+clock tick or a user's cancel-all for several symbols is one command per symbol."""
 
 from collections.abc import Callable, Iterable
 
 from schema.codes import RejectReason
-from schema.messages import Action, Cancel, Command, Event, Place, Rejected, Replace
+from schema.messages import (
+    Action,
+    Cancel,
+    CancelAll,
+    Command,
+    Event,
+    Expire,
+    Place,
+    Rejected,
+    Replace,
+)
 from schema.symbols import SymbolSpec
 from workers.book import OrderBook
 
@@ -46,4 +59,10 @@ class MatchingEngine:
         return book.apply(command)
 
 
-_ACTIONS = {Place: Action.PLACE, Cancel: Action.CANCEL, Replace: Action.REPLACE}
+_ACTIONS = {
+    Place: Action.PLACE,
+    Cancel: Action.CANCEL,
+    Replace: Action.REPLACE,
+    Expire: Action.EXPIRE,
+    CancelAll: Action.CANCEL_ALL,
+}

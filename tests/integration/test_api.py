@@ -323,6 +323,9 @@ def test_a_malformed_body_is_400(api: Server, raw: bytes, fragment: str) -> None
 @pytest.mark.parametrize(
     ("order", "error"),
     [
+        (buy() | {"type": "STOP_LIMIT"}, "NOT_SUPPORTED"),
+        (buy() | {"type": "STOP_MARKET", "price": None}, "NOT_SUPPORTED"),
+        (buy() | {"time_in_force": "GTD"}, "NOT_SUPPORTED"),
         (buy() | {"symbol": "XYZ-USD"}, "UNKNOWN_SYMBOL"),
         (buy(50_005), "PRICE_OFF_TICK"),
         (buy(0), "PRICE_NOT_POSITIVE"),

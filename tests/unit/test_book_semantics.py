@@ -1,4 +1,5 @@
-"""The matching core's contract (issue 2), line by line, against both books.
+"""The matching core's contract (issue 2; stops, fees, GTD and cancel-all after it),
+line by line, against both books.
 
 Every test that takes `make_book` runs twice: on the heap OrderBook and on the naive
 ReferenceBook. Expected events are written out in full, without sequence numbers:
@@ -20,10 +21,12 @@ from schema.messages import (
     Accepted,
     Action,
     Cancel,
+    CancelAll,
     Canceled,
     Command,
     Done,
     Event,
+    Expire,
     OrderType,
     Place,
     Rejected,
@@ -33,15 +36,17 @@ from schema.messages import (
     Side,
     TimeInForce,
     Trade,
+    Triggered,
 )
 from schema.symbols import SymbolSpec
 from tests.unit.reference_book import ReferenceBook
-from workers.book import OrderBook, RestingOrder
+from workers.book import BookSnapshot, OrderBook, RestingOrder, StopOrder
 
 SYMBOL = "BTC-USD"
 BUY, SELL = Side.BUY, Side.SELL
-GTC, IOC, FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
+GTC, IOC, FOK, GTD = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK, TimeInForce.GTD
 MARKET = OrderType.MARKET
+STOP_LIMIT, STOP_MARKET = OrderType.STOP_LIMIT, OrderType.STOP_MARKET
 CANCEL_RESTING = SelfTrade.CANCEL_RESTING
 CANCEL_INCOMING = SelfTrade.CANCEL_INCOMING
 CANCEL_BOTH = SelfTrade.CANCEL_BOTH
@@ -80,6 +85,22 @@ def market(side: Side, oid: int, qty: int, user: str = "u1", **kw) -> Place:
     return place(side, oid, None, qty, user, type=MARKET, **kw)
 
 
+def stop(
+    side: Side, oid: int, stop_price: int, qty: int, user: str = "u1", price=None, **kw
+) -> Place:
+    """A STOP_LIMIT at `price`, or a STOP_MARKET without one."""
+    kind = STOP_MARKET if price is None else STOP_LIMIT
+    return place(side, oid, price, qty, user, type=kind, stop_price=stop_price, **kw)
+
+
+def expire(now_ms: int) -> Expire:
+    return Expire(symbol=SYMBOL, now_ms=now_ms)
+
+
+def cancel_all(user: str = "u1") -> CancelAll:
+    return CancelAll(user_id=user, symbol=SYMBOL, order_id=10**9)
+
+
 def cancel(oid: int, user: str = "u1") -> Cancel:
     return Cancel(order_id=oid, user_id=user, symbol=SYMBOL)
 
@@ -100,7 +121,13 @@ def away(maker_side: Side):
 
 # -- expected events (seq 0: Session.expect stamps the real numbers) ---------------------
 
-ACTIONS = {Place: Action.PLACE, Cancel: Action.CANCEL, Replace: Action.REPLACE}
+ACTIONS = {
+    Place: Action.PLACE,
+    Cancel: Action.CANCEL,
+    Replace: Action.REPLACE,
+    Expire: Action.EXPIRE,
+    CancelAll: Action.CANCEL_ALL,
+}
 
 
 def accepted(p: Place) -> Accepted:
@@ -116,6 +143,8 @@ def accepted(p: Place) -> Accepted:
         p.time_in_force,
         p.post_only,
         p.client_order_id,
+        p.stop_price,
+        p.expire_at_ms,
     )
 
 
@@ -123,7 +152,9 @@ def rejected(cmd: Command, reason: RejectReason) -> Rejected:
     return Rejected(SYMBOL, 0, cmd.order_id, cmd.user_id, ACTIONS[type(cmd)], reason)
 
 
-def trade(maker: Place, taker: Place, price: int, qty: int) -> Trade:
+def trade(
+    maker: Place, taker: Place, price: int, qty: int, maker_fee: int = 0, taker_fee: int = 0
+) -> Trade:
     return Trade(
         SYMBOL,
         0,
@@ -134,6 +165,8 @@ def trade(maker: Place, taker: Place, price: int, qty: int) -> Trade:
         maker.user_id,
         taker.user_id,
         taker.side,
+        maker_fee,
+        taker_fee,
     )
 
 
@@ -141,10 +174,29 @@ def done(p: Place) -> Done:
     return Done(SYMBOL, 0, p.order_id, p.user_id, p.side)
 
 
-def canceled(p: Place, remaining: int, reason: CancelReason, price=...) -> Canceled:
+def canceled(
+    p: Place, remaining: int, reason: CancelReason, price=..., protection: int | None = None
+) -> Canceled:
     """`price` defaults to the order's own (None for a MARKET order)."""
     price = p.price if price is ... else price
-    return Canceled(SYMBOL, 0, p.order_id, p.user_id, p.side, price, remaining, reason)
+    return Canceled(SYMBOL, 0, p.order_id, p.user_id, p.side, price, remaining, reason, protection)
+
+
+def triggered(p: Place, last_price: int) -> Triggered:
+    return Triggered(
+        SYMBOL,
+        0,
+        p.order_id,
+        p.user_id,
+        p.side,
+        p.type,
+        p.stop_price,
+        p.price,
+        p.quantity,
+        p.time_in_force,
+        last_price,
+        p.protection_price,
+    )
 
 
 def replaced(p: Place, price: int, qty: int, old: tuple[int, int], kept: bool) -> Replaced:
@@ -152,7 +204,14 @@ def replaced(p: Place, price: int, qty: int, old: tuple[int, int], kept: bool) -
     return Replaced(SYMBOL, 0, p.order_id, p.user_id, p.side, price, qty, old_price, old_qty, kept)
 
 
-def resting(p: Place, remaining: int | None = None, price: int | None = None) -> RestingOrder:
+def resting(
+    p: Place,
+    remaining: int | None = None,
+    price: int | None = None,
+    maker: int = 0,
+    taker: int = 0,
+) -> RestingOrder:
+    """`maker`, `taker`: the fee rates it rests with (the symbol's unless its own)."""
     return RestingOrder(
         p.order_id,
         p.user_id,
@@ -160,6 +219,28 @@ def resting(p: Place, remaining: int | None = None, price: int | None = None) ->
         p.quantity if remaining is None else remaining,
         p.post_only,
         p.self_trade,
+        maker if p.maker_fee_bps is None else p.maker_fee_bps,
+        taker if p.taker_fee_bps is None else p.taker_fee_bps,
+        p.expire_at_ms,
+    )
+
+
+def waiting(p: Place, maker: int = 0, taker: int = 0) -> StopOrder:
+    """An untriggered stop as `stops()` shows it."""
+    return StopOrder(
+        p.order_id,
+        p.user_id,
+        p.side,
+        p.type,
+        p.stop_price,
+        p.price,
+        p.quantity,
+        p.time_in_force,
+        p.self_trade,
+        p.protection_price,
+        maker if p.maker_fee_bps is None else p.maker_fee_bps,
+        taker if p.taker_fee_bps is None else p.taker_fee_bps,
+        p.expire_at_ms,
     )
 
 
@@ -1313,3 +1394,686 @@ def test_depth_aggregates_per_price_best_first_and_skips_emptied_levels():
     assert depth(1) == ([(100, 2)], [(102, 3)])
     run(cancel(2, "b"), cancel(4, "d"), cancel(5, "e"))
     assert depth(5) == ([], [(102, 3), (105, 3)])
+
+
+# -- stops: waiting, triggering --------------------------------------------------------
+
+
+def _print(s: Session, price: int, oid: int) -> None:
+    """A trade at `price` between two bystanders (ids oid, oid + 1): the last price."""
+    maker, taker = sell(oid, price, 1, "pm"), buy(oid + 1, price, 1, "pt")
+    s.rest(maker)
+    s.expect(taker, *_cross(maker, taker))
+
+
+@pytest.mark.parametrize("side", [BUY, SELL])
+def test_a_stop_is_accepted_and_waits_outside_the_book(session, side):
+    d = 1 if side is BUY else -1
+    bid, ask = buy(1, 990, 5, "m"), sell(2, 1_010, 5, "m")
+    session.rest(bid, ask)
+    limit_stop = stop(side, 3, 1_000 + 20 * d, 4, price=1_000 + 25 * d)
+    market_stop = stop(side, 4, 1_000 + 30 * d, 2, protection_price=1_000 + 40 * d)
+    session.rest(limit_stop, market_stop)
+    assert session.state() == ([resting(bid)], [resting(ask)])
+    assert session.book.stops() == [waiting(limit_stop), waiting(market_stop)]
+
+
+@pytest.mark.parametrize("side", [BUY, SELL])
+@pytest.mark.parametrize(("beyond", "fires"), [(-1, False), (0, True), (1, True)])
+def test_a_stop_fires_on_a_trade_at_or_beyond_its_stop_price(session, side, beyond, fires):
+    d = 1 if side is BUY else -1  # a BUY stop waits for a rise, a SELL stop for a fall
+    at = 1_000 + 5 * d
+    price = at + beyond * d
+    order = stop(side, 1, at, 1)
+    liquidity = place(other(side), 2, price + 2 * d, 3, "m2")
+    maker, taker = place(other(side), 3, price, 1, "m3"), place(side, 4, price, 1, "t")
+    session.rest(order, liquidity, maker)
+    fired = [triggered(order, price), trade(liquidity, order, price + 2 * d, 1), done(order)]
+    session.expect(taker, *_cross(maker, taker), *(fired if fires else []))
+    assert session.book.stops() == ([] if fires else [waiting(order)])
+    assert session.side(other(side)) == [resting(liquidity, remaining=2 if fires else 3)]
+
+
+def test_any_trade_reaches_a_stop_whichever_side_took_and_both_sides_fire(session):
+    """A BUY taker sweeping up from a low ask prints below a SELL stop and above a BUY
+    stop: both fire, in the order they were placed; the second meets the first."""
+    _print(session, 1_000, 1)
+    sell_stop = stop(SELL, 3, 995, 1, "u1", price=990)  # placed first
+    buy_stop = stop(BUY, 4, 1_005, 1, "u2", price=1_010)
+    low, high, bid = sell(5, 990, 1, "m5"), sell(6, 1_005, 1, "m6"), buy(7, 985, 3, "m7")
+    session.rest(sell_stop, buy_stop, low, high, bid)
+    taker = buy(8, 1_005, 2, "t")
+    session.expect(
+        taker,
+        accepted(taker),
+        trade(low, taker, 990, 1),
+        done(low),
+        trade(high, taker, 1_005, 1),
+        done(high),
+        done(taker),
+        triggered(sell_stop, 1_005),  # rests at 990: the best bid (985) is under its limit
+        triggered(buy_stop, 1_005),  # and the BUY stop takes it
+        trade(sell_stop, buy_stop, 990, 1),
+        done(sell_stop),
+        done(buy_stop),
+    )
+    session.assert_book([resting(bid)], [])
+
+
+@pytest.mark.parametrize("tif", [GTC, IOC])
+def test_a_triggered_stop_limit_runs_as_a_limit(session, tif):
+    order = stop(BUY, 1, 1_005, 5, price=1_007, time_in_force=tif)
+    near, far = sell(2, 1_006, 2, "m2"), sell(3, 1_008, 9, "m3")
+    maker, taker = sell(4, 1_005, 1, "m4"), buy(5, 1_005, 1, "t5")
+    session.rest(order, near, far, maker)
+    end = [] if tif is GTC else [canceled(order, 3, CancelReason.IOC_REMAINDER)]
+    session.expect(
+        taker,
+        *_cross(maker, taker),
+        triggered(order, 1_005),
+        trade(near, order, 1_006, 2),
+        done(near),
+        *end,
+    )
+    bids = [resting(order, remaining=3)] if tif is GTC else []
+    session.assert_book(bids, [resting(far)])
+
+
+@pytest.mark.parametrize(
+    ("protection", "fills"),
+    [(None, 1), (10_300, 1), (10_170, 0)],  # the band around 10_150 ends at 10_251
+)
+def test_a_triggered_stop_market_is_held_to_the_band_and_its_protection(banded, protection, fills):
+    s = banded
+    _print(s, 10_100, 1)  # band 9_999..10_201
+    _print(s, 10_200, 3)  # band 10_098..10_302: an ask at 10_300 may rest
+    far = sell(5, 10_300, 1, "far")
+    s.rest(far)
+    _print(s, 10_100, 6)
+    order = stop(BUY, 8, 10_150, 3, protection_price=protection)
+    near = sell(9, 10_180, 1, "near")
+    s.rest(order, near)
+    maker, taker = sell(10, 10_150, 1, "pm"), buy(11, 10_150, 1, "pt")
+    s.rest(maker)
+    filled = [trade(near, order, 10_180, 1), done(near)] if fills else []
+    s.expect(
+        taker,
+        *_cross(maker, taker),
+        triggered(order, 10_150),
+        *filled,
+        canceled(order, 3 - fills, CancelReason.MARKET_REMAINDER),
+    )
+    s.assert_book([], [resting(far)] if fills else [resting(near), resting(far)])
+
+
+@pytest.mark.parametrize("side", [BUY, SELL])
+def test_reached_stops_run_in_placement_order_and_a_cascade_joins_the_back(session, side):
+    """A and C are reached by the first trade, B (placed first) only by A's trade: A, C
+    run in placement order, then B from the back of the queue."""
+    d = 1 if side is BUY else -1
+
+    def px(n: int) -> int:
+        return 1_000 + d * n
+
+    m1, m2, m3 = (place(other(side), i, px(i), q, f"m{i}") for i, q in ((1, 1), (2, 1), (3, 5)))
+    b = stop(side, 4, px(2), 1, "b")
+    a = stop(side, 5, px(1), 1, "a", price=px(2))
+    c = stop(side, 6, px(1), 1, "c", price=px(1))
+    session.rest(m1, m2, m3, b, a, c)
+    taker = place(side, 7, px(1), 1, "t")
+    session.expect(
+        taker,
+        *_cross(m1, taker),
+        triggered(a, px(1)),
+        trade(m2, a, px(2), 1),
+        done(m2),
+        done(a),
+        triggered(c, px(2)),  # its limit px(1) no longer meets anything: it rests
+        triggered(b, px(2)),
+        trade(m3, b, px(3), 1),
+        done(b),
+    )
+    assert session.side(side) == [resting(c)]
+    assert session.side(other(side)) == [resting(m3, remaining=4)]
+    assert session.book.stops() == []
+
+
+def test_a_cascade_runs_until_no_trade_reaches_another_stop(session):
+    """Each stop's fill prints one tick higher and reaches the next: a chain of five."""
+    asks = [sell(i, 1_000 + i, 1, f"m{i}") for i in range(1, 7)]
+    stops = [stop(BUY, 10 + i, 1_000 + i, 1, f"s{i}") for i in range(1, 6)]
+    session.rest(*asks, *stops)
+    taker = buy(20, 1_001, 1, "t")
+    chain: list[Event] = []
+    for i, order in enumerate(stops, 1):
+        maker = asks[i]  # the one at 1_000 + i + 1
+        chain += [triggered(order, 1_000 + i), trade(maker, order, maker.price, 1)]
+        chain += [done(maker), done(order)]
+    session.expect(taker, *_cross(asks[0], taker), *chain)
+    session.assert_book([], [])
+
+
+def test_a_replace_that_trades_triggers_stops(session):
+    mine, ask = buy(1, 990, 2, "u1"), sell(2, 1_005, 5, "u2")
+    order = stop(BUY, 3, 1_005, 1, "u3")
+    session.rest(mine, ask, order)
+    session.expect(
+        replace(1, price=1_005),
+        replaced(mine, 1_005, 2, (990, 2), False),
+        trade(ask, mine, 1_005, 2),
+        done(mine),
+        triggered(order, 1_005),
+        trade(ask, order, 1_005, 1),
+        done(order),
+    )
+    session.assert_book([], [resting(ask, remaining=2)])
+
+
+@pytest.mark.parametrize("mode", [CANCEL_RESTING, CANCEL_INCOMING, CANCEL_BOTH])
+def test_self_trade_prevention_applies_to_a_triggered_stop(session, mode):
+    order = stop(BUY, 1, 1_005, 2, "u1", self_trade=mode)
+    own, theirs = sell(2, 1_006, 1, "u1"), sell(3, 1_007, 2, "u2")
+    maker, taker = sell(4, 1_005, 1, "pm"), buy(5, 1_005, 1, "pt")
+    session.rest(order, own, theirs, maker)
+    if mode is CANCEL_RESTING:
+        outcome = [
+            canceled(own, 1, CancelReason.SELF_TRADE),
+            trade(theirs, order, 1_007, 2),
+            done(theirs),
+            done(order),
+        ]
+    else:
+        own_gone = [canceled(own, 1, CancelReason.SELF_TRADE)] if mode is CANCEL_BOTH else []
+        outcome = [*own_gone, canceled(order, 2, CancelReason.SELF_TRADE)]
+    session.expect(taker, *_cross(maker, taker), triggered(order, 1_005), *outcome)
+    left = [] if mode is CANCEL_RESTING else [resting(theirs)]
+    assert session.side(SELL) == ([resting(own)] if mode is CANCEL_INCOMING else []) + left
+
+
+# -- stops: arrival --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", [BUY, SELL])
+@pytest.mark.parametrize(("offset", "ok"), [(-1, False), (0, False), (1, True)])
+def test_a_stop_the_last_trade_already_reached_is_rejected(session, side, offset, ok):
+    _print(session, 1_000, 1)
+    d = 1 if side is BUY else -1
+    order = stop(side, 3, 1_000 + offset * d, 1)
+    if ok:
+        session.rest(order)
+    else:
+        session.expect(order, rejected(order, RejectReason.STOP_WOULD_TRIGGER))
+        assert session.book.stops() == []
+
+
+@pytest.mark.parametrize("side", [BUY, SELL])
+@pytest.mark.parametrize(("offset", "ok"), [(0, False), (1, True)])
+def test_before_any_trade_a_stop_is_checked_against_the_reference_price(banded, side, offset, ok):
+    d = 1 if side is BUY else -1
+    order = stop(side, 1, 10_000 + offset * d, 1, price=10_000 + offset * d)
+    if ok:
+        banded.rest(order)
+    else:
+        banded.expect(order, rejected(order, RejectReason.STOP_WOULD_TRIGGER))
+
+
+@pytest.mark.parametrize("at", [1, 10**9])
+@pytest.mark.parametrize("side", [BUY, SELL])
+def test_without_trade_or_reference_price_any_stop_is_accepted(session, side, at):
+    session.rest(stop(side, 1, at, 1))
+
+
+STOP_REJECTS = [
+    # under STRICT: tick 5, lot 10, qty 20..1_000, band 9_000..11_000 around 10_000
+    (place(BUY, 1, None, 100, type=STOP_MARKET), RejectReason.STOP_PRICE_REQUIRED),
+    (place(BUY, 1, 10_100, 100, type=STOP_LIMIT), RejectReason.STOP_PRICE_REQUIRED),
+    (place(BUY, 1, None, 100, type=STOP_LIMIT, stop_price=10_100), RejectReason.PRICE_REQUIRED),
+    (stop(BUY, 1, 10_100, 100, price=10_003), RejectReason.PRICE_OFF_TICK),
+    (stop(BUY, 1, 10_100, 100, price=11_005), RejectReason.PRICE_OUT_OF_BAND),
+    (stop(SELL, 1, 9_900, 100, price=0), RejectReason.PRICE_NOT_POSITIVE),
+    (
+        place(BUY, 1, 10_000, 100, type=STOP_MARKET, stop_price=10_100),
+        RejectReason.PRICE_NOT_ALLOWED,
+    ),
+    (stop(BUY, 1, 10_103, 100), RejectReason.STOP_PRICE_OFF_TICK),
+    (stop(BUY, 1, 11_005, 100), RejectReason.STOP_PRICE_OUT_OF_BAND),
+    (stop(SELL, 1, 8_995, 100, price=9_000), RejectReason.STOP_PRICE_OUT_OF_BAND),
+    (stop(SELL, 1, 0, 100), RejectReason.STOP_PRICE_NOT_POSITIVE),
+    (stop(SELL, 1, -5, 100), RejectReason.STOP_PRICE_NOT_POSITIVE),
+    (stop(BUY, 1, 10_100, 25), RejectReason.QUANTITY_OFF_LOT),
+    (stop(BUY, 1, 10_100, 10), RejectReason.QUANTITY_BELOW_MIN),
+    (stop(BUY, 1, 10_100, 1_010), RejectReason.QUANTITY_ABOVE_MAX),
+    (stop(BUY, 1, 10_100, 100, price=10_100, post_only=True), RejectReason.POST_ONLY_NOT_GTC_LIMIT),
+    (stop(BUY, 1, 10_100, 100, time_in_force=FOK), RejectReason.TIME_IN_FORCE_NOT_ALLOWED),
+    (
+        stop(SELL, 1, 9_900, 100, price=9_900, time_in_force=FOK),
+        RejectReason.TIME_IN_FORCE_NOT_ALLOWED,
+    ),
+    (buy(1, 10_000, 100, stop_price=10_100), RejectReason.STOP_PRICE_NOT_ALLOWED),
+    (market(SELL, 1, 100, stop_price=9_900), RejectReason.STOP_PRICE_NOT_ALLOWED),
+    (stop(BUY, 1, 10_000, 100), RejectReason.STOP_WOULD_TRIGGER),
+    (stop(SELL, 1, 10_000, 100, price=9_995), RejectReason.STOP_WOULD_TRIGGER),
+]
+
+
+@pytest.mark.parametrize(("cmd", "reason"), STOP_REJECTS)
+def test_symbol_rules_reject_stops(strict, cmd, reason):
+    strict.expect(cmd, rejected(cmd, reason))
+    assert strict.book.stops() == []
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        stop(BUY, 1, 11_000, 20, price=11_000),  # every boundary
+        stop(SELL, 1, 9_000, 1_000, price=9_000),
+        stop(BUY, 1, 10_005, 30, time_in_force=IOC),
+        stop(SELL, 1, 9_995, 30, price=9_990, time_in_force=IOC),
+    ],
+)
+def test_stops_on_every_boundary_are_accepted(strict, order):
+    strict.rest(order)
+    assert strict.book.stops() == [waiting(order)]
+
+
+def test_a_stop_and_a_resting_order_never_share_an_id(session):
+    order, limit = stop(BUY, 1, 1_005, 1), buy(2, 990, 1)
+    session.rest(order, limit)
+    for dup in (buy(1, 990, 1, "u2"), stop(SELL, 2, 980, 1, "u2")):
+        session.expect(dup, rejected(dup, RejectReason.DUPLICATE_ORDER_ID))
+    assert session.book.stops() == [waiting(order)]
+
+
+# -- stops: cancel, replace ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [None, 1_010], ids=["stop-market", "stop-limit"])
+def test_an_untriggered_stop_can_be_canceled_and_then_never_fires(session, limit):
+    order = stop(BUY, 1, 1_005, 4, price=limit, protection_price=1_020)
+    session.rest(order)
+    theirs = cancel(1, "u2")
+    session.expect(theirs, rejected(theirs, RejectReason.UNKNOWN_ORDER))
+    # A STOP_MARKET names the price its hold was taken at; a STOP_LIMIT has its price.
+    protection = 1_020 if limit is None else None
+    session.expect(cancel(1), canceled(order, 4, CancelReason.USER, protection=protection))
+    assert session.book.stops() == []
+    _print(session, 1_010, 2)
+    again = cancel(1)
+    session.expect(again, rejected(again, RejectReason.UNKNOWN_ORDER))
+
+
+def test_an_untriggered_stop_cannot_be_replaced_until_it_rests(session):
+    order = stop(SELL, 1, 995, 4, price=990)
+    session.rest(order)
+    for cmd in (replace(1, price=991), replace(1, qty=2), replace(1)):
+        session.expect(cmd, rejected(cmd, RejectReason.STOP_NOT_REPLACEABLE))
+    theirs = replace(1, "u2", qty=2)
+    session.expect(theirs, rejected(theirs, RejectReason.UNKNOWN_ORDER))
+    assert session.book.stops() == [waiting(order)]
+    maker, taker = buy(2, 995, 1, "pm"), sell(3, 995, 1, "pt")
+    session.rest(maker)
+    session.expect(taker, *_cross(maker, taker), triggered(order, 995))
+    session.assert_book([], [resting(order)])
+    session.expect(replace(1, qty=2), replaced(order, 990, 2, (990, 4), True))
+
+
+def test_a_triggered_gtd_stop_rests_with_its_expiry_and_expires(session):
+    order = stop(BUY, 1, 1_005, 3, price=1_004, time_in_force=GTD, expire_at_ms=500)
+    maker, taker = sell(2, 1_005, 1, "pm"), buy(3, 1_005, 1, "pt")
+    session.rest(order, maker)
+    # It fires, and with nothing at or under 1_004 to buy it rests, GTD as it came.
+    session.expect(taker, *_cross(maker, taker), triggered(order, 1_005))
+    session.assert_book([resting(order)], [])
+    session.expect(expire(499))
+    session.expect(expire(500), canceled(order, 3, CancelReason.EXPIRED))
+    session.assert_book([], [])
+
+
+# -- fees -------------------------------------------------------------------------------
+
+FEE_CASES = [
+    # (maker bps, taker bps, taker side, price, quantity, maker fee, taker fee). The
+    # buyer pays on base (quantity), the seller on quote (price × quantity); a fee
+    # rounds up, a rebate's size down.
+    (10, 20, BUY, 1_001, 7, 8, 1),  # seller: 7.007 -> 8; buyer: 0.014 -> 1
+    (10, 20, SELL, 1_001, 7, 1, 15),  # buyer: 0.007 -> 1; seller: 14.014 -> 15
+    (-3, 8, BUY, 1_001, 7, -2, 1),  # rebate -2.1021 -> -2
+    (-3, 8, SELL, 1_001, 7, 0, 6),  # rebate -0.0021 -> 0; fee 5.6056 -> 6
+    (-3, 8, BUY, 100, 100, -3, 1),  # exact rebate -3; fee 0.08 -> 1
+    (-5, 5, SELL, 100, 20_000, -10, 1_000),  # both exact
+    (-7, 10, BUY, 1_003, 1_999, -1_403, 2),  # -1403.4979 -> -1403; 1.999 -> 2
+    (25, 25, BUY, 1_000, 4, 10, 1),
+    (0, 0, SELL, 1_000, 4, 0, 0),
+    (10_000, 10_000, BUY, 3, 5, 15, 5),  # all that each side receives
+]
+
+
+@pytest.mark.parametrize(
+    ("maker_bps", "taker_bps", "side", "price", "qty", "mfee", "tfee"), FEE_CASES
+)
+def test_fees_are_charged_on_what_each_side_receives_rounded_for_the_exchange(
+    make_book, maker_bps, taker_bps, side, price, qty, mfee, tfee
+):
+    s = Session(make_book(maker_fee_bps=maker_bps, taker_fee_bps=taker_bps))
+    maker = place(other(side), 1, price, qty, "m")
+    taker = place(side, 2, price, qty, "t")
+    s.rest(maker)
+    assert s.side(other(side)) == [resting(maker, maker=maker_bps, taker=taker_bps)]
+    s.expect(
+        taker,
+        accepted(taker),
+        trade(maker, taker, price, qty, mfee, tfee),
+        done(maker),
+        done(taker),
+    )
+
+
+def test_an_orders_own_rates_override_the_symbols_and_a_maker_keeps_its_own(make_book):
+    s = Session(make_book(maker_fee_bps=10, taker_fee_bps=20))
+    vip = sell(1, 1_000, 10, "vip", maker_fee_bps=-2)  # its tier's rate, kept while it rests
+    plain = sell(2, 1_000, 10, "plain")
+    s.rest(vip, plain)
+    taker = buy(3, 1_000, 20, "t", taker_fee_bps=5)
+    s.expect(
+        taker,
+        accepted(taker),
+        trade(vip, taker, 1_000, 10, -2, 1),  # rebate 2 on 10_000; fee 0.005 -> 1
+        done(vip),
+        trade(plain, taker, 1_000, 10, 10, 1),
+        done(plain),
+        done(taker),
+    )
+
+
+def test_a_replaced_order_that_crosses_pays_its_own_taker_rate(make_book):
+    s = Session(make_book(maker_fee_bps=10, taker_fee_bps=20))
+    mine = buy(1, 990, 50_000, "u1", taker_fee_bps=1)
+    ask = sell(2, 1_000, 50_000, "u2")
+    s.rest(mine, ask)
+    s.expect(
+        replace(1, price=1_000),
+        replaced(mine, 1_000, 50_000, (990, 50_000), False),
+        trade(ask, mine, 1_000, 50_000, 50_000, 5),  # maker 10 bps of 50M; taker 1 bps of 50k
+        done(ask),
+        done(mine),
+    )
+
+
+def test_a_triggered_stop_pays_its_own_rates(make_book):
+    s = Session(make_book(maker_fee_bps=10, taker_fee_bps=20))
+    order = stop(BUY, 1, 1_005, 20_000, price=1_005, maker_fee_bps=0, taker_fee_bps=1)
+    ask = sell(2, 1_005, 10_000, "m")
+    s.rest(order, ask)
+    assert s.book.stops() == [waiting(order)]
+    taker = buy(3, 1_005, 1, "t")
+    s.expect(
+        taker,
+        accepted(taker),
+        trade(ask, taker, 1_005, 1, 2, 1),  # 1.005 -> 2; 0.002 -> 1
+        done(taker),
+        triggered(order, 1_005),
+        trade(ask, order, 1_005, 9_999, 10_049, 1),  # 10_048.995 -> 10_049; 0.9999 -> 1
+        done(ask),
+    )
+    s.assert_book([resting(order, remaining=10_001)], [])
+
+
+@pytest.mark.parametrize(
+    ("maker", "taker", "ok"),
+    [
+        (-20, 20, True),  # a rebate as large as the taker rate
+        (-21, 20, False),
+        (None, -1, False),
+        (10_001, None, False),
+        (None, 10_001, False),
+        (10_000, 10_000, True),
+        (-3, None, True),
+        (None, 2, False),  # with the symbol's maker rebate of 3: the pair is checked
+    ],
+)
+def test_an_orders_own_fee_rates_are_checked_as_a_pair(make_book, maker, taker, ok):
+    s = Session(make_book(maker_fee_bps=-3, taker_fee_bps=20))
+    order = buy(1, 1_000, 1, maker_fee_bps=maker, taker_fee_bps=taker)
+    if ok:
+        s.rest(order)
+    else:
+        s.expect(order, rejected(order, RejectReason.FEE_RATE_INVALID))
+
+
+@pytest.mark.parametrize(
+    ("maker", "taker", "ok"),
+    [(0, 0, True), (-20, 20, True), (-21, 20, False), (0, -1, False), (10_001, 10_001, False)],
+)
+def test_a_symbols_fee_rates_are_checked(maker, taker, ok):
+    def spec() -> SymbolSpec:
+        return SymbolSpec(
+            symbol=SYMBOL, base="BTC", quote="USD", maker_fee_bps=maker, taker_fee_bps=taker
+        )
+
+    if ok:
+        assert spec().maker_fee_bps == maker
+    else:
+        with pytest.raises(ValueError, match="fee_bps"):
+            spec()
+
+
+# -- GTD and expiry ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmd", "reason"),
+    [
+        (buy(1, 100, 5, time_in_force=GTD), RejectReason.EXPIRE_AT_REQUIRED),
+        (buy(1, 100, 5, expire_at_ms=50), RejectReason.EXPIRE_AT_NOT_ALLOWED),
+        (sell(1, 100, 5, time_in_force=IOC, expire_at_ms=50), RejectReason.EXPIRE_AT_NOT_ALLOWED),
+        (stop(BUY, 1, 105, 5, expire_at_ms=50), RejectReason.EXPIRE_AT_NOT_ALLOWED),
+        (
+            market(BUY, 1, 5, time_in_force=GTD, expire_at_ms=50),
+            RejectReason.TIME_IN_FORCE_NOT_ALLOWED,
+        ),
+        (buy(1, 100, 5, time_in_force=GTD, expire_at_ms=0), RejectReason.EXPIRE_AT_PASSED),
+        (buy(1, 100, 5, time_in_force=GTD, expire_at_ms=-1), RejectReason.EXPIRE_AT_PASSED),
+        (
+            buy(1, 100, 5, time_in_force=GTD, expire_at_ms=50, post_only=True),
+            RejectReason.POST_ONLY_NOT_GTC_LIMIT,
+        ),
+    ],
+)
+def test_gtd_needs_an_expiry_and_only_gtd_takes_one(session, cmd, reason):
+    session.expect(cmd, rejected(cmd, reason))
+    session.assert_book([], [])
+
+
+def test_a_gtd_order_already_due_by_the_books_clock_is_rejected(session):
+    session.expect(expire(100))  # nothing to expire: no event, the clock moves
+    due, later = (
+        buy(1, 99, 1, time_in_force=GTD, expire_at_ms=100),
+        stop(BUY, 2, 105, 1, time_in_force=GTD, expire_at_ms=100),
+    )
+    for cmd in (due, later):
+        session.expect(cmd, rejected(cmd, RejectReason.EXPIRE_AT_PASSED))
+    ok = buy(3, 99, 1, time_in_force=GTD, expire_at_ms=101)
+    session.rest(ok)
+    session.expect(expire(50))  # a clock from behind changes nothing
+    session.assert_book([resting(ok)], [])
+
+
+def test_expire_cancels_what_is_due_in_order_id_order(session):
+    b = sell(1, 105, 5, "u2", time_in_force=GTD, expire_at_ms=50)
+    keep = buy(2, 98, 5, "u3", time_in_force=GTD, expire_at_ms=200)
+    a = buy(3, 99, 5, "u1", time_in_force=GTD, expire_at_ms=40)
+    gtc = buy(4, 97, 5, "u4")
+    e = stop(BUY, 5, 110, 2, "u5", time_in_force=GTD, expire_at_ms=80, protection_price=120)
+    session.rest(b, keep, a, gtc, e)
+    taker = sell(6, 99, 2, "u9")
+    session.expect(taker, accepted(taker), trade(a, taker, 99, 2), done(taker))
+    session.expect(expire(39))
+    session.expect(
+        expire(100),  # by id: 1, 3, 5, though they fell due in the order 3, 1, 5
+        canceled(b, 5, CancelReason.EXPIRED),
+        canceled(a, 3, CancelReason.EXPIRED),  # what is left after its fill
+        canceled(e, 2, CancelReason.EXPIRED, protection=120),
+    )
+    session.assert_book([resting(keep), resting(gtc)], [])
+    assert session.book.stops() == []
+    session.expect(expire(200), canceled(keep, 5, CancelReason.EXPIRED))  # at its very ms
+    session.assert_book([resting(gtc)], [])
+
+
+def test_a_gtd_order_keeps_its_expiry_through_a_replace(session):
+    order = buy(1, 99, 5, time_in_force=GTD, expire_at_ms=70)
+    session.rest(order)
+    session.expect(replace(1, price=98, qty=6), replaced(order, 98, 6, (99, 5), False))
+    session.expect(replace(1, qty=4), replaced(order, 98, 4, (98, 6), True))
+    session.assert_book([resting(order, remaining=4, price=98)], [])
+    session.expect(expire(70), canceled(order, 4, CancelReason.EXPIRED, price=98))
+
+
+def test_an_order_that_filled_is_not_expired(session):
+    order = buy(1, 99, 5, time_in_force=GTD, expire_at_ms=70)
+    session.rest(order)
+    taker = sell(2, 99, 5, "u2")
+    session.expect(taker, *_cross(order, taker))
+    reused = buy(1, 99, 5, time_in_force=GTD, expire_at_ms=90)  # an ended order's id is free
+    session.rest(reused)
+    session.expect(expire(80))  # the entry of the first order 1 expires nothing
+    session.expect(expire(90), canceled(reused, 5, CancelReason.EXPIRED))
+
+
+# -- cancel-all -------------------------------------------------------------------------
+
+
+def test_cancel_all_cancels_the_users_orders_and_stops_in_order_id_order(session):
+    b3, b1 = buy(3, 99, 5), buy(1, 98, 2)
+    a5 = sell(5, 105, 1)
+    s2 = stop(BUY, 2, 110, 4, price=111)
+    s4 = stop(SELL, 4, 90, 3, protection_price=80)
+    theirs, their_stop = buy(6, 99, 1, "u2"), stop(BUY, 7, 110, 1, "u2")
+    session.rest(b3, b1, a5, s2, s4, theirs, their_stop)
+    session.expect(
+        cancel_all("u1"),
+        canceled(b1, 2, CancelReason.USER),
+        canceled(s2, 4, CancelReason.USER),
+        canceled(b3, 5, CancelReason.USER),
+        canceled(s4, 3, CancelReason.USER, protection=80),
+        canceled(a5, 1, CancelReason.USER),
+    )
+    session.assert_book([resting(theirs)], [])
+    assert session.book.stops() == [waiting(their_stop)]
+    session.expect(cancel_all("u1"))  # nothing left: no event at all
+    session.expect(cancel_all("nobody"))
+
+
+# -- snapshot, restore, state hash with stops, fees and GTD (heap book) ------------------
+
+FEE_SPEC = SymbolSpec(
+    symbol=SYMBOL, base="BTC", quote="USD", maker_fee_bps=-2, taker_fee_bps=6, **BAND
+)
+STOP_SCRIPT: list[Command] = [
+    sell(1, 10_050, 2, "a", maker_fee_bps=-1),
+    sell(2, 10_080, 5, "b", time_in_force=GTD, expire_at_ms=1_000),
+    stop(BUY, 3, 10_040, 2, "c", price=10_080),  # placed before 4: runs first
+    stop(BUY, 4, 10_020, 1, "d"),  # STOP_MARKET: band-protected when it fires
+    stop(SELL, 5, 9_950, 2, "e", price=9_940, time_in_force=GTD, expire_at_ms=500),
+    stop(BUY, 6, 10_060, 2, "f", price=10_100, taker_fee_bps=2),  # reached by 3's trade
+    buy(7, 9_990, 4, "g", time_in_force=GTD, expire_at_ms=800),
+    stop(BUY, 8, 10_000, 1, "h"),  # rejected: the reference price reaches it
+    buy(9, 10_050, 1, "i"),  # a trade at 10_050 fires 3 and 4; 3's trade at 10_080 fires 6
+    replace(3, "c", price=10_055),  # rejected: 3 filled
+    replace(5, "e", qty=1),  # rejected: an untriggered stop is not replaceable
+    expire(600),  # stop 5 expires
+    stop(SELL, 10, 9_990, 3, "j", price=9_980),
+    cancel_all("g"),  # 7 goes; 10 is j's
+    sell(11, 10_000, 1, "k"),
+    buy(12, 10_000, 1, "l"),  # a trade at 10_000: not low enough for 10
+    stop(SELL, 13, 9_950, 1, "j", expire_at_ms=5),  # rejected: not GTD
+    expire(1_000),  # what is left of 2 expires
+    buy(14, 9_990, 2, "m"),
+    sell(15, 9_990, 1, "n"),  # a trade at 9_990 fires 10: it takes the rest of 14, rests 2
+    cancel(10, "j"),
+]
+
+
+@pytest.mark.parametrize("cut", range(len(STOP_SCRIPT) + 1))
+def test_stops_and_expiries_survive_snapshot_restore(cut):
+    straight, reference = OrderBook(FEE_SPEC), ReferenceBook(FEE_SPEC)
+    events = [straight.apply(cmd) for cmd in STOP_SCRIPT[:cut]]
+    restored = OrderBook(FEE_SPEC)
+    restored.restore(straight.snapshot())
+    restored.validate()
+    assert restored.snapshot() == straight.snapshot()
+    assert restored.stops() == straight.stops()
+    assert restored.now_ms == straight.now_ms
+    for cmd in STOP_SCRIPT[cut:]:
+        got = restored.apply(cmd)
+        assert got == straight.apply(cmd), cmd
+        restored.validate()
+        assert restored.state_hash() == straight.state_hash()
+        events.append(got)
+    assert events == [reference.apply(cmd) for cmd in STOP_SCRIPT]
+    assert restored.stops() == reference.stops()
+
+
+def test_stop_script_reaches_every_event_kind_and_each_new_rule():
+    book = OrderBook(FEE_SPEC)
+    events = [e for cmd in STOP_SCRIPT for e in book.apply(cmd)]
+    assert {type(e) for e in events} == {
+        Accepted,
+        Rejected,
+        Trade,
+        Canceled,
+        Done,
+        Triggered,
+    }
+    fired = [e.order_id for e in events if isinstance(e, Triggered)]
+    assert fired == [3, 4, 6, 10]
+    reasons = {e.reason for e in events if isinstance(e, (Rejected, Canceled))}
+    assert reasons >= {
+        RejectReason.STOP_WOULD_TRIGGER,
+        RejectReason.STOP_NOT_REPLACEABLE,
+        RejectReason.EXPIRE_AT_NOT_ALLOWED,
+        CancelReason.EXPIRED,
+        CancelReason.USER,
+    }
+    trades = [e for e in events if isinstance(e, Trade)]
+    assert any(t.maker_fee < 0 for t in trades) and all(t.taker_fee > 0 for t in trades)
+
+
+def test_state_hash_sees_the_stops_their_trigger_order_and_the_clock():
+    def book(*cmds: Command) -> OrderBook:
+        b = OrderBook(FEE_SPEC)
+        for cmd in cmds:
+            b.apply(cmd)
+        return b
+
+    x, y = stop(BUY, 1, 10_050, 1, "x"), stop(BUY, 2, 10_050, 1, "y")
+    assert book(x, y).state_hash() != book(y, x).state_hash()  # same stops, other queue
+    assert book(x, expire(5)).state_hash() != book(x, expire(6)).state_hash()
+    assert book(x).snapshot() != book(buy(1, 9_950, 1, "x")).snapshot()
+
+
+def test_a_snapshot_from_before_stops_still_restores():
+    """The arrays a book wrote before stops, fees and GTD existed: 5 fields, orders of 6."""
+    old = msgspec.msgpack.encode(
+        [SYMBOL, 7, 10_050, [[4, "d", 9_950, 3, False, "CANCEL_RESTING"]], []]
+    )
+    book = OrderBook(FEE_SPEC)
+    book.restore(old)
+    book.validate()
+    assert (book.seq, book.last_price, book.now_ms, book.stops()) == (7, 10_050, 0, [])
+    assert book.resting(BUY) == [RestingOrder(4, "d", 9_950, 3, False, CANCEL_RESTING)]
+    assert msgspec.msgpack.decode(book.snapshot(), type=BookSnapshot).stops == []
+
+
+def test_untriggered_stops_are_not_in_the_depth():
+    book = OrderBook(SymbolSpec(symbol=SYMBOL, base="BTC", quote="USD"))
+    for cmd in (
+        buy(1, 99, 2),
+        sell(2, 101, 3),
+        stop(BUY, 3, 105, 7, price=106),
+        stop(SELL, 4, 95, 1),
+    ):
+        book.apply(cmd)
+    assert book.depth(5) == ([(99, 2)], [(101, 3)])
+    assert len(book) == 2
+    assert book.order(3) is None and book.stop(3) is not None

@@ -120,3 +120,74 @@ def test_missing_file_and_bad_specs_are_clear_errors(tmp_path):
     path = write_commands(tmp_path / "in.jsonl", [place(1, "BUY", 100, 1)])
     result = run(str(path), "--symbols", str(specs))
     assert result.returncode == 1 and b"tick" in result.stderr
+
+
+def test_a_stop_cascade_replays_byte_for_byte():
+    """spot/examples/stops.jsonl: order 8's trade fires stop 4, whose trade at 15_020
+    fires stop 5; a stop already reached is refused; EXPIRE and CANCEL_ALL clear the rest."""
+    args = (str(EXAMPLES / "stops.jsonl"), "--symbols", str(EXAMPLES / "symbols.json"))
+    first, second = run(*args), run(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    events = [json.loads(line) for line in first.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["order_id"] for e in events if e["type"] == "TRIGGERED"] == [4, 5]
+    fired = next(e for e in events if e["type"] == "TRIGGERED")
+    assert fired == {
+        "type": "TRIGGERED",
+        "symbol": "AAPL",
+        "seq": 11,
+        "order_id": 4,
+        "user_id": "u4",
+        "side": "BUY",
+        "order_type": "STOP_LIMIT",
+        "stop_price": 15005,
+        "price": 15020,
+        "quantity": 15,
+        "time_in_force": "GTC",
+        "last_price": 15010,
+        "protection_price": None,
+    }
+    after = events[events.index(fired) :]
+    assert [(e["type"], e.get("taker_order_id", e.get("order_id"))) for e in after[:8]] == [
+        ("TRIGGERED", 4),
+        ("TRADE", 4),
+        ("DONE", 1),
+        ("TRADE", 4),
+        ("DONE", 2),
+        ("DONE", 4),
+        ("TRIGGERED", 5),
+        ("TRADE", 5),
+    ]
+    # u1 rests with its own rebate of 1 bps: 15_010 × 5 = 75_050 of quote, 7.505 -> 7
+    assert (after[1]["maker_fee"], after[1]["taker_fee"]) == (-7, 1)
+    ends = {(e["order_id"], e["reason"]) for e in events if e["type"] in ("REJECTED", "CANCELED")}
+    assert ends == {
+        (6, "STOP_WOULD_TRIGGER"),
+        (7, "STOP_NOT_REPLACEABLE"),
+        (7, "EXPIRED"),
+        (3, "USER"),
+    }
+
+
+def test_stops_expiry_and_cancel_all_decode_from_their_json_fields(tmp_path):
+    path = write_commands(
+        tmp_path / "in.jsonl",
+        [
+            place(1, "SELL", 100, 5, "u1")
+            | {"type": "STOP_LIMIT", "stop_price": 99, "price": 98, "time_in_force": "IOC"},
+            place(2, "BUY", 100, 5, "u2") | {"time_in_force": "GTD", "expire_at_ms": 10},
+            {"action": "EXPIRE", "symbol": "AAPL", "now_ms": 10},
+            {"action": "CANCEL_ALL", "user_id": "u1", "symbol": "AAPL"},
+        ],
+    )
+    result = run(str(path))
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["type"], e["order_id"], e.get("reason")) for e in events] == [
+        ("ACCEPTED", 1, None),
+        ("ACCEPTED", 2, None),
+        ("CANCELED", 2, "EXPIRED"),
+        ("CANCELED", 1, "USER"),
+    ]
+    assert events[0]["stop_price"] == 99 and events[1]["expire_at_ms"] == 10
