@@ -81,8 +81,7 @@ class OrderRoutes:
         spec = market.specs.get(symbol)
         if spec is None:
             raise unknown_symbol(symbol)
-        if order.type not in _SERVED_TYPES or order.time_in_force is TimeInForce.GTD:
-            raise HTTPError(ApiError.NOT_SUPPORTED, "stop orders and GTD are not served by /v1 yet")
+        _check_served(order)
         band = market.bands[symbol]
         protection = None
         if order.type is OrderType.LIMIT:
