@@ -16,7 +16,6 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,12 +30,13 @@ from api.errors import (
 )
 from api.market import Listing
 from api.order_gateway import OrderGateway
-from api.request import JSON, Reply, admin, decode, encode, query, query_int, read_body
+from api.request import JSON, Body, Reply, admin, encode, query, query_int, read_body
 from api.rsgi import HTTPProtocol, Scope
 from control import migration
 from schema.codes import ApiError, ScriptStatus
 from schema.settings import Settings
 from schema.wire import (
+    MAX_INTEGER,
     Deposit,
     Migrations,
     MigrationStep,
@@ -53,9 +53,9 @@ MIGRATION_ID_LENGTH = 64  # a symbol (32), '-', a counter: anything longer names
 MIGRATION_RETRY_S = 1.0  # an orchestrator that lost Redis tries again this often
 MIGRATION_STOP_WAIT_S = 2.0  # at shutdown, for cancelled migrations to stop
 
-_deposit_decoder = msgspec.json.Decoder(Deposit)
-_withdrawal_decoder = msgspec.json.Decoder(Withdrawal)
-_start_migration_decoder = msgspec.json.Decoder(StartMigration)
+_deposit_body = Body(Deposit)
+_withdrawal_body = Body(Withdrawal)
+_start_migration_body = Body(StartMigration)
 
 
 class AdminRoutes:
@@ -83,16 +83,16 @@ class AdminRoutes:
     # -- funds ----------------------------------------------------------------------------
 
     async def deposit(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
-        return await self._transfer(scope, proto, _deposit_decoder, 1)
+        return await self._transfer(scope, proto, _deposit_body, 1)
 
     async def withdrawal(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
-        return await self._transfer(scope, proto, _withdrawal_decoder, -1)
+        return await self._transfer(scope, proto, _withdrawal_body, -1)
 
     async def _transfer(
-        self, scope: Scope, proto: HTTPProtocol, decoder: msgspec.json.Decoder[Any], sign: int
+        self, scope: Scope, proto: HTTPProtocol, body: Body[Deposit], sign: int
     ) -> Reply:
         who = admin(self.auth, scope)
-        transfer: Deposit = decode(decoder, await read_body(scope, proto, self.max_body))
+        transfer = body.decode(await read_body(scope, proto, self.max_body))
         if transfer.asset not in self.listing.market.assets:
             raise HTTPError(ApiError.UNKNOWN_ASSET, f"no listed symbol trades {transfer.asset!r}")
         kind = "deposit" if sign > 0 else "withdrawal"
@@ -102,6 +102,12 @@ class AdminRoutes:
         )
         if result.status is ScriptStatus.INSUFFICIENT_BALANCE:
             raise insufficient(transfer.asset, transfer.amount, result.detail)
+        if result.status is ScriptStatus.TOO_LARGE:
+            raise HTTPError(
+                ApiError.BALANCE_TOO_LARGE,
+                f"the {transfer.asset} balance would pass {MAX_INTEGER} "
+                f"({result.detail} available)",
+            )
         if result.status is not ScriptStatus.OK:
             raise script_failure(result.status, "")
         done = Transferred(
@@ -114,7 +120,7 @@ class AdminRoutes:
     async def start_migration(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         admin(self.auth, scope)
         body = await read_body(scope, proto, self.max_body)
-        request: StartMigration = decode(_start_migration_decoder, body)
+        request = _start_migration_body.decode(body)
         symbol, to_shard = request.symbol, request.to_shard
         self.listing.listed(symbol)
         shards = self.settings.shards

@@ -25,20 +25,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from api import openapi
 from api.admin import AdminRoutes
 from api.auth import Authenticator, AuthError
-from api.errors import HTTPError, Unavailable
+from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
 from api.market import Listing, PublicMarketData
 from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
 from api.order_gateway import OrderGateway
 from api.orders import OrderRoutes
-from api.request import JSON, TEXT, UNAUTHORIZED, Reply, encode, error_reply
+from api.request import JSON, TEXT, UNAUTHORIZED, UNAVAILABLE, Reply, encode, error_reply
 from api.rsgi import HTTPProtocol, ProtocolClosed, Scope
 from schema.codes import ApiError
 from schema.settings import Settings
@@ -179,7 +178,8 @@ class App:
             try:
                 status, body, headers = await handler(scope, proto, param)
             except HTTPError as exc:
-                status, headers = exc.status, JSON
+                status = exc.status
+                headers = UNAVAILABLE if status == 503 else JSON
                 if exc.migration_id is not None:
                     body = encode(
                         MigrationConflict(
@@ -191,18 +191,24 @@ class App:
             except AuthError as exc:
                 status, headers = exc.error.status, UNAUTHORIZED
                 body = encode(Error(error=exc.code, message=exc.message))
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                self._unavailable.warn("Redis", exc)
-                status, body, headers = error_reply(
-                    ApiError.UNAVAILABLE, "storage unavailable, retry"
-                )
+            except RedisError as exc:
+                if redis_not_serving(exc):
+                    self._unavailable.warn("Redis", exc)
+                    status, body, headers = error_reply(
+                        ApiError.UNAVAILABLE, f"Redis is unavailable ({type(exc).__name__}), retry"
+                    )
+                else:
+                    status, body, headers = self._internal(scope)
             except ProtocolClosed:  # the client went away mid-request: nobody to answer
                 return
             except Exception:
-                log.exception("%s %s failed", scope.method, path)
-                status, body, headers = error_reply(ApiError.INTERNAL, "internal error")
+                status, body, headers = self._internal(scope)
         proto.response_bytes(status, headers, body)
         stats.observe(status, time.perf_counter() - start)
+
+    def _internal(self, scope: Scope) -> Reply:
+        log.exception("%s %s failed", scope.method, scope.path)
+        return error_reply(ApiError.INTERNAL, "internal error")
 
     async def _websocket(self, scope: Scope, proto: Any) -> None:
         if scope.path == "/v1/ws":
@@ -216,7 +222,22 @@ class App:
         return 200, b'{"status":"ok"}', JSON
 
     async def readyz(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
-        await self.redis.ping()
+        """200 once Redis answers, PostgreSQL too (when configured), and the symbols are
+        loaded; else a 503 that names what is missing."""
+        missing = []
+        try:
+            await self.redis.ping()
+        except RedisError as exc:
+            if not redis_not_serving(exc):
+                raise
+            missing.append(f"Redis ({type(exc).__name__})")
+        if self.settings.database_url is not None:
+            try:
+                await self.history.fetch("SELECT 1")
+            except HTTPError:
+                missing.append("PostgreSQL")
+        if missing:
+            return error_reply(ApiError.UNAVAILABLE, f"unavailable: {', '.join(missing)}")
         if not self.listing.market.specs:
             return error_reply(ApiError.NOT_READY, "no symbols loaded yet")
         return 200, b'{"status":"ready"}', JSON

@@ -3,7 +3,8 @@
 
 PyJWT takes ~22 µs to verify a token on this machine, a cache hit ~0.1 µs; a client
 sends the same token with every order, so verified tokens are kept until they expire
-or for CACHE_TTL_S, whichever comes first.
+or for CACHE_TTL_S, whichever comes first. The cache is keyed by the token, not the
+header: one token padded with 60 KB of spaces, sent 10,000 times, once held 576 MB.
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ ALGORITHM = "HS256"
 ADMIN_ROLE = "admin"
 DEFAULT_TTL_S = 24 * 3600
 CACHE_TTL_S = 60.0
-# Past this many distinct live tokens the cache starts over, so a flood of forged or
-# one-off tokens cannot grow it without bound.
+# Past this many distinct live tokens, or this many characters of them, the cache starts
+# over, so a flood of one-off tokens cannot grow it without bound (base64 decoding skips
+# stray characters, so one token can be spelt many ways that all verify).
 CACHE_MAX = 100_000
+CACHE_MAX_CHARS = 16 * 1024 * 1024
+# A JWT of ours is ~200 bytes; a header far past that is no token of ours, and is refused
+# before anything else is done with it.
+MAX_AUTHORIZATION = 4096
 # RFC 7518 §3.2: an HS256 key at least as long as the hash. PyJWT only warns.
 MIN_SECRET_BYTES = 32
 
@@ -66,6 +72,7 @@ class Authenticator:
         _check_secret(secret)
         self._secret = secret
         self._cache: dict[str, Principal] = {}
+        self._cached_chars = 0
 
     def principal(self, authorization: str | None) -> Principal:
         """The user an `Authorization` header value proves, or AuthError."""
@@ -73,19 +80,34 @@ class Authenticator:
             raise AuthError(
                 ApiError.UNAUTHENTICATED, "an Authorization: Bearer <token> header is needed"
             )
+        if len(authorization) > MAX_AUTHORIZATION:
+            raise AuthError(
+                ApiError.INVALID_TOKEN,
+                f"the Authorization header exceeds {MAX_AUTHORIZATION} characters",
+            )
+        # The usual header is "Bearer <token>", the cache's own spelling of the token: one
+        # lookup, as cheap as before. Any other spelling (padded, "bearer") finds the same
+        # entry under that spelling and adds none.
         now = time.time()
         cached = self._cache.get(authorization)
         if cached is not None and now < cached.valid_until:
             return cached
         scheme, _, token = authorization.partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError(
                 ApiError.UNAUTHENTICATED, "the Authorization header must be Bearer <token>"
             )
-        principal = self._verify(token.strip(), now)
-        if len(self._cache) >= CACHE_MAX:
+        key = "Bearer " + token
+        cached = self._cache.get(key)
+        if cached is not None and now < cached.valid_until:
+            return cached
+        principal = self._verify(token, now)
+        if len(self._cache) >= CACHE_MAX or self._cached_chars >= CACHE_MAX_CHARS:
             self._cache.clear()
-        self._cache[authorization] = principal
+            self._cached_chars = 0
+        self._cache[key] = principal
+        self._cached_chars += len(key)
         return principal
 
     def _verify(self, token: str, now: float) -> Principal:
@@ -102,8 +124,13 @@ class Authenticator:
             raise AuthError(
                 ApiError.INVALID_TOKEN, f"invalid token: sub must match {USER_ID_PATTERN}"
             )
+        expires = claims["exp"]
+        # PyJWT takes int(exp): "9999999999" as a string would pass. RFC 7519 NumericDate
+        # is a JSON number; ours are integers (make_token).
+        if type(expires) is not int:
+            raise AuthError(ApiError.INVALID_TOKEN, "invalid token: exp must be an integer")
         admin = claims.get("role") == ADMIN_ROLE
-        return Principal(user_id, admin, min(float(claims["exp"]), now + CACHE_TTL_S))
+        return Principal(user_id, admin, min(float(expires), now + CACHE_TTL_S))
 
 
 def _check_secret(secret: str) -> None:

@@ -7,6 +7,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from schema.codes import HTTP_STATUS, ApiError, RejectReason, ScriptStatus
 from schema.symbols import SymbolSpec
 
@@ -50,6 +54,21 @@ class Unavailable:
         if now - self._logged_at >= 1.0:
             self._logged_at = now
             log.warning("%s unavailable, answering 503: %r", store, exc)
+
+
+# Replies of a Redis that is not serving for now: loading its AOF after a restart, stuck in
+# a script, a replica cut off from its primary or one that is no longer the primary.
+# redis-py parses some into classes of their own (and strips the code), BUSY it does not.
+_NOT_SERVING = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN")
+_NOT_SERVING_TYPES = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, ClusterDownError)
+
+
+def redis_not_serving(exc: RedisError) -> bool:
+    """Whether `exc` says Redis cannot serve now (503, retry) rather than that a command of
+    ours is wrong (a fault of ours: 500). BusyLoadingError is a ConnectionError."""
+    if isinstance(exc, _NOT_SERVING_TYPES):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_NOT_SERVING)
 
 
 def malformed(message: str) -> HTTPError:

@@ -66,7 +66,7 @@ def _query_text(name: str, description: str, **schema: Any) -> dict[str, Any]:
 AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 ORDER_ID = _path_param("id", "integer")
 SYMBOL = _path_param("symbol", "string")
-SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32)
+SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32, pattern=wire.TEXT_PATTERN)
 STATUS_FILTER = _query_text("status", "only orders in this status", enum=list(wire.ORDER_STATUSES))
 HISTORY_LIMIT = _query_param("limit", 1, 500, 100)
 MIGRATION_ERRORS = {
@@ -249,7 +249,8 @@ def document() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Redis reachable and symbols loaded",
+                "summary": "Redis and PostgreSQL (when configured) reachable, symbols "
+                "loaded; a 503 names the dependency that is not",
                 "responses": {"200": {"description": "ready"}, **_errors(503)},
             }
         },

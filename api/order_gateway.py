@@ -140,6 +140,8 @@ class OrderGateway:
             user,
             asset,
             reference,
+            keys.locked(asset),
+            MAX_AMOUNT,
         )
         return _result(reply)
 

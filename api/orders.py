@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-import msgspec
 from redis.asyncio import Redis
 
 from api.auth import Authenticator
@@ -25,8 +24,9 @@ from api.market import Listing
 from api.order_gateway import RECENT_ORDERS, OrderGateway, hold_for
 from api.request import (
     JSON,
+    Body,
     Reply,
-    decode,
+    ascii_int,
     encode,
     principal,
     query,
@@ -46,10 +46,10 @@ from schema.wire import ORDER_STATUSES, OrderAccepted, Orders, OrderView, PlaceO
 ORDER_ID_DIGITS = 18  # anything longer is no order id (they fit a signed 64-bit integer)
 _MARKET = OrderType.MARKET.value.encode()
 
-_place_decoder = msgspec.json.Decoder(PlaceOrder)
+_place_body = Body(PlaceOrder)
+_replace_body = Body(ReplaceOrder)
 # The matching core has stops too; /v1 takes them once their holds are settled (issue #14).
 _SERVED_TYPES = frozenset((OrderType.LIMIT, OrderType.MARKET))
-_replace_decoder = msgspec.json.Decoder(ReplaceOrder)
 
 
 class OrderRoutes:
@@ -75,7 +75,7 @@ class OrderRoutes:
 
     async def place(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         user = principal(self.auth, scope).user_id
-        order = decode(_place_decoder, await read_body(scope, proto, self.max_body))
+        order = _place_body.decode(await read_body(scope, proto, self.max_body))
         market = self.listing.market
         symbol = order.symbol
         spec = market.specs.get(symbol)
@@ -221,7 +221,7 @@ class OrderRoutes:
     async def replace(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = principal(self.auth, scope).user_id
         order_id = _order_id(param)
-        change = decode(_replace_decoder, await read_body(scope, proto, self.max_body))
+        change = _replace_body.decode(await read_body(scope, proto, self.max_body))
         if change.price is None and change.quantity is None:
             raise HTTPError(RejectReason.REPLACE_WITHOUT_CHANGE, "give a new price and/or quantity")
         owner, symbol, kind = await self.reads.hmget(
@@ -280,9 +280,10 @@ def _check_quantity(spec: SymbolSpec, quantity: int, *, replace: bool = False) -
 
 def _order_id(param: str) -> int:
     # Anything that is not an order id names no order: 404, as for someone else's order.
-    if not param.isdigit() or len(param) > ORDER_ID_DIGITS:
+    order_id = ascii_int(param) if len(param) <= ORDER_ID_DIGITS else None
+    if order_id is None:
         raise unknown_order(param)
-    return int(param)
+    return order_id
 
 
 def _check_served(order: PlaceOrder) -> None:

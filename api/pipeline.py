@@ -17,7 +17,7 @@ from hiredis import pack_command
 from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.scripts import Script
@@ -142,7 +142,9 @@ class PipelinedRedis:
                     continue  # not a reply to a command of ours
                 item = sent.popleft()  # IndexError: a reply nobody asked for
                 future = item[2]
-                if isinstance(reply, ResponseError):
+                # Not only ResponseError: LOADING (Redis loading its AOF) parses as a
+                # BusyLoadingError, a ConnectionError, and was handed over as a reply.
+                if isinstance(reply, RedisError):
                     if item[1] is not None and isinstance(reply, NoScriptError):
                         self._retry.append(item)  # Redis restarted and lost the scripts
                     elif not future.done():

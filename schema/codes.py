@@ -123,6 +123,9 @@ class ApiError(Enum):
     # -- market data and admin (api/market.py, api/admin.py)
     SYMBOL_NOT_LISTED = "UNKNOWN_SYMBOL", 404  # a path or admin request naming no symbol
     UNKNOWN_ASSET = "UNKNOWN_ASSET", 422  # no listed symbol trades it
+    # a deposit that would take available + locked past 2^53, where the scripts' doubles
+    # stop holding every integer
+    BALANCE_TOO_LARGE = "BALANCE_TOO_LARGE", 422
     SHARD_OUT_OF_RANGE = "SHARD_OUT_OF_RANGE", 422
     UNKNOWN_MIGRATION = "UNKNOWN_MIGRATION", 404
     MIGRATION_RUNNING = "MIGRATION_RUNNING", 409  # the symbol is being moved already

@@ -193,7 +193,11 @@ class Trades(msgspec.Struct, kw_only=True, gc=False):
     trades: list[PublicTrade]
 
 
-class Error(msgspec.Struct, **_reply):
+# forbid_unknown_fields: its schema then forbids other fields, so a MigrationConflict (one
+# field more) is not an Error too, as the OpenAPI document's 409 `oneOf` needs.
+class Error(msgspec.Struct, forbid_unknown_fields=True, **_reply):
+    """`error` is the code (schema/codes.py), `message` says why for people."""
+
     error: str
     message: str
     # 409 on a repeated client_order_id: the order that id already belongs to

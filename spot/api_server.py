@@ -8,6 +8,7 @@ URLs `spot up` filled in. `python -m spot.api_server` serves from the environmen
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
@@ -47,10 +48,33 @@ def check_port_free(host: str, port: int) -> None:
             raise OSError(exc.errno, f"{host}:{port} is taken by another server: {exc}") from None
 
 
+def loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve to anything
+        return False
+
+
+def check_secret(settings: Settings) -> None:
+    """The development JWT secret is public (schema/settings.py): anyone could sign an
+    admin token with it. It serves a laptop's loopback only; SystemExit, with the
+    message, for anything wider."""
+    if settings.dev_secret and not loopback(settings.api_host):
+        raise SystemExit(
+            f"spot api: refusing to listen on {settings.api_host} with the development JWT "
+            "secret, with which anyone can sign an admin token: set SPOT_JWT_SECRET to a "
+            "secret of at least 32 bytes, or SPOT_API_HOST to a loopback address (127.0.0.1)"
+        )
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM. Blocks; call it from the main thread."""
     if settings.redis_url is None:
         raise ValueError("the API needs a Redis: set SPOT_REDIS_URL (`spot up` does)")
+    check_secret(settings)
     check_port_free(settings.api_host, settings.api_port)
     os.environ.update(settings_env(settings))
     Granian(

@@ -39,7 +39,22 @@ class Server:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         """(status, decoded JSON body, or the text when it is not JSON)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        status, reply, _ = self.exchange(method, path, body, token=token, raw=raw, headers=headers)
+        return status, reply
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """As `request`, with the reply's headers (lower-case names)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             sent = dict(headers or {})
             if token is not None:
@@ -48,9 +63,10 @@ class Server:
             conn.request(method, path, body=payload, headers=sent)
             response = conn.getresponse()
             data = response.read()
-            if response.getheader("content-type", "").startswith("application/json"):
-                return response.status, json.loads(data)
-            return response.status, data.decode()
+            got = {name.lower(): value for name, value in response.getheaders()}
+            if got.get("content-type", "").startswith("application/json"):
+                return response.status, json.loads(data), got
+            return response.status, data.decode(), got
         finally:
             conn.close()
 

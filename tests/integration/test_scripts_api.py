@@ -385,7 +385,7 @@ def _run_transfer(redis: Redis, amount: int, reference: str = "ref-1") -> Awaita
     return TRANSFER.run(
         redis,
         [keys.balance(USER), keys.LEDGER],
-        [keys.available("USD"), amount, USER, "USD", reference],
+        [keys.available("USD"), amount, USER, "USD", reference, keys.locked("USD"), MAX_INTEGER],
     )
 
 
@@ -409,6 +409,18 @@ async def test_transfer_refuses_an_overdraft_and_writes_nothing(redis: Redis) ->
     assert await redis.xlen(keys.LEDGER) == 0
 
 
+async def test_transfer_refuses_a_deposit_past_the_exact_integer_limit(redis: Redis) -> None:
+    # available + locked may reach 2^53, not pass it: past it Lua's doubles skip integers.
+    await _fund(redis, "USD", MAX_INTEGER - 1_000)
+    await redis.hset(keys.balance(USER), keys.locked("USD"), 900)
+    assert _text(await _run_transfer(redis, 101)) == ["TOO_LARGE", str(MAX_INTEGER - 1_000)]
+    assert await _balance(redis, "USD") == (MAX_INTEGER - 1_000, 900)
+    assert await redis.xlen(keys.LEDGER) == 0
+    assert _text(await _run_transfer(redis, 100))[:2] == ["OK", str(MAX_INTEGER - 900)]
+    # A withdrawal is never refused for it: it only shrinks the balance.
+    assert _text(await _run_transfer(redis, -1))[:2] == ["OK", str(MAX_INTEGER - 901)]
+
+
 # -- through the pipelined client ---------------------------------------------------------
 
 
@@ -427,4 +439,14 @@ async def test_the_pipeline_reloads_scripts_redis_lost(redis: Redis) -> None:
 
 
 def _transfer_call(amount: int) -> tuple[object, ...]:
-    return (keys.balance(USER), keys.LEDGER, keys.available("USD"), amount, USER, "USD", "p")
+    return (
+        keys.balance(USER),
+        keys.LEDGER,
+        keys.available("USD"),
+        amount,
+        USER,
+        "USD",
+        "p",
+        keys.locked("USD"),
+        MAX_INTEGER,
+    )
