@@ -93,9 +93,15 @@ ON CONFLICT (symbol) DO UPDATE SET
 """
 
 
+# What the symbols table keeps of a spec, in SAVE_SYMBOLS's order (the fee rates are not
+# columns yet: issue #14's fee work adds them with a migration).
+SYMBOL_COLUMNS = ("symbol", "base", "quote", "tick", "lot", "min_qty", "max_qty", "band_bps",
+                  "reference_price")  # fmt: skip
+
+
 async def save_symbols(conn: asyncpg.Connection, specs: list[SymbolSpec]) -> None:
     if specs:
-        columns = [[getattr(spec, name) for spec in specs] for name in SymbolSpec.__struct_fields__]
+        columns = [[getattr(spec, name) for spec in specs] for name in SYMBOL_COLUMNS]
         await conn.execute(SAVE_SYMBOLS, *columns, datetime.now(UTC))
 
 
