@@ -57,11 +57,17 @@ class OrderIds:
         return order_id
 
 
+# The price a buy is held at: its limit (LIMIT, STOP_LIMIT), or the protection price the
+# API set (MARKET, STOP_MARKET: the band's edge), past which the book never lets it trade.
+_LIMITED = frozenset((OrderType.LIMIT, OrderType.STOP_LIMIT))
+
+
 def hold_for(spec: SymbolSpec, place: Place) -> tuple[str, int]:
-    """The asset an order pays with and how much of it to lock."""
+    """The asset an order pays with and how much of it to lock. A stop is held from the
+    moment it is placed, as the order it becomes once triggered."""
     if place.side is Side.SELL:
         return spec.base, place.quantity
-    price = place.price if place.type is OrderType.LIMIT else place.protection_price
+    price = place.price if place.type in _LIMITED else place.protection_price
     return spec.quote, (price or 0) * place.quantity
 
 

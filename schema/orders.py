@@ -92,7 +92,10 @@ _ADVANCE: dict[tuple[OrderStatus | None, OrderEvent], OrderStatus] = {
 class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     """The `order:{id}` hash: written by the PLACE script from the command, patched by the
     SETTLE script, read by the API. Redis keeps every value as a string: `price` and
-    `client_order_id` are '' when absent, `post_only` and `pending` '0'/'1'."""
+    `client_order_id` are '' when absent, `post_only` and `pending` '0'/'1'. The fields
+    only some orders carry (`stop_price`, `expire_at_ms`, `protection_price`) are written
+    only when set, so a plain order's record is no bigger than before stops; `triggered`
+    ('1') is the SETTLE script's, once a stop's TRIGGERED is settled."""
 
     user_id: str
     symbol: str
@@ -111,12 +114,20 @@ class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     created_ms: int
     pending: bool = False  # a replace is queued and not applied yet
     reason: str | None = None  # why it was canceled or rejected
+    stop_price: int | None = None  # STOP_LIMIT and STOP_MARKET
+    expire_at_ms: int | None = None  # GTD
+    # MARKET and STOP_MARKET buys: the price their funds were held at (the band's edge)
+    protection_price: int | None = None
+    triggered: bool = False  # a stop whose trigger was settled
 
     @classmethod
     def from_hash(cls, r: dict[bytes, bytes]) -> OrderRecord:
         price = r.get(b"price", b"")
         client_order_id = r.get(b"client_order_id", b"")
         reason = r.get(b"reason")
+        stop_price = r.get(b"stop_price")
+        expire_at_ms = r.get(b"expire_at_ms")
+        protection_price = r.get(b"protection_price")
         return cls(
             user_id=r[b"user_id"].decode(),
             symbol=r[b"symbol"].decode(),
@@ -135,9 +146,16 @@ class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
             created_ms=int(r[b"created_ms"]),
             pending=r.get(b"pending") == b"1",
             reason=reason.decode() if reason else None,
+            stop_price=int(stop_price) if stop_price else None,
+            expire_at_ms=int(expire_at_ms) if expire_at_ms else None,
+            protection_price=int(protection_price) if protection_price else None,
+            triggered=r.get(b"triggered") == b"1",
         )
 
 
 # The record's field names, for readers that take a few (HMGET) and for the scripts'
-# contract tests: the PLACE script writes exactly these but `pending` and `reason`.
+# contract tests: the PLACE script writes exactly these but the SETTLE script's and those
+# of ORDER_RECORD_OPTIONAL that the order has not got.
 ORDER_RECORD_FIELDS: tuple[str, ...] = OrderRecord.__struct_fields__
+ORDER_RECORD_SETTLED: tuple[str, ...] = ("pending", "reason", "triggered")
+ORDER_RECORD_OPTIONAL: tuple[str, ...] = ("stop_price", "expire_at_ms", "protection_price")
