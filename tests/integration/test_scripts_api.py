@@ -212,8 +212,12 @@ async def test_place_of_a_market_order_without_client_id_records_no_price(redis:
             {"stop_price": 120},
         ),
         (
-            {"type": OrderType.STOP_MARKET, "price": None, "stop_price": 120,
-             "protection_price": 130},
+            {
+                "type": OrderType.STOP_MARKET,
+                "price": None,
+                "stop_price": 120,
+                "protection_price": 130,
+            },
             {"stop_price": 120, "protection_price": 130},
         ),  # fmt: skip
         (
