@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.codes import ScriptStatus
-from schema.messages import Cancel, OrderType, Place, Replace, Side
+from schema.messages import Cancel, Place, Replace, Side
+from schema.orders import hold
 from schema.symbols import SymbolSpec
 from schema.wire import MAX_INTEGER
 from store.scripts import CANCEL, PLACE, REPLACE, TRANSFER
@@ -57,18 +58,10 @@ class OrderIds:
         return order_id
 
 
-# The price a buy is held at: its limit (LIMIT, STOP_LIMIT), or the protection price the
-# API set (MARKET, STOP_MARKET: the band's edge), past which the book never lets it trade.
-_LIMITED = frozenset((OrderType.LIMIT, OrderType.STOP_LIMIT))
-
-
 def hold_for(spec: SymbolSpec, place: Place) -> tuple[str, int]:
-    """The asset an order pays with and how much of it to lock. A stop is held from the
-    moment it is placed, as the order it becomes once triggered."""
-    if place.side is Side.SELL:
-        return spec.base, place.quantity
-    price = place.price if place.type in _LIMITED else place.protection_price
-    return spec.quote, (price or 0) * place.quantity
+    """The asset an order pays with and how much of it to lock (schema.orders.hold)."""
+    asset = spec.base if place.side is Side.SELL else spec.quote
+    return asset, hold(place.side, place.type, place.price, place.protection_price, place.quantity)
 
 
 class OrderGateway:

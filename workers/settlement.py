@@ -16,6 +16,13 @@ events decide where locked money goes:
 So a resting buy always holds price × remaining and a resting sell its remaining,
 which is what lets a maker's trade be settled from the event alone.
 
+Stops: an accepted stop keeps its whole hold while it waits (schema.orders.hold: as the
+order it becomes), and a canceled or expired one releases it all, a STOP_MARKET buy at the
+protection price its Canceled names. A TRIGGERED event starts the stop as an incoming
+order with that hold, under its own id and user, and everything above applies to it from
+there: the order before it stopped being the incoming one, resting or ended. A command's
+events are so a run of incoming orders, each to the next TRIGGERED (or the end).
+
 Statuses come from the one transition table (schema/orders.py): each order's final
 status in the batch is worked out here, from what the batch saw of it, and the SETTLE
 script writes it as given.
@@ -23,33 +30,44 @@ script writes it as given.
 
 from __future__ import annotations
 
+from schema.codes import RejectReason
 from schema.messages import (
     Accepted,
     Cancel,
+    CancelAll,
     Canceled,
     Command,
     Done,
     Event,
+    Expire,
+    Place,
     Rejected,
     Replace,
     Replaced,
     Side,
     Trade,
+    Triggered,
 )
-from schema.orders import TERMINAL, OrderEvent, OrderStatus, advance
+from schema.orders import TERMINAL, OrderEvent, OrderStatus, advance, hold
 from schema.symbols import SymbolSpec
 
 BUY = Side.BUY
 ACCEPT, FILL, DONE, CANCEL, REJECT = (
     OrderEvent.ACCEPT, OrderEvent.FILL, OrderEvent.DONE, OrderEvent.CANCEL, OrderEvent.REJECT
 )  # fmt: skip
+ACCEPT_STOP, TRIGGER = OrderEvent.ACCEPT_STOP, OrderEvent.TRIGGER
+# Commands that place or change no order of their own: whatever their events end was
+# resting in the book, or an untriggered stop.
+ENDS_ONLY = frozenset((Cancel, CancelAll, Expire))
 
 
 class OrderState:
     """Changes to one order record: absolute status/remaining/price, deltas for fills.
     `status` is None while the batch has seen nothing that moves it."""
 
-    __slots__ = ("status", "reason", "remaining", "price", "filled", "notional", "settled")
+    __slots__ = (
+        "status", "reason", "remaining", "price", "filled", "notional", "settled", "triggered"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.status: OrderStatus | None = None
@@ -59,10 +77,43 @@ class OrderState:
         self.filled = 0
         self.notional = 0
         self.settled = False  # a replace or cancel of it was applied: no longer pending
+        self.triggered = False  # a stop whose TRIGGERED this batch saw
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+
+class _Turn:
+    """The incoming order while a command's events are settled: the command's own, then each
+    stop it set off, in turn. `over`: it ended, or waits (a stop), or the command has none
+    (ENDS_ONLY); else it rests when its turn is over, at `price` and the remaining its events
+    left it. `held`: what of its hold it still has, in the asset `side` pays with."""
+
+    __slots__ = ("order_id", "user", "side", "held", "price", "command", "over")
+
+    def __init__(
+        self,
+        order_id: int,
+        user: str,
+        side: Side | None,
+        held: int,
+        price: int | None,
+        command: type[Command],
+    ) -> None:
+        self.order_id = order_id
+        self.user = user
+        self.side = side
+        self.held = held
+        self.price = price
+        self.command = command
+        self.over = command in ENDS_ONLY
+
+    def resting(self, settlement: Settlement) -> tuple[int, int]:
+        remaining = settlement._order(self.order_id).remaining
+        if self.price is None or remaining is None:
+            raise SettlementError(f"order {self.order_id} rests without a price or a remaining")
+        return self.price, remaining
 
 
 class SettlementError(Exception):
@@ -104,48 +155,94 @@ class Settlement:
         """Settle one command. `side` is the side of the order it places or changes (None
         for a cancel); `hold` is what the router locked for it, in the asset that side
         pays with (quote for a buy, base for a sell); `resting` is the incoming order's
-        (price, remaining) if it rests after the command, else None."""
-        incoming = command.order_id
-        cancel = type(command) is Cancel
-        user = command.user_id
-        held = self._record_hold(user, spec, side, hold)
+        (price, remaining) as the book holds it after the command, if it rests, else None:
+        what the events say must agree with it, unless the command set stops off (their
+        trades may have hit the order since it came to rest)."""
+        held = self._record_hold(command.user_id, spec, side, hold)
+        price = command.price if isinstance(command, Place) else None
+        turn = _Turn(command.order_id, command.user_id, side, held, price, type(command))
+        ran_stops = False
         for event in events:
             kind = type(event)
             if kind is Trade:
                 trade: Trade = event  # type: ignore[assignment]
                 self._trade(spec, trade)
-                if trade.taker_order_id == incoming:
+                if trade.taker_order_id == turn.order_id:
                     buy = trade.taker_side is BUY
-                    held -= trade.price * trade.quantity if buy else trade.quantity
+                    turn.held -= trade.price * trade.quantity if buy else trade.quantity
             elif kind is Accepted:
-                state = self._order(incoming)
-                state.status = advance(state.status, ACCEPT)
+                self._accepted(turn, event)  # type: ignore[arg-type]
+            elif kind is Triggered:
+                self._rest(spec, turn)
+                turn = self._triggered(event)  # type: ignore[arg-type]
+                ran_stops = True
             elif kind is Replaced:
-                replaced: Replaced = event  # type: ignore[assignment]
-                state = self._order(incoming)
-                state.price, state.remaining = replaced.price, replaced.quantity
-                state.settled = True
-                # The old order's hold joins the replace's: together they pay for the new one.
-                held += _resting_hold(replaced.side, replaced.old_price, replaced.old_quantity)
+                self._replaced(turn, event)  # type: ignore[arg-type]
             elif kind is Rejected:
-                if type(command) is Replace:
-                    self._order(incoming).settled = True
-                elif not cancel:
-                    state = self._order(incoming)
-                    state.status = advance(state.status, REJECT)
-                    state.reason = event.reason.value  # type: ignore[union-attr]
-                held = self._release(user, spec, side, held)
-                resting = None  # what rests under this id (if anything) is not this command's
+                self._rejected(spec, turn, event.reason)  # type: ignore[union-attr, arg-type]
             else:  # Done or Canceled
-                ended: Done | Canceled = event  # type: ignore[assignment]
-                self._finish(spec, command, ended)
-                if ended.order_id == incoming and not cancel:
-                    held = self._release(user, spec, side, held)
-        if resting is not None and not cancel:
-            self._order(incoming).remaining = resting[1]
-            held = self._release(user, spec, side, held - _resting_hold(side, *resting))  # type: ignore[arg-type]
+                self._ended(spec, turn, event)  # type: ignore[arg-type]
+        if not (turn.over or ran_stops) and resting != turn.resting(self):
+            raise SettlementError(
+                f"order {turn.order_id} rests as {resting} in the book, "
+                f"as {turn.resting(self)} by its events"
+            )
+        self._rest(spec, turn)
+
+    def _accepted(self, turn: _Turn, accepted: Accepted) -> None:
+        state = self._order(turn.order_id)
+        state.remaining = accepted.quantity
+        if accepted.stop_price is None:
+            state.status = advance(state.status, ACCEPT)
+        else:  # it waits outside the book, keeping its whole hold
+            state.status = advance(state.status, ACCEPT_STOP)
+            turn.held, turn.over = 0, True
+
+    def _triggered(self, stop: Triggered) -> _Turn:
+        """The stop's turn as the incoming order, with what it was held at when placed."""
+        state = self._order(stop.order_id)
+        state.status = advance(state.status, TRIGGER)
+        state.remaining, state.triggered = stop.quantity, True
+        return _Turn(stop.order_id, stop.user_id, stop.side, hold_of_stop(stop), stop.price, Place)
+
+    def _replaced(self, turn: _Turn, replaced: Replaced) -> None:
+        state = self._order(turn.order_id)
+        state.price, state.remaining = replaced.price, replaced.quantity
+        state.settled = True
+        turn.price = replaced.price
+        # The old order's hold joins the replace's: together they pay for the new one.
+        turn.held += _resting_hold(replaced.side, replaced.old_price, replaced.old_quantity)
+
+    def _rejected(self, spec: SymbolSpec, turn: _Turn, reason: RejectReason) -> None:
+        if turn.command is Replace:
+            self._order(turn.order_id).settled = True
+        elif turn.command is Place:
+            state = self._order(turn.order_id)
+            state.status = advance(state.status, REJECT)
+            state.reason = reason.value
+        turn.held = self._release(turn.user, spec, turn.side, turn.held)
+        turn.over = True  # what rests under this id (if anything) is not this command's
+
+    def _ended(self, spec: SymbolSpec, turn: _Turn, event: Done | Canceled) -> None:
+        mine = event.order_id == turn.order_id and not turn.over
+        self._finish(spec, event, mine)
+        if mine:
+            turn.held = self._release(turn.user, spec, turn.side, turn.held)
+            turn.over = True
+
+    def _rest(self, spec: SymbolSpec, turn: _Turn) -> None:
+        """The incoming order's turn is over: unless it ended, it rests, and keeps of its
+        hold exactly what it needs to; the rest goes back. Nothing may be left over."""
+        held = turn.held
+        if not turn.over:
+            price, remaining = turn.resting(self)
+            if turn.side is None:
+                raise SettlementError(f"order {turn.order_id} rests on no side")
+            held = self._release(
+                turn.user, spec, turn.side, held - _resting_hold(turn.side, price, remaining)
+            )
         if held:
-            raise SettlementError(f"order {incoming}: {held} of its hold is unaccounted for")
+            raise SettlementError(f"order {turn.order_id}: {held} of its hold is unaccounted for")
 
     def _record_hold(self, user: str, spec: SymbolSpec, side: Side | None, hold: int) -> int:
         if hold:
@@ -156,10 +253,10 @@ class Settlement:
     def with_holds(self) -> dict[tuple[str, str], list[int]]:
         """Balance changes counting the router's holds: what the database must apply."""
         out = {key: list(delta) for key, delta in self.balances.items()}
-        for key, hold in self.holds.items():
+        for key, amount in self.holds.items():
             delta = out.setdefault(key, [0, 0])
-            delta[0] -= hold
-            delta[1] += hold
+            delta[0] -= amount
+            delta[1] += amount
         return out
 
     def _release(self, user: str, spec: SymbolSpec, side: Side | None, amount: int) -> int:
@@ -191,7 +288,9 @@ class Settlement:
             if state.remaining is not None:  # else the record's own remaining goes down
                 state.remaining -= trade.quantity
 
-    def _finish(self, spec: SymbolSpec, command: Command, event: Done | Canceled) -> None:
+    def _finish(self, spec: SymbolSpec, event: Done | Canceled, incoming: bool) -> None:
+        """An order's end. One that was not the incoming order rested (or waited, a stop):
+        when canceled, it releases what it held to rest (or to wait)."""
         state = self._order(event.order_id)
         state.remaining = 0
         if not isinstance(event, Canceled):
@@ -200,11 +299,18 @@ class Settlement:
         state.status = advance(state.status, CANCEL)
         state.reason = event.reason.value
         state.settled = True
-        if event.order_id != command.order_id or type(command) is Cancel:
-            # A resting order leaves the book: it held exactly what it needed to rest.
+        if not incoming:
+            # A resting order held price × remaining; an untriggered STOP_MARKET, which has
+            # no price, its protection price × quantity (a sell: its quantity either way).
             canceled = event
-            hold = _resting_hold(canceled.side, canceled.price or 0, canceled.remaining)
-            self._release(canceled.user_id, spec, canceled.side, hold)
+            price = canceled.price if canceled.price is not None else canceled.protection_price
+            held = _resting_hold(canceled.side, price or 0, canceled.remaining)
+            self._release(canceled.user_id, spec, canceled.side, held)
+
+
+def hold_of_stop(stop: Triggered) -> int:
+    """What a stop was held at when placed, which it starts to run with."""
+    return hold(stop.side, stop.order_type, stop.price, stop.protection_price, stop.quantity)
 
 
 def _resting_hold(side: Side, price: int, remaining: int) -> int:

@@ -328,6 +328,7 @@ class Worker:
                 state.settled,
                 state.reason or "",
                 state.finished,
+                state.triggered,
             )
             for order_id, state in settlement.orders.items()
         ]

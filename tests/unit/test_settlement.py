@@ -1,16 +1,29 @@
 """Settlement keeps money conserved: random trading through the real book, with holds
 taken the way the router takes them, must never create or lose a unit of any asset,
 never drive a balance negative, and leave every user's locked funds equal to what
-their resting orders need."""
+their resting orders and untriggered stops need. Stops (and their cascades), GTD expiry
+and cancel-all are in the mix."""
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from schema.messages import Cancel, OrderType, Place, Replace, SelfTrade, Side, TimeInForce
-from schema.orders import OrderStatus
+from api.order_gateway import hold_for
+from schema.messages import (
+    Cancel,
+    CancelAll,
+    Expire,
+    OrderType,
+    Place,
+    Replace,
+    SelfTrade,
+    Side,
+    TimeInForce,
+)
+from schema.orders import OrderStatus, hold
 from schema.symbols import SymbolSpec
 from workers.book import OrderBook
-from workers.settlement import Settlement
+from workers.settlement import Settlement, SettlementError
 
 SPEC = SymbolSpec(
     symbol="BTC-USD", base="BTC", quote="USD", band_bps=500, reference_price=1000, lot=1
@@ -31,25 +44,28 @@ class Exchange:
 
     def hold_for(self, command) -> tuple[Side | None, int]:
         if isinstance(command, Place):
-            if command.side is Side.SELL:
-                return Side.SELL, command.quantity
-            price = command.price if command.type is OrderType.LIMIT else command.protection_price
-            return Side.BUY, (price or 0) * command.quantity
+            return command.side, hold_for(SPEC, command)[1]
         if isinstance(command, Replace):
-            order = self.book.order(command.order_id)
-            if order is None:
+            # The REPLACE script sizes the hold from the order record: a resting order's, or
+            # an untriggered STOP_LIMIT's (the book refuses that one: STOP_NOT_REPLACEABLE).
+            order, stop = self.book.order(command.order_id), self.book.stop(command.order_id)
+            if order is not None:
+                side = Side.BUY if order in self.book.resting(Side.BUY) else Side.SELL
+                price, remaining = order.price, order.remaining
+            elif stop is not None and stop.type is OrderType.STOP_LIMIT:
+                side, price, remaining = stop.side, stop.price, stop.quantity
+            else:
                 return None, 0
-            side = Side.BUY if order in self.book.resting(Side.BUY) else Side.SELL
-            quantity = order.remaining if command.quantity is None else command.quantity
-            price = order.price if command.price is None else command.price
+            quantity = remaining if command.quantity is None else command.quantity
+            price = price if command.price is None else command.price
             return side, price * quantity if side is Side.BUY else quantity
         return None, 0
 
-    def submit(self, command) -> None:
+    def submit(self, command) -> list:
         side, hold = self.hold_for(command)
         asset = SPEC.quote if side is Side.BUY else SPEC.base
         if hold < 0 or (hold and self.available[(command.user_id, asset)] < hold):
-            return  # the router refuses it: insufficient balance or nonsense
+            return []  # the router refuses it: insufficient balance or nonsense
         if hold:
             self.available[(command.user_id, asset)] -= hold
             self.locked[(command.user_id, asset)] += hold
@@ -70,6 +86,7 @@ class Exchange:
         for key, (d_avail, d_locked) in settlement.with_holds().items():
             self.database[key][0] += d_avail
             self.database[key][1] += d_locked
+        return events
 
     def check(self) -> None:
         for asset, per_user in FUNDS.items():
@@ -83,53 +100,95 @@ class Exchange:
                     needed[(order.user_id, SPEC.quote)] += order.price * order.remaining
                 else:
                     needed[(order.user_id, SPEC.base)] += order.remaining
+        for stop in self.book.stops():  # held from placement as the order each becomes
+            asset = SPEC.quote if stop.side is Side.BUY else SPEC.base
+            needed[(stop.user_id, asset)] += hold(
+                stop.side, stop.type, stop.price, stop.protection_price, stop.quantity
+            )
         assert self.locked == needed
         assert self.database == {k: [self.available[k], self.locked[k]] for k in self.locked}
 
 
-PRICES = st.integers(940, 1060)
+PRICES = st.integers(980, 1020)  # mostly inside the band (950..1050 at first): trades, triggers
+EXPIRIES = st.one_of(st.none(), st.integers(1, 30))  # None: GTC, else GTD at that clock
+limits = st.builds(
+    lambda user, side, price, qty, tif, stp, expiry: Place(
+        order_id=0,
+        user_id=user,
+        symbol="BTC-USD",
+        side=side,
+        price=price,
+        quantity=qty,
+        time_in_force=tif if expiry is None else TimeInForce.GTD,
+        self_trade=stp,
+        expire_at_ms=expiry,
+    ),
+    st.sampled_from(USERS),
+    st.sampled_from(Side),
+    PRICES,
+    st.integers(1, 40),
+    st.sampled_from([TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK]),
+    st.sampled_from(SelfTrade),
+    EXPIRIES,
+)
+markets = st.builds(
+    lambda user, side, qty, protection: Place(
+        order_id=0,
+        user_id=user,
+        symbol="BTC-USD",
+        side=side,
+        type=OrderType.MARKET,
+        quantity=qty,
+        time_in_force=TimeInForce.IOC,
+        protection_price=protection if side is Side.BUY else None,
+    ),
+    st.sampled_from(USERS),
+    st.sampled_from(Side),
+    st.integers(1, 40),
+    PRICES,
+)
+# Stops: a STOP_MARKET buy is held at its protection price, as the API sets it.
+stops = st.builds(
+    lambda user, side, kind, stop, price, qty, tif, stp, expiry: Place(
+        order_id=0,
+        user_id=user,
+        symbol="BTC-USD",
+        side=side,
+        type=kind,
+        stop_price=stop,
+        price=price if kind is OrderType.STOP_LIMIT else None,
+        quantity=qty,
+        time_in_force=tif if expiry is None else TimeInForce.GTD,
+        self_trade=stp,
+        protection_price=1050 if kind is OrderType.STOP_MARKET and side is Side.BUY else None,
+        expire_at_ms=expiry,
+    ),
+    st.sampled_from(USERS),
+    st.sampled_from(Side),
+    st.sampled_from([OrderType.STOP_LIMIT, OrderType.STOP_MARKET]),
+    PRICES,
+    PRICES,
+    st.integers(1, 40),
+    st.sampled_from([TimeInForce.GTC, TimeInForce.IOC]),
+    st.sampled_from(SelfTrade),
+    EXPIRIES,
+)
+# one_of picks a branch evenly: places twice, so that books fill, trades print, stops fire
 commands = st.one_of(
-    st.builds(
-        lambda user, side, price, qty, tif, stp: Place(
-            order_id=0,
-            user_id=user,
-            symbol="BTC-USD",
-            side=side,
-            price=price,
-            quantity=qty,
-            time_in_force=tif,
-            self_trade=stp,
-        ),
-        st.sampled_from(USERS),
-        st.sampled_from(Side),
-        PRICES,
-        st.integers(1, 40),
-        st.sampled_from(TimeInForce),
-        st.sampled_from(SelfTrade),
-    ),
-    st.builds(
-        lambda user, side, qty, protection: Place(
-            order_id=0,
-            user_id=user,
-            symbol="BTC-USD",
-            side=side,
-            type=OrderType.MARKET,
-            quantity=qty,
-            time_in_force=TimeInForce.IOC,
-            protection_price=protection if side is Side.BUY else None,
-        ),
-        st.sampled_from(USERS),
-        st.sampled_from(Side),
-        st.integers(1, 40),
-        PRICES,
-    ),
-    st.tuples(st.just("cancel"), st.integers(1, 60)),
+    limits,
+    limits,
+    markets,
+    stops,
+    stops,
+    st.tuples(st.just("cancel"), st.integers(1, 30)),
     st.tuples(
         st.just("replace"),
-        st.integers(1, 60),
+        st.integers(1, 30),
         st.one_of(st.none(), PRICES),
         st.one_of(st.none(), st.integers(1, 40)),
     ),
+    st.tuples(st.just("expire"), st.integers(1, 5)),  # the clock moves on this much
+    st.tuples(st.just("cancel_all"), st.sampled_from(USERS)),
 )
 
 
@@ -139,29 +198,67 @@ REPLACE_WITHOUT_CHANGE = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(commands, max_size=60))
+# A cascade: carol's buy trades at 1005 and sets off bob's STOP_LIMIT buy, which buys at
+# 1010 and sets off his STOP_MARKET buy, which buys up the rest. Carol's sell stop waits,
+# until the clock passes its expiry; then alice cancels what is left of her asks.
+CASCADE = [
+    Place(order_id=0, user_id="alice", symbol="BTC-USD", side=Side.SELL, price=1005, quantity=1),
+    Place(order_id=0, user_id="alice", symbol="BTC-USD", side=Side.SELL, price=1010, quantity=5),
+    Place(order_id=0, user_id="alice", symbol="BTC-USD", side=Side.SELL, price=1020, quantity=5),
+    Place(order_id=0, user_id="alice", symbol="BTC-USD", side=Side.SELL, price=1030, quantity=5),
+    Place(order_id=0, user_id="bob", symbol="BTC-USD", side=Side.BUY, type=OrderType.STOP_LIMIT,
+          stop_price=1005, price=1010, quantity=5),
+    Place(order_id=0, user_id="bob", symbol="BTC-USD", side=Side.BUY, type=OrderType.STOP_MARKET,
+          stop_price=1010, quantity=8, protection_price=1050, time_in_force=TimeInForce.GTD,
+          expire_at_ms=9),
+    Place(order_id=0, user_id="carol", symbol="BTC-USD", side=Side.SELL,
+          type=OrderType.STOP_LIMIT, stop_price=990, price=990, quantity=3,
+          time_in_force=TimeInForce.GTD, expire_at_ms=4),
+    Place(order_id=0, user_id="carol", symbol="BTC-USD", side=Side.BUY, price=1005, quantity=1),
+    ("expire", 5),
+    ("cancel_all", "alice"),
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(commands, min_size=5, max_size=60))
 @example(REPLACE_WITHOUT_CHANGE)
+@example(CASCADE)
 def test_money_is_conserved_and_locks_match_resting_orders(script):
     exchange = Exchange()
     for number, item in enumerate(script, 1):
-        if isinstance(item, Place):
-            command = Place(**{**_fields(item), "order_id": number})
-        else:
-            order = exchange.book.order(item[1])
-            user = order.user_id if order is not None else USERS[0]
-            if item[0] == "cancel":
-                command = Cancel(order_id=item[1], user_id=user, symbol="BTC-USD")
-            else:
-                command = Replace(
-                    order_id=item[1],
-                    user_id=user,
-                    symbol="BTC-USD",
-                    price=item[2],
-                    quantity=item[3],
-                )
-        exchange.submit(command)
+        exchange.submit(_command(exchange, number, item))
         exchange.check()
+    exchange.book.validate()
+
+
+def _command(exchange: Exchange, number: int, item):
+    if isinstance(item, Place):
+        return Place(**{**_fields(item), "order_id": number})
+    if item[0] == "expire":
+        return Expire(symbol="BTC-USD", now_ms=exchange.book.now_ms + item[1])
+    if item[0] == "cancel_all":
+        return CancelAll(user_id=item[1], symbol="BTC-USD")
+    order = exchange.book.order(item[1]) or exchange.book.stop(item[1])
+    user = order.user_id if order is not None else USERS[0]
+    if item[0] == "cancel":
+        return Cancel(order_id=item[1], user_id=user, symbol="BTC-USD")
+    return Replace(
+        order_id=item[1], user_id=user, symbol="BTC-USD", price=item[2], quantity=item[3]
+    )
+
+
+def test_the_cascade_example_triggers_a_cascade():
+    """The example above does what it says: both of bob's stops trigger, one after the
+    other, carol's expires, and the cancel-all takes alice's last ask."""
+    exchange = Exchange()
+    kinds = []
+    for number, item in enumerate(CASCADE, 1):
+        kinds.append([type(e).__name__ for e in exchange.submit(_command(exchange, number, item))])
+        exchange.check()
+    assert kinds[7].count("Triggered") == 2
+    assert kinds[8] == ["Canceled"] and not exchange.book.stops()
+    assert kinds[9] == ["Canceled"] and not exchange.book.resting(Side.SELL)
 
 
 def _fields(struct) -> dict:
@@ -225,3 +322,106 @@ def test_a_replace_alone_leaves_the_status_to_the_record():
     _settle(book, Replace(order_id=1, user_id="alice", symbol="BTC-USD", quantity=2), 1980, batch)
     state = batch.orders[1]
     assert (state.status, state.remaining, state.settled, state.finished) == (None, 2, True, False)
+
+
+# -- stops, expiry and cancel-all in a denser flow ------------------------------------------
+
+
+def _random_command(rng, exchange: Exchange, number: int):
+    """Places near the last price on both sides, stops just beyond it, and now and then a
+    cancel, an expiry or a cancel-all: Hypothesis's simplest values rarely cross."""
+    user, side = rng.choice(USERS), rng.choice(list(Side))
+    last = exchange.book.reference_price or 1000
+    roll = rng.random()
+    if roll < 0.45:
+        gtd = rng.random() < 0.2
+        return Place(order_id=number, user_id=user, symbol="BTC-USD", side=side,
+                     price=last + rng.randint(-6, 6), quantity=rng.randint(1, 12),
+                     time_in_force=TimeInForce.GTD if gtd else rng.choice(list(TimeInForce)[:3]),
+                     expire_at_ms=exchange.book.now_ms + rng.randint(1, 20) if gtd else None,
+                     self_trade=rng.choice(list(SelfTrade)))  # fmt: skip
+    if roll < 0.8:
+        kind = rng.choice([OrderType.STOP_LIMIT, OrderType.STOP_MARKET])
+        beyond = rng.randint(1, 8) * (1 if side is Side.BUY else -1)
+        limit = last + beyond + rng.randint(-3, 3) if kind is OrderType.STOP_LIMIT else None
+        market_buy = kind is OrderType.STOP_MARKET and side is Side.BUY
+        return Place(order_id=number, user_id=user, symbol="BTC-USD", side=side, type=kind,
+                     stop_price=last + beyond, price=limit, quantity=rng.randint(1, 12),
+                     time_in_force=rng.choice([TimeInForce.GTC, TimeInForce.IOC]),
+                     protection_price=(exchange.book.reference_price or 1000) + 40
+                     if market_buy else None)  # fmt: skip
+    if roll < 0.92:
+        return _command(exchange, number, ("cancel", rng.randint(max(1, number - 20), number)))
+    if roll < 0.97:
+        return _command(exchange, number, ("expire", rng.randint(1, 4)))
+    return _command(exchange, number, ("cancel_all", user))
+
+
+def test_a_dense_flow_of_stops_conserves_money_through_cascades():
+    import random
+
+    triggered, cascades, expired = 0, 0, 0
+    for seed in range(60):
+        rng, exchange = random.Random(seed), Exchange()
+        for number in range(1, 120):
+            events = exchange.submit(_random_command(rng, exchange, number))
+            exchange.check()
+            fired = sum(type(e).__name__ == "Triggered" for e in events)
+            triggered += fired
+            cascades += fired >= 2
+            expired += sum(getattr(e, "reason", None) == "EXPIRED" for e in events)
+        exchange.book.validate()
+    # The flow did what it is for: stops fired, some in cascades, GTD orders expired.
+    # (805 triggered, 182 cascades, 67 expired when written)
+    assert triggered > 400 and cascades > 90 and expired > 30, (triggered, cascades, expired)
+
+
+def test_a_stop_waits_untriggered_keeping_its_hold_then_runs_as_an_incoming_order():
+    book, placed = OrderBook(SPEC), Settlement()
+    stop = Place(order_id=1, user_id="bob", symbol="BTC-USD", side=Side.BUY,
+                 type=OrderType.STOP_LIMIT, stop_price=1010, price=1020, quantity=4)  # fmt: skip
+    _settle(book, stop, 1020 * 4, placed)
+    assert placed.orders[1].status is OrderStatus.UNTRIGGERED
+    assert placed.balances == {}  # all of the hold stays locked, none moves
+    ran = Settlement()
+    _settle(book, _place(2, "alice", Side.SELL, 1010, 1), 1, ran)
+    _settle(book, _place(3, "carol", Side.BUY, 1010, 1), 1010, ran)  # prints 1010: triggers
+    state = ran.orders[1]
+    # nothing to buy: it rests as its limit order, holding exactly that, and knows it fired
+    assert (state.status, state.triggered, state.remaining) == (OrderStatus.OPEN, True, 4)
+    assert ran.balances.get(("bob", "USD"), [0, 0]) == [0, 0]
+    assert book.order(1) is not None and book.stop(1) is None
+
+
+def test_an_untriggered_stop_market_buy_gives_back_what_its_protection_price_held():
+    book = OrderBook(SPEC)
+    stop = Place(order_id=1, user_id="bob", symbol="BTC-USD", side=Side.BUY,
+                 type=OrderType.STOP_MARKET, stop_price=1010, quantity=4,
+                 protection_price=1050)  # fmt: skip
+    _settle(book, stop, 1050 * 4, Settlement())
+    canceled = Settlement()
+    _settle(book, Cancel(order_id=1, user_id="bob", symbol="BTC-USD"), 0, canceled)
+    assert canceled.balances == {("bob", "USD"): [4200, -4200]}
+    assert (canceled.orders[1].status, canceled.orders[1].reason) == (OrderStatus.CANCELED, "USER")
+    assert canceled.orders[1].finished and not canceled.orders[1].triggered
+
+
+def test_an_expiry_and_a_cancel_all_release_and_name_no_order_of_their_own():
+    book, batch = OrderBook(SPEC), Settlement()
+    gtd = _place(1, "bob", Side.BUY, 990, 2, time_in_force=TimeInForce.GTD, expire_at_ms=5)
+    _settle(book, gtd, 1980, batch)
+    _settle(book, _place(2, "bob", Side.SELL, 1030, 3), 3, batch)
+    _settle(book, Expire(symbol="BTC-USD", now_ms=5), 0, batch)
+    _settle(book, CancelAll(user_id="bob", symbol="BTC-USD"), 0, batch)
+    assert (batch.orders[1].status, batch.orders[1].reason) == (OrderStatus.CANCELED, "EXPIRED")
+    assert (batch.orders[2].status, batch.orders[2].reason) == (OrderStatus.CANCELED, "USER")
+    assert 0 not in batch.orders
+    assert batch.balances == {("bob", "USD"): [1980, -1980], ("bob", "BTC"): [3, -3]}
+
+
+def test_events_that_disagree_with_the_book_about_the_incoming_order_are_a_bug():
+    book = OrderBook(SPEC)
+    place = _place(1, "bob", Side.BUY, 990, 2)
+    events = book.apply(place)
+    with pytest.raises(SettlementError, match="rests as"):
+        Settlement().add(SPEC, place, Side.BUY, 1980, events, (990, 1))
