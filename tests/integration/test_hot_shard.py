@@ -23,6 +23,7 @@ from schema.messages import Accepted, Action, Event, Place, Rejected, Side
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed, random_flow
 from workers.engine import MatchingEngine
+from workers.snapshots import decode_books
 from workers.worker import Worker
 
 SHARDS = 10
@@ -508,7 +509,7 @@ async def test_a_worker_killed_mid_migration_completes_or_rolls_back_cleanly(
             proc.terminate()
             proc.wait(timeout=30)
     owner, _ = await route(redis)
-    books = msgspec.msgpack.decode(await redis.hget(keys.snapshot(owner), "books"))
+    books = decode_books(await redis.hget(keys.snapshot(owner), "books"))
     book = MatchingEngine([SPEC]).book("AAPL")
     assert book is not None
     book.restore(books["AAPL"])

@@ -19,6 +19,7 @@ from schema.messages import Cancel, Event, Place, Replace, Side
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, never_crashed, random_flow
 from workers.engine import MatchingEngine
+from workers.snapshots import decode_books
 from workers.worker import Worker
 
 SHARDS = 10
@@ -228,7 +229,7 @@ async def test_kill_9_at_any_moment_loses_and_duplicates_nothing(redis, redis_ur
             assert await balance(redis, user, asset) == (funded - held + d_avail, held + d_locked)
 
     # The snapshot taken on SIGTERM holds the very book that never crashed.
-    books = msgspec.msgpack.decode(await redis.hget(keys.snapshot(shard), "books"))
+    books = decode_books(await redis.hget(keys.snapshot(shard), "books"))
     restored = MatchingEngine([SPEC]).book("AAPL")
     restored.restore(books["AAPL"])
     expected_book = engine.books["AAPL"]
