@@ -39,7 +39,8 @@ MILLISECOND = timedelta(milliseconds=1)
 
 ORDER_COLUMNS = (
     "order_id, user_id, symbol, side, type, price, quantity, filled, remaining, notional, "
-    "status, reason, time_in_force, post_only, client_order_id, created_at"
+    "status, reason, time_in_force, post_only, client_order_id, created_at, stop_price, "
+    "triggered, expire_at_ms"
 )
 ORDER_BY_ID = f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
 
@@ -154,6 +155,9 @@ def row_view(row: asyncpg.Record) -> OrderView:
         status=row["status"],
         created_ms=_ms(row["created_at"]),
         reason=row["reason"],
+        stop_price=row["stop_price"],
+        triggered=row["triggered"],
+        expire_at_ms=row["expire_at_ms"],
     )
 
 

@@ -311,6 +311,9 @@ def _record_view(order_id: int, r: dict[bytes, bytes]) -> OrderView:
         created_ms=o.created_ms,
         replace_pending=o.pending,
         reason=o.reason,
+        stop_price=o.stop_price,
+        triggered=o.triggered if o.stop_price is not None else None,
+        expire_at_ms=o.expire_at_ms,
     )
 
 

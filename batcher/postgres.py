@@ -24,7 +24,8 @@ REJECTED_PLACE = next_status(OrderStatus.NEW, OrderEvent.REJECT)
 ORDER_COLUMNS = (
     "order_id", "user_id", "symbol", "side", "type", "price", "quantity", "filled",
     "remaining", "notional", "status", "reason", "time_in_force", "post_only",
-    "client_order_id", "seq", "created_at", "updated_at",
+    "client_order_id", "seq", "created_at", "updated_at", "stop_price", "expire_at_ms",
+    "triggered",
 )  # fmt: skip
 TRADE_COLUMNS = (
     "symbol", "seq", "price", "quantity", "maker_order_id", "taker_order_id",
@@ -39,9 +40,11 @@ UPDATE orders AS o SET
     status = COALESCE(u.status, o.status),
     reason = COALESCE(u.reason, o.reason),
     price = COALESCE(u.price, o.price),
-    updated_at = $8
+    triggered = COALESCE(u.triggered, o.triggered),
+    updated_at = $9
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
-            $7::bigint[]) AS u(order_id, filled, notional, remaining, status, reason, price)
+            $7::bigint[], $8::boolean[])
+    AS u(order_id, filled, notional, remaining, status, reason, price, triggered)
 WHERE o.order_id = u.order_id
 """
 
@@ -162,6 +165,7 @@ async def write(
             [c.status for _, c in updates],
             [c.reason for _, c in updates],
             [c.price for _, c in updates],
+            [c.triggered for _, c in updates],
             now,
         )
     if changes.trades:
@@ -222,6 +226,10 @@ def _new_order(changes: Changes, order_id: int, accepted: Any, now: datetime) ->
         accepted.seq,
         now,
         now,
+        accepted.stop_price,
+        accepted.expire_at_ms,
+        # a stop's row says whether it fired; any other order's leaves it NULL
+        None if accepted.stop_price is None else bool(change.triggered),
     )
 
 
@@ -246,4 +254,11 @@ def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> tup
         None,
         now,
         now,
+        _integer(record.get("stop_price")),
+        _integer(record.get("expire_at_ms")),
+        None if not record.get("stop_price") else False,
     )
+
+
+def _integer(value: str | None) -> int | None:
+    return int(value) if value else None

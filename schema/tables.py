@@ -94,22 +94,28 @@ orders = Table(
     Column("user_id", String(USER_ID), nullable=False),
     Column("symbol", String(SYMBOL), nullable=False),
     Column("side", String(4), nullable=False),  # BUY | SELL
-    Column("type", String(6), nullable=False),  # LIMIT | MARKET
-    Column("price", BigInteger, nullable=True),  # NULL for MARKET
+    Column("type", String(16), nullable=False),  # LIMIT | MARKET | STOP_LIMIT | STOP_MARKET
+    Column("price", BigInteger, nullable=True),  # NULL for MARKET and STOP_MARKET
     Column("quantity", BigInteger, nullable=False),
     Column("filled", BigInteger, nullable=False, server_default=ZERO),
     Column("remaining", BigInteger, nullable=False),
     # Sum of price × quantity over its fills: average price = notional / filled.
     Column("notional", BigInteger, nullable=False, server_default=ZERO),
-    # NEW | OPEN | PARTIALLY_FILLED | FILLED | CANCELED | REJECTED
+    # NEW | UNTRIGGERED | OPEN | PARTIALLY_FILLED | FILLED | CANCELED | REJECTED
     Column("status", String(16), nullable=False),
     Column("reason", String(32), nullable=True),
-    Column("time_in_force", String(3), nullable=False),  # GTC | IOC | FOK
+    Column("time_in_force", String(3), nullable=False),  # GTC | IOC | FOK | GTD
     Column("post_only", Boolean, nullable=False),
     Column("client_order_id", String(64), nullable=True),
     Column("seq", BigInteger, nullable=True),  # the symbol sequence of its ACCEPTED event
     _created_at(),
     _updated_at(),
+    # Stops and GTD (revision 0004, so after the columns before them): the trade price
+    # that triggers a stop, a GTD order's expiry (ms since the epoch), and whether a stop
+    # has been triggered (NULL for an order that is no stop).
+    Column("stop_price", BigInteger, nullable=True),
+    Column("expire_at_ms", BigInteger, nullable=True),
+    Column("triggered", Boolean, nullable=True),
     # A user's orders newest first: order ids grow, so a backward scan of this index.
     # Filters on symbol and status ride this scan: every index costs each COPY'd row, and
     # the batcher measured ~22 µs a row with four of them.

@@ -110,6 +110,13 @@ class OrderView(msgspec.Struct, **_reply):
     replace_pending: bool = False
     # why it was canceled or rejected (schema.codes), when that is known
     reason: str | None = None
+    # STOP_LIMIT and STOP_MARKET: the trade price that triggers it, and whether one has (an
+    # UNTRIGGERED stop waits outside the book; once triggered it runs as its LIMIT or
+    # MARKET order under the same id)
+    stop_price: int | None = None
+    triggered: bool | None = None
+    # GTD: when it expires (ms since the epoch); it ends CANCELED with reason EXPIRED
+    expire_at_ms: int | None = None
 
 
 class Orders(msgspec.Struct, **_reply):

@@ -11,6 +11,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 
 from batcher import postgres
 from schema import keys
+from schema.orders import OPEN_STATUSES, OrderStatus
 from store.symbols import load_specs
 
 CHECKS = {
@@ -21,9 +22,11 @@ CHECKS = {
     "fills": "every order's filled quantity equals the sum of its trades",
 }
 
-OPEN_ORDERS = """
-SELECT user_id, symbol, side, price, remaining FROM orders
-WHERE status IN ('OPEN', 'PARTIALLY_FILLED')
+# The statuses that hold funds in the database: every open one but NEW (an order is written
+# when the book has taken it).
+_HOLDING = ", ".join(f"'{s}'" for s in OPEN_STATUSES if s is not OrderStatus.NEW)
+OPEN_ORDERS = f"""
+SELECT order_id, user_id, symbol, side, price, remaining FROM orders WHERE status IN ({_HOLDING})
 """
 
 FILLS_VS_TRADES = """
@@ -120,14 +123,19 @@ async def audit(redis: Any, conn: asyncpg.Connection) -> dict[str, list[str]]:
 
 
 async def locked_by_open_orders(redis: Any, conn: asyncpg.Connection) -> dict[tuple[str, str], int]:
-    """What the open orders in the database hold: a buy price × remaining of the quote,
-    a sell its remaining base."""
+    """What the open orders and untriggered stops in the database hold: a buy price ×
+    remaining of the quote, a sell its remaining base. An untriggered STOP_MARKET buy has no
+    price: it holds at its protection price, which only its Redis record keeps (an open
+    order's record lasts while it is open)."""
     specs = await load_specs(redis)
     held: dict[tuple[str, str], int] = {}
     for r in await conn.fetch(OPEN_ORDERS):
         spec = specs[r["symbol"]]
         if r["side"] == "BUY":
-            key, amount = (r["user_id"], spec.quote), r["price"] * r["remaining"]
+            price = r["price"]
+            if price is None:  # an untriggered STOP_MARKET
+                price = int(await redis.hget(keys.order(r["order_id"]), "protection_price") or 0)
+            key, amount = (r["user_id"], spec.quote), price * r["remaining"]
         else:
             key, amount = (r["user_id"], spec.base), r["remaining"]
         held[key] = held.get(key, 0) + amount

@@ -219,7 +219,7 @@ class Settlement:
         elif turn.command is Place:
             state = self._order(turn.order_id)
             state.status = advance(state.status, REJECT)
-            state.reason = reason.value
+            state.reason, state.remaining = reason.value, 0  # as its database row says
         turn.held = self._release(turn.user, spec, turn.side, turn.held)
         turn.over = True  # what rests under this id (if anything) is not this command's
 

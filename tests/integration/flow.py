@@ -7,12 +7,15 @@ import random
 from collections.abc import Callable
 
 from api.order_gateway import OrderGateway, hold_for
-from schema.messages import Cancel, Event, Place, Replace, Side, TimeInForce
+from schema.messages import Cancel, Event, OrderType, Place, Replace, Side, TimeInForce
 from schema.symbols import SymbolSpec
 from workers.engine import MatchingEngine
 from workers.settlement import Settlement
 
 SPEC = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD", band_bps=2000, reference_price=10_000)
+BUY = Side.BUY
+PROTECTION = 12_000  # the band's edge above the reference price
+FAR_AWAY_MS = 4_000_000_000_000  # 2096
 # Each accepted command with what the router held for it, in the order the router queued them.
 Sent = list[tuple[Place | Cancel | Replace, int]]
 
@@ -35,19 +38,48 @@ async def random_flow(
                 sent.append((command, 0))
             continue
         user = rng.choice(("alice", "bob"))
-        place = Place(
-            order_id=await router.order_ids.take(),
-            user_id=user,
-            symbol=SPEC.symbol,
-            side=rng.choice(list(Side)),
-            price=rng.randrange(9_900, 10_100, 10),
-            quantity=rng.randrange(1, 20),
-            time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
-        )
+        place = _place(rng, await router.order_ids.take(), user)
         result = await router.place(SPEC, place, 0)
         assert result.status == "OK", result
         sent.append((place, hold_for(SPEC, place)[1]))
         placed.append((place.order_id, user))
+
+
+def _place(rng: random.Random, order_id: int, user: str) -> Place:
+    """Mostly limits around the price; a stop in six, which the market's own trades trigger
+    (a cascade now and then), or which waits, or is refused (STOP_WOULD_TRIGGER); a GTD
+    order in ten, due long after any test (expiry needs a worker's clock, which a replay of
+    `sent` has not got)."""
+    side = rng.choice(list(Side))
+    price = rng.randrange(9_900, 10_100, 10)
+    if rng.random() < 1 / 6:
+        kind = rng.choice((OrderType.STOP_LIMIT, OrderType.STOP_MARKET))
+        return Place(
+            order_id=order_id,
+            user_id=user,
+            symbol=SPEC.symbol,
+            side=side,
+            type=kind,
+            stop_price=price,
+            price=rng.randrange(9_900, 10_100, 10) if kind is OrderType.STOP_LIMIT else None,
+            quantity=rng.randrange(1, 20),
+            time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.IOC)),
+            # as the API holds a market buy: at the band's edge
+            protection_price=PROTECTION if kind is OrderType.STOP_MARKET and side is BUY else None,
+        )
+    gtd = rng.random() < 0.1
+    return Place(
+        order_id=order_id,
+        user_id=user,
+        symbol=SPEC.symbol,
+        side=side,
+        price=price,
+        quantity=rng.randrange(1, 20),
+        time_in_force=TimeInForce.GTD
+        if gtd
+        else rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
+        expire_at_ms=FAR_AWAY_MS if gtd else None,
+    )
 
 
 def never_crashed(

@@ -110,7 +110,7 @@ async def _assert_at_head(url: str) -> None:
 async def test_upgrade_downgrade_upgrade(url: str) -> None:
     # Alembic's env.py runs its own event loop: from async code, migrate in a thread.
     await asyncio.to_thread(upgrade, url)
-    assert await _revision(url) == "0002"
+    assert await _revision(url) == "0004"
     await _assert_at_head(url)
 
     await asyncio.to_thread(downgrade, url, "base")
@@ -199,3 +199,40 @@ def test_sqlalchemy_url(given: str, expected: str) -> None:
 def test_sqlalchemy_url_refuses(given: str) -> None:
     with pytest.raises(ValueError):
         sqlalchemy_url(given)
+
+
+async def test_stop_orders_fit_and_a_downgrade_with_stops_is_refused_whole(url: str) -> None:
+    # 0004 on a database with orders: theirs stay as they were, the new columns NULL.
+    await asyncio.to_thread(downgrade, url, "base")
+    await asyncio.to_thread(upgrade, url, "0002")
+    conn = await asyncpg.connect(url)
+    insert = (
+        "INSERT INTO orders (order_id, user_id, symbol, side, type, price, quantity, remaining,"
+        " status, time_in_force, post_only) VALUES ($1, 'u', 'AAPL', 'BUY', $2, $3, 2, 2, $4,"
+        " $5, false)"
+    )
+    try:
+        await conn.execute(insert, 1, "LIMIT", 100, "OPEN", "GTC")
+        with pytest.raises(asyncpg.StringDataRightTruncationError):
+            await conn.execute(insert, 2, "STOP_MARKET", None, "UNTRIGGERED", "GTC")
+        await asyncio.to_thread(upgrade, url)
+        row = await conn.fetchrow("SELECT type, stop_price, expire_at_ms, triggered FROM orders")
+        assert tuple(row) == ("LIMIT", None, None, None)
+        await conn.execute(insert, 2, "STOP_MARKET", None, "UNTRIGGERED", "GTD")
+        await conn.execute(
+            "UPDATE orders SET stop_price = 120, expire_at_ms = 4000000000000, triggered = false"
+            " WHERE order_id = 2"
+        )
+        # Narrowing `type` again would cut STOP_MARKET: refused, and nothing of 0004 undone.
+        with pytest.raises(Exception, match="too long"):
+            await asyncio.to_thread(downgrade, url, "0002")
+        assert await _revision(url) == "0004"
+        assert await conn.fetchval("SELECT stop_price FROM orders WHERE order_id = 2") == 120
+        await conn.execute("DELETE FROM orders WHERE order_id = 2")
+        await asyncio.to_thread(downgrade, url, "0002")
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+    finally:
+        await conn.execute("DELETE FROM orders")
+        await conn.close()
+    await asyncio.to_thread(upgrade, url)
+    await _assert_at_head(url)

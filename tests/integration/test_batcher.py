@@ -32,6 +32,7 @@ from schema.messages import (
     TimeInForce,
     Trade,
 )
+from schema.orders import OrderRecord
 from schema.tables import metadata
 from spot.audit import audit, caught_up
 from spot.status import batcher_status
@@ -309,19 +310,24 @@ async def test_a_newer_event_waits_for_the_older_one_from_another_stream(redis, 
 
 
 async def _assert_orders_as_in_redis(redis, conn, sent: list) -> None:
-    """Every order row says what its Redis record says; the audit is clean."""
-    rows = await conn.fetch("SELECT order_id, status, remaining, filled, price FROM orders")
+    """Every order row says what its Redis record says (a stop's too: its stop price and
+    whether it triggered); the audit is clean."""
+    rows = await conn.fetch(
+        "SELECT order_id, status, remaining, filled, price, stop_price, triggered FROM orders"
+    )
     assert len(rows) == len({c.order_id for c, _ in sent if hasattr(c, "side")})
     for row in rows:
-        record = await redis.hmget(
-            keys.order(row["order_id"]), "status", "remaining", "filled", "price"
-        )
-        assert (row["status"], row["remaining"], row["filled"], row["price"]) == (
-            record[0].decode(),
-            int(record[1]),
-            int(record[2]),
-            int(record[3]),
+        record = OrderRecord.from_hash(await redis.hgetall(keys.order(row["order_id"])))
+        stop = record.stop_price is not None
+        assert tuple(row.values())[1:] == (
+            record.status,
+            record.remaining,
+            record.filled,
+            record.price,
+            record.stop_price,
+            record.triggered if stop else None,
         ), row["order_id"]
+    assert any(row["triggered"] for row in rows) and any(row["stop_price"] for row in rows)
     assert not any((await audit(redis, conn)).values())
 
 
