@@ -126,6 +126,7 @@ class App:
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v1/orders", orders.place),
             ("GET", "/v1/orders", orders.orders),
+            ("DELETE", "/v1/orders", orders.cancel_all),
             ("GET", "/v1/orders/{id}", orders.order),
             ("DELETE", "/v1/orders/{id}", orders.cancel),
             ("PATCH", "/v1/orders/{id}", orders.replace),

@@ -41,10 +41,16 @@ class Market:
     """What validation needs of every symbol, swapped in whole by each refresh."""
 
     def __init__(
-        self, specs: dict[str, SymbolSpec], bands: dict[str, tuple[int, int] | None]
+        self,
+        specs: dict[str, SymbolSpec],
+        bands: dict[str, tuple[int, int] | None],
+        references: dict[str, int | None] | None = None,
     ) -> None:
         self.specs = specs
         self.bands = bands
+        # the last trade price, or the spec's reference before the first: what a stop that
+        # would trigger on arrival is told by (as the book's reference_price)
+        self.references = references or {}
         self.assets = {a for s in specs.values() for a in (s.base, s.quote)}
         self.symbols_body = encode(Symbols(symbols=sorted(specs.values(), key=_by_symbol)))
 
@@ -102,12 +108,13 @@ class Listing:
                     log.error("symbol %r has a bad spec, ignored: %s", name, exc)
         names = list(specs)
         lasts = await self.redis.mget([keys.last_price(s) for s in names]) if names else []
-        bands = {
-            name: specs[name].band(int(last) if last else specs[name].reference_price)
+        references = {
+            name: int(last) if last else specs[name].reference_price
             for name, last in zip(names, lasts, strict=True)
         }
-        if raw != self._raw_specs or bands != self.market.bands:
-            self.market = Market(specs, bands)
+        bands = {name: specs[name].band(reference) for name, reference in references.items()}
+        if raw != self._raw_specs or references != self.market.references:
+            self.market = Market(specs, bands, references)
             self._raw_specs = raw
 
 

@@ -28,7 +28,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "no such order or symbol",
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
-        422: "a rule of the symbol is broken, or insufficient balance",
+        422: "a rule of the symbol or of the order is broken (STOP_WOULD_TRIGGER, "
+        "STOP_NOT_REPLACEABLE, EXPIRE_AT_PASSED...), or insufficient balance",
         503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
@@ -138,17 +139,36 @@ def document() -> dict[str, Any]:
     paths = {
         "/v1/orders": {
             "post": _op(
-                "Place an order",
+                "Place an order: LIMIT, MARKET, or a stop (STOP_LIMIT, STOP_MARKET), GTD "
+                "with expire_at_ms",
                 (202, "OrderAccepted", "queued"),
                 (400, 401, 409, 413, 422, 503),
                 requestBody=_body("PlaceOrder"),
                 security=AUTH,
+                description="A stop waits outside the book (status UNTRIGGERED) with its "
+                "funds held as the order it becomes, until a trade reaches its stop_price; "
+                "then it runs as a LIMIT (STOP_LIMIT) or MARKET (STOP_MARKET) order under "
+                "its own id. One that the last price reaches already is refused (422 "
+                "STOP_WOULD_TRIGGER). A GTD order ends CANCELED with reason EXPIRED at "
+                "expire_at_ms.",
             ),
             "get": _op(
                 "The caller's orders, newest first (those just placed included)",
                 (200, "Orders", "orders"),
                 (400, 401, 503),
                 parameters=[SYMBOL_FILTER, STATUS_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            ),
+            "delete": _op(
+                "Cancel all: every open order and untriggered stop of the caller's, in one "
+                "symbol (?symbol=) or in all",
+                (202, "CancelAllAccepted", "a cancel-all queued for each symbol named"),
+                (400, 401, 422, 503),
+                parameters=[
+                    _query_text(
+                        "symbol", "only this symbol's", maxLength=32, pattern=wire.TEXT_PATTERN
+                    )
+                ],
                 security=AUTH,
             ),
         },

@@ -23,7 +23,7 @@ from schema.messages import Cancel, Place, Replace, Side
 from schema.orders import hold
 from schema.symbols import SymbolSpec
 from schema.wire import MAX_INTEGER
-from store.scripts import CANCEL, PLACE, REPLACE, TRANSFER
+from store.scripts import CANCEL, CANCEL_ALL, PLACE, REPLACE, TRANSFER
 
 # Amounts travel through Lua as doubles: exact up to 2^53 minor units.
 MAX_AMOUNT = MAX_INTEGER
@@ -65,7 +65,7 @@ def hold_for(spec: SymbolSpec, place: Place) -> tuple[str, int]:
 
 
 class OrderGateway:
-    """PLACE, CANCEL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
+    """PLACE, CANCEL, CANCEL_ALL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
     the request path's plain reads share)."""
 
     def __init__(self, redis: Redis, max_batch: int = 512) -> None:
@@ -108,6 +108,13 @@ class OrderGateway:
             keys.ROUTE,
             cancel.user_id,
             cancel.order_id,
+        )
+        return _result(reply)
+
+    async def cancel_all(self, user: str, symbols: list[str]) -> GatewayResult:
+        """A CancelAll of the user's for each symbol, queued together or not at all."""
+        reply = await self.pipeline.call(
+            CANCEL_ALL, keys.ORDERS, keys.PENDING, keys.ROUTE, user, *symbols
         )
         return _result(reply)
 

@@ -49,6 +49,12 @@ _reply = {"kw_only": True, "omit_defaults": True, "gc": False}
 
 
 class PlaceOrder(msgspec.Struct, **_request):
+    """LIMIT (price), MARKET, STOP_LIMIT (stop_price and price) or STOP_MARKET (stop_price).
+    A stop waits outside the book until a trade reaches stop_price (at or above it for a
+    BUY, at or below for a SELL), then runs as its LIMIT or MARKET order; it is refused if
+    the last price reaches it already. time_in_force GTD needs expire_at_ms (ms since the
+    epoch, ahead of now and at most 90 days)."""
+
     symbol: Symbol
     side: Side
     quantity: Integer
@@ -58,6 +64,8 @@ class PlaceOrder(msgspec.Struct, **_request):
     post_only: bool = False
     self_trade: SelfTrade = SelfTrade.CANCEL_RESTING
     client_order_id: ClientOrderId | None = None
+    stop_price: Integer | None = None
+    expire_at_ms: Integer | None = None
 
 
 class ReplaceOrder(msgspec.Struct, **_request):
@@ -88,6 +96,15 @@ class OrderAccepted(msgspec.Struct, **_reply):
     order_id: int
     status: str  # NEW, CANCEL_REQUESTED or REPLACE_REQUESTED
     client_order_id: str | None = None
+
+
+class CancelAllAccepted(msgspec.Struct, **_reply):
+    """202: a cancel of every open order and untriggered stop of the caller's is queued for
+    each of `symbols` (all listed ones, or the one asked for); each order's CANCELED shows in
+    GET /v1/orders and on the private WebSocket channel."""
+
+    status: str  # CANCEL_ALL_REQUESTED
+    symbols: list[str]
 
 
 class OrderView(msgspec.Struct, **_reply):
@@ -214,6 +231,7 @@ class Error(msgspec.Struct, forbid_unknown_fields=True, **_reply):
 REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal)
 REPLIES = (
     OrderAccepted,
+    CancelAllAccepted,
     OrderView,
     Orders,
     Fills,

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from api.pipeline import PipelinedRedis
 from schema import keys
-from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce
+from schema.messages import Cancel, CancelAll, OrderType, Place, Replace, Side, TimeInForce
 from schema.orders import (
     ORDER_RECORD_FIELDS,
     ORDER_RECORD_OPTIONAL,
@@ -28,7 +28,7 @@ from schema.orders import (
 )
 from schema.streams import CommandEntry, LedgerEntry
 from schema.wire import MAX_INTEGER
-from store.scripts import API_SCRIPTS, CANCEL, LUA, PLACE, REPLACE, TRANSFER, Script
+from store.scripts import API_SCRIPTS, CANCEL, CANCEL_ALL, LUA, PLACE, REPLACE, TRANSFER, Script
 
 SYMBOL = "AAPL"
 SHARD = 3
@@ -339,6 +339,31 @@ async def test_cancel_while_migrating_goes_to_the_pending_stream(redis: Redis) -
     assert len(await _entries(redis, keys.pending(SYMBOL))) == 1
 
 
+# -- CANCEL_ALL -------------------------------------------------------------------------
+
+
+def _run_cancel_all(redis: Redis, *symbols: str) -> Awaitable[Any]:
+    return CANCEL_ALL.run(redis, [], [keys.ORDERS, keys.PENDING, keys.ROUTE, USER, *symbols])
+
+
+async def test_cancel_all_enqueues_one_cancel_all_per_symbol_on_its_route(redis: Redis) -> None:
+    await _route(redis)  # AAPL on shard 3
+    await redis.hset(keys.route("MSFT"), mapping={"shard": 5, "status": "MIGRATING", "epoch": 2})
+    assert _text(await _run_cancel_all(redis, SYMBOL, "MSFT")) == ["OK", "2"]
+    [aapl] = await _entries(redis, keys.orders(SHARD))
+    [msft] = await _entries(redis, keys.pending("MSFT"))  # paused: it waits with the rest
+    for fields, symbol, epoch in ((aapl, SYMBOL, EPOCH), (msft, "MSFT", 2)):
+        entry = CommandEntry.from_fields(fields)
+        assert (entry.epoch, entry.hold, entry.side) == (epoch, 0, None)
+        assert entry.decode_command() == CancelAll(user_id=USER, symbol=symbol)
+
+
+async def test_cancel_all_with_a_symbol_without_a_route_queues_none(redis: Redis) -> None:
+    await _route(redis)
+    assert _text(await _run_cancel_all(redis, SYMBOL, "NOPE")) == ["NO_ROUTE", "NOPE"]
+    assert await _entries(redis, keys.orders(SHARD)) == []
+
+
 # -- REPLACE ----------------------------------------------------------------------------
 
 
@@ -377,9 +402,10 @@ async def test_replace_refuses_exactly_the_terminal_statuses(redis: Redis, statu
     assert reply == (["NOT_OPEN", status.value] if status in TERMINAL else ["OK"])
 
 
-async def test_replace_of_a_market_order_is_not_open(redis: Redis) -> None:
+@pytest.mark.parametrize("kind", ["MARKET", "STOP_MARKET"])
+async def test_replace_of_a_market_order_is_not_open(redis: Redis, kind: str) -> None:
     await _route(redis)
-    await _record(redis, type="MARKET")
+    await _record(redis, type=kind)
     assert _text(await _run_replace(redis, 101, None)) == ["NOT_OPEN", "OPEN"]
 
 
