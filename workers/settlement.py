@@ -30,6 +30,8 @@ script writes it as given.
 
 from __future__ import annotations
 
+import msgspec
+
 from schema.codes import RejectReason
 from schema.messages import (
     Accepted,
@@ -84,36 +86,20 @@ class OrderState:
         return self.status in TERMINAL
 
 
-class _Turn:
+class _Turn(msgspec.Struct, gc=False):
     """The incoming order while a command's events are settled: the command's own, then each
     stop it set off, in turn. `over`: it ended, or waits (a stop), or the command has none
     (ENDS_ONLY); else it rests when its turn is over, at `price` and the remaining its events
-    left it. `held`: what of its hold it still has, in the asset `side` pays with."""
+    left it. `held`: what of its hold it still has, in the asset `side` pays with. A Struct:
+    one is made per command, and msgspec makes it in a third of a slotted class's time."""
 
-    __slots__ = ("order_id", "user", "side", "held", "price", "command", "over")
-
-    def __init__(
-        self,
-        order_id: int,
-        user: str,
-        side: Side | None,
-        held: int,
-        price: int | None,
-        command: type[Command],
-    ) -> None:
-        self.order_id = order_id
-        self.user = user
-        self.side = side
-        self.held = held
-        self.price = price
-        self.command = command
-        self.over = command in ENDS_ONLY
-
-    def resting(self, settlement: Settlement) -> tuple[int, int]:
-        remaining = settlement._order(self.order_id).remaining
-        if self.price is None or remaining is None:
-            raise SettlementError(f"order {self.order_id} rests without a price or a remaining")
-        return self.price, remaining
+    order_id: int
+    user: str
+    side: Side | None
+    held: int
+    price: int | None
+    command: type[Command]
+    over: bool
 
 
 class SettlementError(Exception):
@@ -160,7 +146,8 @@ class Settlement:
         trades may have hit the order since it came to rest)."""
         held = self._record_hold(command.user_id, spec, side, hold)
         price = command.price if isinstance(command, Place) else None
-        turn = _Turn(command.order_id, command.user_id, side, held, price, type(command))
+        what = type(command)
+        turn = _Turn(command.order_id, command.user_id, side, held, price, what, what in ENDS_ONLY)
         ran_stops = False
         for event in events:
             kind = type(event)
@@ -173,7 +160,7 @@ class Settlement:
             elif kind is Accepted:
                 self._accepted(turn, event)  # type: ignore[arg-type]
             elif kind is Triggered:
-                self._rest(spec, turn)
+                self._rest(spec, turn)  # the order before it is done with its turn
                 turn = self._triggered(event)  # type: ignore[arg-type]
                 ran_stops = True
             elif kind is Replaced:
@@ -182,12 +169,11 @@ class Settlement:
                 self._rejected(spec, turn, event.reason)  # type: ignore[union-attr, arg-type]
             else:  # Done or Canceled
                 self._ended(spec, turn, event)  # type: ignore[arg-type]
-        if not (turn.over or ran_stops) and resting != turn.resting(self):
+        rests_as = self._rest(spec, turn)
+        if rests_as is not None and rests_as != resting and not ran_stops:
             raise SettlementError(
-                f"order {turn.order_id} rests as {resting} in the book, "
-                f"as {turn.resting(self)} by its events"
+                f"order {turn.order_id} rests as {resting} in the book, as {rests_as} by its events"
             )
-        self._rest(spec, turn)
 
     def _accepted(self, turn: _Turn, accepted: Accepted) -> None:
         state = self._order(turn.order_id)
@@ -203,7 +189,8 @@ class Settlement:
         state = self._order(stop.order_id)
         state.status = advance(state.status, TRIGGER)
         state.remaining, state.triggered = stop.quantity, True
-        return _Turn(stop.order_id, stop.user_id, stop.side, hold_of_stop(stop), stop.price, Place)
+        held = hold_of_stop(stop)
+        return _Turn(stop.order_id, stop.user_id, stop.side, held, stop.price, Place, False)
 
     def _replaced(self, turn: _Turn, replaced: Replaced) -> None:
         state = self._order(turn.order_id)
@@ -230,19 +217,21 @@ class Settlement:
             turn.held = self._release(turn.user, spec, turn.side, turn.held)
             turn.over = True
 
-    def _rest(self, spec: SymbolSpec, turn: _Turn) -> None:
+    def _rest(self, spec: SymbolSpec, turn: _Turn) -> tuple[int, int] | None:
         """The incoming order's turn is over: unless it ended, it rests, and keeps of its
-        hold exactly what it needs to; the rest goes back. Nothing may be left over."""
-        held = turn.held
+        hold exactly what it needs to; the rest goes back. Nothing may be left over.
+        Returns the (price, remaining) it rests with, by its events."""
+        held, rests_as = turn.held, None
         if not turn.over:
-            price, remaining = turn.resting(self)
-            if turn.side is None:
-                raise SettlementError(f"order {turn.order_id} rests on no side")
-            held = self._release(
-                turn.user, spec, turn.side, held - _resting_hold(turn.side, price, remaining)
-            )
+            remaining = self._order(turn.order_id).remaining
+            if turn.price is None or remaining is None or turn.side is None:
+                raise SettlementError(f"order {turn.order_id} rests without a price or a side")
+            rests_as = turn.price, remaining
+            held -= _resting_hold(turn.side, turn.price, remaining)
+            held = self._release(turn.user, spec, turn.side, held)
         if held:
             raise SettlementError(f"order {turn.order_id}: {held} of its hold is unaccounted for")
+        return rests_as
 
     def _record_hold(self, user: str, spec: SymbolSpec, side: Side | None, hold: int) -> int:
         if hold:

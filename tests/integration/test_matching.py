@@ -15,7 +15,7 @@ import pytest
 
 from api.order_gateway import OrderGateway
 from schema import keys
-from schema.messages import Cancel, Event, Place, Replace, Side
+from schema.messages import Cancel, Event, Place, Replace, Side, Triggered
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, never_crashed, random_flow
 from workers.engine import MatchingEngine
@@ -222,6 +222,8 @@ async def test_kill_9_at_any_moment_loses_and_duplicates_nothing(redis, redis_ur
 
     engine, expected, settlement = never_crashed(sent)
     assert await stream_events(redis, shard) == expected
+    # Stops rode through the kills: some triggered, some still wait on the book.
+    assert any(type(e) is Triggered for e in expected) and engine.books["AAPL"].stops()
     for user in ("alice", "bob"):
         for asset, funded in (("USD", 1_000_000_000), ("AAPL", 1_000_000)):
             d_avail, d_locked = settlement.balances.get((user, asset), [0, 0])
