@@ -110,7 +110,7 @@ async def _assert_at_head(url: str) -> None:
 async def test_upgrade_downgrade_upgrade(url: str) -> None:
     # Alembic's env.py runs its own event loop: from async code, migrate in a thread.
     await asyncio.to_thread(upgrade, url)
-    assert await _revision(url) == "0002"
+    assert await _revision(url) == "0003"
     await _assert_at_head(url)
 
     await asyncio.to_thread(downgrade, url, "base")
