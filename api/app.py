@@ -99,7 +99,7 @@ class App:
         self.listing = listing = Listing(redis)
         self.history = history = History(settings.database_url, self._unavailable)
         self.market_data = MarketData(
-            settings.redis_url, redis, settings.shards, auth, listing.is_listed
+            settings.redis_url, redis, settings.shards, auth, listing.is_listed, listing.spec
         )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes

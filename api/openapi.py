@@ -178,7 +178,8 @@ def document() -> dict[str, Any]:
         },
         "/v1/fills": {
             "get": _op(
-                "The caller's fills, newest first, as maker or taker",
+                "The caller's fills, newest first, as maker or taker, each with its fee "
+                "(in the asset received: base for a BUY, quote for a SELL; negative: a rebate)",
                 (200, "Fills", "fills"),
                 (400, 401, 503),
                 parameters=[SYMBOL_FILTER, HISTORY_LIMIT],
@@ -234,8 +235,9 @@ def document() -> dict[str, Any]:
                 "description": (
                     'Upgrade to WebSocket, then send {"op": "subscribe", "channels": [...]}. '
                     "Public channels: trades:{symbol}, depth:{symbol}. Private: orders (the "
-                    'user\'s own order events and fills), after {"op": "auth", "token": ...} '
-                    "or with an Authorization: Bearer header on the upgrade."
+                    "user's own order events and fills, each fill with its fee and fee_asset), "
+                    'after {"op": "auth", "token": ...} or with an Authorization: Bearer '
+                    "header on the upgrade."
                 ),
                 "responses": {
                     "101": {"description": "switching to WebSocket"},

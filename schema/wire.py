@@ -129,6 +129,10 @@ class Fill(msgspec.Struct, **_reply):
     liquidity: Liquidity  # MAKER: the order rested in the book; TAKER: it came in and crossed
     seq: int  # the trade's symbol sequence number
     created_ms: int  # when the trade was written to the database
+    # What this side paid, in what it received (base for a BUY, quote for a SELL), in that
+    # asset's minor units; negative for a maker's rebate. Already taken from the balance.
+    fee: int
+    fee_asset: str
 
 
 class Fills(msgspec.Struct, **_reply):

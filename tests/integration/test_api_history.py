@@ -35,8 +35,14 @@ TABLES = (
     "orders", "trades", "balances", "ledger", "consumer_offsets", "symbols", "symbol_progress"
 )  # fmt: skip
 BTC = SymbolSpec(
-    symbol="BTC-USD", base="BTC", quote="USD", band_bps=1000, reference_price=50_000
-)  # band 45_000..55_000
+    symbol="BTC-USD",
+    base="BTC",
+    quote="USD",
+    band_bps=1000,  # 45_000..55_000
+    reference_price=50_000,
+    maker_fee_bps=-2,  # a rebate
+    taker_fee_bps=10,
+)
 ETH = SymbolSpec(symbol="ETH-USD", base="ETH", quote="USD")
 
 _users = itertools.count(1)
@@ -258,6 +264,9 @@ async def test_fills_show_each_side_with_its_liquidity(exchange: Exchange) -> No
             "liquidity": "TAKER",
             "seq": seq,
             "created_ms": 0,
+            # 10 bps of the BTC received, rounded up: 0.005 and 0.01 are 1 each
+            "fee": 1,
+            "fee_asset": "BTC",
         }
         for price, quantity, seq in [(50_010, 5, fills[0]["seq"]), (50_000, 10, fills[1]["seq"])]
     ]
@@ -272,8 +281,13 @@ async def test_fills_show_each_side_with_its_liquidity(exchange: Exchange) -> No
         "liquidity": "MAKER",
         "seq": fills[1]["seq"],
         "created_ms": 0,
+        "fee": -100,  # a rebate of 2 bps on the 500_000 USD received
+        "fee_asset": "USD",
     }
-    assert [(f["order_id"], f["quantity"]) for f in ex.fills(carol)] == [(carol_sell, 5)]
+    # 2 bps of 250_050 is 50.01: a rebate rounds down, in the exchange's favour
+    assert [(f["order_id"], f["quantity"], f["fee"]) for f in ex.fills(carol)] == [
+        (carol_sell, 5, -50)
+    ]
 
     assert ex.fills(alice, "?limit=1") == fills[:1]
     assert ex.fills(alice, "?symbol=BTC-USD") == fills
