@@ -191,7 +191,43 @@ async def test_audit_catches_a_corrupted_balance(redis, pool, market):
         await redis.hincrby(keys.balance("bob"), keys.available("USD"), 7)
         found = await audit(redis, conn)
         assert any("('bob', 'USD')" in p for p in found["balances"])
-        assert any("USD" in p for p in found["conservation"])
+        assert any("USD: redis" in p for p in found["conservation"])
+        assert not any("USD: database" in p for p in found["conservation"])
+
+
+REBATE_SPEC = msgspec.structs.replace(SPEC, symbol="REBATE", maker_fee_bps=-9, taker_fee_bps=9)
+
+
+async def test_audit_counts_the_fee_account_and_catches_fees_gone_astray(redis, pool, market):
+    router, _, _ = market
+    shard = await list_symbol(redis, REBATE_SPEC, SHARDS)
+    worker = Worker(redis, [shard], batch=50)
+    await worker._acquire_leases(asyncio.Event())
+    await worker.load_specs()
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    await random_flow(router, random.Random(11), [], lambda n: n >= 200, REBATE_SPEC)
+    async with pool.acquire() as conn:
+        await drain(worker, batcher, redis, conn)
+        # Rebates as large as the fees, paid in the other asset: the fee account is short
+        # of one of them, which is no failure.
+        account = await redis.hgetall(keys.balance(FEE_ACCOUNT))
+        assert min(int(v) for v in account.values()) < 0
+        assert not any((await audit(redis, conn)).values()), await audit(redis, conn)
+
+        # A fee paid out to a user, in both stores alike: conserved, and yet caught.
+        for user, amount in ((FEE_ACCOUNT, -3), ("bob", 3)):
+            await redis.hincrby(keys.balance(user), keys.available("USD"), amount)
+            await conn.execute(
+                "UPDATE balances SET available = available + $3 WHERE user_id = $1 AND asset = $2",
+                user,
+                "USD",
+                amount,
+            )
+        found = await audit(redis, conn)
+        assert [name for name, problems in found.items() if problems] == ["fees"]
+        assert any(p.startswith("USD: redis fee account") for p in found["fees"])
+        assert any(p.startswith("USD: database fee account") for p in found["fees"])
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
