@@ -110,30 +110,10 @@ async def audit(redis: Any, conn: asyncpg.Connection) -> dict[str, list[str]]:
             found["balances"].append(f"{key}: redis {a} != database {b}")
         if min(a + b) < 0 and key[0] != FEE_ACCOUNT:
             found["non-negative"].append(f"{key}: redis {a}, database {b}")
-    ledger = await conn.fetch(
-        "SELECT user_id = $1 AS fees, asset, SUM(amount) AS total FROM ledger "
-        "GROUP BY user_id = $1, asset",
-        FEE_ACCOUNT,
-    )
-    funded: dict[str, int] = {}
-    for r in ledger:
-        funded[r["asset"]] = funded.get(r["asset"], 0) + int(r["total"])
-    for store, held in (("redis", in_redis), ("database", in_db)):
-        found["conservation"] += _conservation(store, held, funded)
-    charged = {r["asset"]: int(r["total"]) for r in await conn.fetch(FEES_CHARGED)}
-    # Whatever reached the fee account through the ledger (none of the API's transfers can).
-    for r in ledger:
-        if r["fees"]:
-            charged[r["asset"]] = charged.get(r["asset"], 0) + int(r["total"])
-    for store, held in (("redis", in_redis), ("database", in_db)):
-        account = {asset: v for (user, asset), v in held.items() if user == FEE_ACCOUNT}
-        for asset in sorted(set(account) | {a for a, total in charged.items() if total}):
-            balance = account.get(asset, [0, 0])
-            if balance != [charged.get(asset, 0), 0]:
-                found["fees"].append(
-                    f"{asset}: {store} fee account {balance} != fees charged "
-                    f"{charged.get(asset, 0)}"
-                )
+    funded, charged = await _funded_and_charged(conn)
+    for store, balances in (("redis", in_redis), ("database", in_db)):
+        found["conservation"] += _conservation(store, balances, funded)
+        found["fees"] += _fee_account(store, balances, charged)
     held = await locked_by_open_orders(redis, conn)
     for key in sorted(set(held) | {k for k, v in in_db.items() if v[1]}):
         if held.get(key, 0) != in_db.get(key, [0, 0])[1]:
@@ -146,6 +126,36 @@ async def audit(redis: Any, conn: asyncpg.Connection) -> dict[str, list[str]]:
             f"trades {r['quantity']} / {r['traded_notional']}"
         )
     return found
+
+
+async def _funded_and_charged(conn: asyncpg.Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """Per asset, deposits minus withdrawals; and what the fee account should hold: the
+    trades' fees, and whatever reached it through the ledger (no API transfer can)."""
+    ledger = await conn.fetch(
+        "SELECT user_id = $1 AS fees, asset, SUM(amount) AS total FROM ledger "
+        "GROUP BY user_id = $1, asset",
+        FEE_ACCOUNT,
+    )
+    charged = {r["asset"]: int(r["total"]) for r in await conn.fetch(FEES_CHARGED)}
+    funded: dict[str, int] = {}
+    for r in ledger:
+        asset, total = r["asset"], int(r["total"])
+        funded[asset] = funded.get(asset, 0) + total
+        if r["fees"]:
+            charged[asset] = charged.get(asset, 0) + total
+    return funded, charged
+
+
+def _fee_account(
+    store: str, held: dict[tuple[str, str], list[int]], charged: dict[str, int]
+) -> list[str]:
+    account = {asset: v for (user, asset), v in held.items() if user == FEE_ACCOUNT}
+    problems = []
+    for asset in sorted(set(account) | {a for a, total in charged.items() if total}):
+        balance, due = account.get(asset, [0, 0]), charged.get(asset, 0)
+        if balance != [due, 0]:
+            problems.append(f"{asset}: {store} fee account {balance} != fees charged {due}")
+    return problems
 
 
 def _conservation(
