@@ -32,6 +32,7 @@ from api.admin import AdminRoutes
 from api.auth import Authenticator, AuthError
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
+from api.ledger import LedgerRoutes
 from api.market import Listing, PublicMarketData
 from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
@@ -112,6 +113,7 @@ class App:
             max_body=max_body,
         )
         accounts = Accounts(auth, gateway.pipeline, history)
+        ledger = LedgerRoutes(auth, history)
         public = PublicMarketData(listing, gateway.pipeline)
         self.admin = admin = AdminRoutes(
             auth=auth,
@@ -131,6 +133,7 @@ class App:
             ("PATCH", "/v1/orders/{id}", orders.replace),
             ("GET", "/v1/fills", accounts.fills),
             ("GET", "/v1/balances", accounts.balances),
+            ("GET", "/v1/ledger", ledger.ledger),
             ("GET", "/v1/symbols", public.symbols),
             ("GET", "/v1/book/{symbol}", public.book),
             ("GET", "/v1/trades/{symbol}", public.trades),

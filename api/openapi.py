@@ -69,6 +69,13 @@ SYMBOL = _path_param("symbol", "string")
 SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32, pattern=wire.TEXT_PATTERN)
 STATUS_FILTER = _query_text("status", "only orders in this status", enum=list(wire.ORDER_STATUSES))
 HISTORY_LIMIT = _query_param("limit", 1, 500, 100)
+ASSET_FILTER = _query_text("asset", "only this asset's entries", minLength=1, maxLength=16)
+CURSOR = _query_text(
+    "cursor",
+    "the next_cursor of the page before (opaque)",
+    maxLength=256,
+    pattern=r"^[A-Za-z0-9_-]+$",
+)
 MIGRATION_ERRORS = {
     "400": _json("Error", "malformed body or query"),
     "401": _json("Error", "missing, invalid or expired token"),
@@ -183,6 +190,17 @@ def document() -> dict[str, Any]:
                 (200, "Fills", "fills"),
                 (400, 401, 503),
                 parameters=[SYMBOL_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            )
+        },
+        "/v1/ledger": {
+            "get": _op(
+                "The caller's ledger, newest first: deposits, withdrawals, and each trade's "
+                "TRADE entries (received, paid) and FEE or REBATE, one asset's change each; "
+                "per asset they add up to the balance (available + locked)",
+                (200, "Ledger", "one page; next_cursor, if any, gives the next"),
+                (400, 401, 503),
+                parameters=[ASSET_FILTER, HISTORY_LIMIT, CURSOR],
                 security=AUTH,
             )
         },

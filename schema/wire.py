@@ -141,6 +141,39 @@ class Fills(msgspec.Struct, **_reply):
     fills: list[Fill]
 
 
+LedgerType = Literal["DEPOSIT", "WITHDRAWAL", "TRADE", "FEE", "REBATE"]
+
+
+class LedgerEntry(msgspec.Struct, **_reply):
+    """One change to one of the caller's balances (available + locked: a hold moves nothing
+    between them that the ledger counts). A trade is two entries, what the side received
+    and what it paid, and a third when it had a fee (FEE, negative) or a rebate (REBATE,
+    positive); `id` names the entry for good."""
+
+    id: str
+    type: LedgerType
+    asset: str
+    amount: int  # signed, in the asset's minor units
+    created_ms: int  # when the batcher wrote it to the database
+    reference: str | None = None  # DEPOSIT, WITHDRAWAL: who or what asked for it
+    # TRADE, FEE, REBATE: the trade and the caller's side of it
+    symbol: str | None = None
+    seq: int | None = None  # the trade's symbol sequence number
+    order_id: int | None = None
+    side: Side | None = None
+    price: int | None = None
+    quantity: int | None = None
+    liquidity: Liquidity | None = None
+
+
+class Ledger(msgspec.Struct, **_reply):
+    """The caller's ledger, newest first; `next_cursor` (absent on the last page) is passed
+    back as ?cursor= for the page after."""
+
+    entries: list[LedgerEntry]
+    next_cursor: str | None = None
+
+
 class Balance(msgspec.Struct, **_reply):
     asset: str
     available: int
@@ -214,6 +247,7 @@ REPLIES = (
     OrderView,
     Orders,
     Fills,
+    Ledger,
     Balances,
     Transferred,
     Symbols,
