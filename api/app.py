@@ -70,10 +70,11 @@ class App:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.configure(Settings.from_env())
         loop.run_until_complete(self.listing.first_refresh())
+        loop.run_until_complete(self.gateway.fee_tiers.first_refresh())
         if self.settings.database_url is not None:
             loop.run_until_complete(self.history.open())
-        task = loop.create_task(self.listing.refresh_forever())
-        self._tasks.add(task)
+        self._tasks.add(loop.create_task(self.listing.refresh_forever()))
+        self._tasks.add(loop.create_task(self.gateway.fee_tiers.refresh_forever()))
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in self._tasks:
@@ -140,6 +141,9 @@ class App:
             ("GET", "/v1/ws", public.websocket_only),
             ("POST", "/v1/admin/deposits", admin.deposit),
             ("POST", "/v1/admin/withdrawals", admin.withdrawal),
+            ("PUT", "/v1/admin/fee-tiers/{user_id}", admin.put_fee_tier),
+            ("GET", "/v1/admin/fee-tiers/{user_id}", admin.get_fee_tier),
+            ("DELETE", "/v1/admin/fee-tiers/{user_id}", admin.delete_fee_tier),
             ("POST", "/v1/admin/migrations", admin.start_migration),
             ("GET", "/v1/admin/migrations", admin.list_migrations),
             ("GET", "/v1/admin/migrations/{id}", admin.show_migration),

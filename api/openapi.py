@@ -25,10 +25,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "malformed body or query",
         401: "missing, invalid or expired token",
         403: "admin token needed",
-        404: "no such order or symbol",
+        404: "no such order or symbol (or fee tier)",
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
-        422: "a rule of the symbol is broken, or insufficient balance",
+        422: "a rule of the symbol is broken, or insufficient balance (or fee rates broken)",
         503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
@@ -134,6 +134,37 @@ def _migration_paths() -> dict[str, Any]:
                 "security": AUTH,
             }
         },
+    }
+
+
+def _fee_tier_paths() -> dict[str, Any]:
+    user = [{**_path_param("user_id", "string")[0], "schema": {"type": "string",
+             "pattern": wire.USER_ID_PATTERN}}]  # fmt: skip
+    found = (400, 401, 403, 503)
+    return {
+        "put": _op(
+            "Set a user's fee tier: its rates in place of every symbol's, for the orders it "
+            "places from now on (every API process within 1 s) (admin)",
+            (200, "FeeTierView", "set"),
+            (*found, 413, 422),
+            parameters=user,
+            requestBody=_body("FeeRates"),
+            security=AUTH,
+        ),
+        "get": _op(
+            "A user's fee tier (admin); 404 NO_FEE_TIER: the symbols' rates apply",
+            (200, "FeeTierView", "the tier"),
+            (*found, 404),
+            parameters=user,
+            security=AUTH,
+        ),
+        "delete": _op(
+            "Remove a user's fee tier: the symbols' rates apply again (admin)",
+            (200, "FeeTierView", "the tier removed"),
+            (*found, 404),
+            parameters=user,
+            security=AUTH,
+        ),
     }
 
 
@@ -247,6 +278,7 @@ def document() -> dict[str, Any]:
                 security=AUTH,
             )
         },
+        "/v1/admin/fee-tiers/{user_id}": _fee_tier_paths(),
         "/v1/ws": {
             "get": {
                 "summary": "Market data over WebSocket (api/market_data.py has the protocol)",

@@ -79,6 +79,15 @@ class Withdrawal(Deposit, **_request):
     pass
 
 
+class FeeRates(msgspec.Struct, **_request):
+    """A user's fee tier, in place of every symbol's rates: basis points of what each side
+    receives, the maker's negative for a rebate. The rule (schema.symbols.fee_rates_valid:
+    0 <= taker <= 10000, -taker <= maker <= 10000) is a 422, not a malformed body."""
+
+    maker_fee_bps: Integer
+    taker_fee_bps: Integer
+
+
 # -- replies ------------------------------------------------------------------------------
 
 
@@ -193,6 +202,14 @@ class Transferred(msgspec.Struct, **_reply):
     available: int
 
 
+class FeeTierView(msgspec.Struct, **_reply):
+    """A user's fee tier, as set (PUT), found (GET) or removed (DELETE)."""
+
+    user_id: str
+    maker_fee_bps: int
+    taker_fee_bps: int
+
+
 class Symbols(msgspec.Struct, **_reply):
     symbols: list[SymbolSpec]
 
@@ -241,7 +258,7 @@ class Error(msgspec.Struct, forbid_unknown_fields=True, **_reply):
     order_id: int | None = None
 
 
-REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal)
+REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal, FeeRates)
 REPLIES = (
     OrderAccepted,
     OrderView,
@@ -250,6 +267,7 @@ REPLIES = (
     Ledger,
     Balances,
     Transferred,
+    FeeTierView,
     Symbols,
     Book,
     Trades,
