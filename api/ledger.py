@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -36,6 +36,7 @@ from schema.wire import Ledger, LedgerEntry, LedgerType
 
 MICROSECOND = timedelta(microseconds=1)
 MAX_CURSOR = 256  # characters: a cursor of ours is under 100
+MAX_KEY = 64  # characters of a stream id (schema.tables.STREAM_ID) or a symbol
 ASSET_LENGTH = 16  # schema.tables.ASSET
 TRANSFER, TRADE = 0, 1  # the sources, in the order of the key
 # A trade's parts, in the order of the key: what the side received, paid, and its fee.
@@ -45,6 +46,8 @@ RECEIVED, PAID, FEE = 0, 1, 2
 Key = tuple[int, int, str, int, int]
 _cursor = msgspec.json.Decoder(tuple[int, int, str, int, int])
 _encode_key = msgspec.json.Encoder().encode
+# Past this a cursor's time is no datetime (and no created_at of ours).
+_LAST_US = (datetime(9999, 1, 1, tzinfo=UTC) - EPOCH) // MICROSECOND
 _base64url = re.compile(r"[A-Za-z0-9_-]+")  # the OpenAPI document's pattern of ?cursor=
 
 
@@ -60,13 +63,13 @@ def _queries(cursor: bool, asset: bool) -> tuple[str, str]:
             return ""
         return (
             f' AND created_at <= $3 AND (created_at, {source}, {k1} COLLATE "C", {k2}) <= '
-            '($3, $4, $5 COLLATE "C", $6)'
+            '($3, $4::int, $5::text COLLATE "C", $6::bigint)'
         )
 
     transfers = (
         "SELECT entry_id, asset, amount, reference, created_at FROM ledger "
         f"WHERE user_id = $1{f' AND asset = ${n}' if asset else ''}"
-        f"{before(TRANSFER, 'entry_id', '0')} "
+        f"{before(TRANSFER, 'entry_id', '0::bigint')} "
         'ORDER BY created_at DESC, entry_id COLLATE "C" DESC LIMIT $2'
     )
     in_asset = (
@@ -107,7 +110,14 @@ def decode_cursor(text: str) -> Key:
         key = _cursor.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise malformed("cursor is not one this API gave") from None
-    if key[1] not in (TRANSFER, TRADE) or not 0 <= key[0] < 2**62:
+    created, source, k1, k2, part = key
+    if (
+        not 0 <= created < _LAST_US
+        or source not in (TRANSFER, TRADE)
+        or len(k1) > MAX_KEY
+        or not 0 <= k2 < 2**63
+        or part not in (RECEIVED, PAID, FEE)
+    ):
         raise malformed("cursor is not one this API gave")
     return key
 

@@ -10,7 +10,9 @@ the API's block of order ids never meets another taker's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -379,13 +381,29 @@ async def test_the_ledger_adds_up_to_the_balances_and_pages_by_cursor(exchange: 
     assert ex.api.request("GET", "/v1/ledger?asset=ETH", token=alice)[1] == {"entries": []}
 
 
+def _cursor(*key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
-    "query", ["cursor=", "cursor=%21%21", "cursor=bm9wZQ", "cursor=" + "A" * 300, "asset=",
-              "cursor=WzEsOSwieCIsMCwwXQ", "limit=0"],
+    "query",
+    ["cursor=", "cursor=%21%21", "cursor=bm9wZQ", "cursor=" + "A" * 300, "asset=", "limit=0",
+     "asset=" + "X" * 17, "cursor=" + _cursor(1, 9, "x", 0, 0), "cursor=" + _cursor(1, 1, 2, 0, 0),
+     "cursor=" + _cursor(2**62, 1, "x", 0, 0), "cursor=" + _cursor(1, 1, "x", 2**63, 0),
+     "cursor=" + _cursor(1, 0, "y" * 70, 0, 0), "cursor=" + _cursor(1, 1, "x", 0, 3),
+     "cursor=" + _cursor(1, 1, "x", 0)],
 )  # fmt: skip
 def test_a_ledger_cursor_not_ours_is_400(api: Server, query: str) -> None:
     status, reply = api.request("GET", f"/v1/ledger?{query}", token=user_token("someone"))
     assert (status, reply["error"]) == (400, "MALFORMED"), reply
+
+
+def test_a_well_formed_cursor_of_any_value_is_a_page(migrated: str, api: Server) -> None:
+    # A seq past 32 bits, a key past every real one: bound as the types the columns have.
+    token = user_token("someone")
+    for key in ((10**15, 1, "ZZZ", 2**40, 2), (1, 0, "9" * 20, 0, 0)):
+        status, reply = api.request("GET", f"/v1/ledger?cursor={_cursor(*key)}", token=token)
+        assert (status, reply) == (200, {"entries": []}), reply
 
 
 # -- filters, limits, other users ---------------------------------------------------------
