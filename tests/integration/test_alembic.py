@@ -204,7 +204,7 @@ def test_sqlalchemy_url_refuses(given: str) -> None:
 async def test_stop_orders_fit_and_a_downgrade_with_stops_is_refused_whole(url: str) -> None:
     # 0004 on a database with orders: theirs stay as they were, the new columns NULL.
     await asyncio.to_thread(downgrade, url, "base")
-    await asyncio.to_thread(upgrade, url, "0002")
+    await asyncio.to_thread(upgrade, url, "0003")
     conn = await asyncpg.connect(url)
     insert = (
         "INSERT INTO orders (order_id, user_id, symbol, side, type, price, quantity, remaining,"
@@ -225,11 +225,11 @@ async def test_stop_orders_fit_and_a_downgrade_with_stops_is_refused_whole(url: 
         )
         # Narrowing `type` again would cut STOP_MARKET: refused, and nothing of 0004 undone.
         with pytest.raises(Exception, match="too long"):
-            await asyncio.to_thread(downgrade, url, "0002")
+            await asyncio.to_thread(downgrade, url, "0003")
         assert await _revision(url) == "0004"
         assert await conn.fetchval("SELECT stop_price FROM orders WHERE order_id = 2") == 120
         await conn.execute("DELETE FROM orders WHERE order_id = 2")
-        await asyncio.to_thread(downgrade, url, "0002")
+        await asyncio.to_thread(downgrade, url, "0003")
         assert await conn.fetchval("SELECT count(*) FROM orders") == 1
     finally:
         await conn.execute("DELETE FROM orders")
