@@ -14,20 +14,18 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 
 from batcher.changes import Changes
-from batcher.rows import TRADE_COLUMNS, symbol_columns, trade_record
-from schema.orders import OrderEvent, OrderStatus, next_status
+from batcher.rows import (
+    ORDER_COLUMNS,
+    TRADE_COLUMNS,
+    order_record,
+    rejected_order_record,
+    symbol_columns,
+    trade_record,
+)
 from schema.symbols import SymbolSpec
 
 CONSUMER = "batcher"
-# A place the book rejected never had a row: it goes in as the table says it ends.
-REJECTED_PLACE = next_status(OrderStatus.NEW, OrderEvent.REJECT)
 
-ORDER_COLUMNS = (
-    "order_id", "user_id", "symbol", "side", "type", "price", "quantity", "filled",
-    "remaining", "notional", "status", "reason", "time_in_force", "post_only",
-    "client_order_id", "seq", "created_at", "updated_at", "stop_price", "expire_at_ms",
-    "triggered",
-)  # fmt: skip
 UPDATE_ORDERS = """
 UPDATE orders AS o SET
     filled = o.filled + u.filled,
@@ -139,8 +137,8 @@ async def write(
     `rejected` holds the order records (from Redis) of places the book rejected: the
     REJECTED event alone does not say what the order was."""
     now = datetime.now(UTC)
-    rows = [_new_order(changes, a.order_id, a, now) for a in changes.new_orders.values()]
-    rows += [_rejected_order(order_id, record, now) for order_id, record in rejected.items()]
+    rows = [order_record(a, changes.orders[a.order_id], now) for a in changes.new_orders.values()]
+    rows += [rejected_order_record(order_id, record, now) for order_id, record in rejected.items()]
     if rows:
         await conn.copy_records_to_table("orders", records=rows, columns=ORDER_COLUMNS)
     updates = [
@@ -182,62 +180,3 @@ async def write(
     if progress:
         await conn.execute(SAVE_PROGRESS, list(progress), list(progress.values()), now)
     await conn.execute(SAVE_OFFSETS, CONSUMER, list(offsets), list(offsets.values()), now)
-
-
-def _new_order(changes: Changes, order_id: int, accepted: Any, now: datetime) -> tuple[Any, ...]:
-    change = changes.orders[order_id]
-    return (
-        order_id,
-        accepted.user_id,
-        accepted.symbol,
-        accepted.side.value,
-        accepted.order_type.value,
-        change.price if change.price is not None else accepted.price,
-        accepted.quantity,
-        change.filled,
-        change.remaining,
-        change.notional,
-        change.status,
-        change.reason,
-        accepted.time_in_force.value,
-        accepted.post_only,
-        accepted.client_order_id,
-        accepted.seq,
-        now,
-        now,
-        accepted.stop_price,
-        accepted.expire_at_ms,
-        # a stop's row says whether it fired; any other order's leaves it NULL
-        None if accepted.stop_price is None else bool(change.triggered),
-    )
-
-
-def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> tuple[Any, ...]:
-    price = record.get("price")
-    return (
-        order_id,
-        record["user_id"],
-        record["symbol"],
-        record["side"],
-        record["type"],
-        int(price) if price else None,
-        int(record["quantity"]),
-        0,
-        0,
-        0,
-        REJECTED_PLACE,
-        record.get("reason"),
-        record["time_in_force"],
-        record.get("post_only") == "1",
-        record.get("client_order_id") or None,
-        None,
-        now,
-        now,
-        _integer(record.get("stop_price")),
-        _integer(record.get("expire_at_ms")),
-        None if not record.get("stop_price") else False,
-    )
-
-
-def _integer(value: str | None) -> int | None:
-    return int(value) if value else None

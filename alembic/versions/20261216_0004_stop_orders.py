@@ -10,9 +10,8 @@ Downgrade narrows `type` again, which the database refuses while it holds stop o
 value too long for VARCHAR(6)): remove those first. Then it drops the columns.
 
 Revision ID: 0004
-Revises: 0002 (0003, the fee columns, is written beside this one from 0002; the two are
-chained when both land)
-Create Date: 2026-12-10 00:00:00+00:00
+Revises: 0003
+Create Date: 2026-12-16 00:00:00+00:00
 """
 
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
