@@ -41,10 +41,15 @@ class Market:
     """What validation needs of every symbol, swapped in whole by each refresh."""
 
     def __init__(
-        self, specs: dict[str, SymbolSpec], bands: dict[str, tuple[int, int] | None]
+        self,
+        specs: dict[str, SymbolSpec],
+        bands: dict[str, tuple[int, int] | None],
+        decimals: dict[str, int] | None = None,
     ) -> None:
         self.specs = specs
         self.bands = bands
+        # each asset's declared decimals (keys.ASSETS); an undeclared asset's are 0
+        self.decimals = decimals or {}
         self.assets = {a for s in specs.values() for a in (s.base, s.quote)}
         self.symbols_body = encode(Symbols(symbols=sorted(specs.values(), key=_by_symbol)))
 
@@ -92,6 +97,8 @@ class Listing:
     async def refresh(self) -> None:
         # The API's client leaves replies as bytes (no decode_responses).
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.SYMBOLS))
+        raw_decimals = cast(dict[bytes, bytes], await self.redis.hgetall(keys.ASSETS))
+        decimals = {name.decode(): int(value) for name, value in raw_decimals.items()}
         specs = self.market.specs
         if raw != self._raw_specs:
             specs = {}
@@ -106,8 +113,8 @@ class Listing:
             name: specs[name].band(int(last) if last else specs[name].reference_price)
             for name, last in zip(names, lasts, strict=True)
         }
-        if raw != self._raw_specs or bands != self.market.bands:
-            self.market = Market(specs, bands)
+        if raw != self._raw_specs or bands != self.market.bands or decimals != self.market.decimals:
+            self.market = Market(specs, bands, decimals)
             self._raw_specs = raw
 
 

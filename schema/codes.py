@@ -120,6 +120,9 @@ class ApiError(Enum):
     # stop orders and GTD: the matching core has them, the holds and settlement for them
     # are not built yet (issue #14), so /v1 refuses them rather than mis-hold
     NOT_SUPPORTED = "NOT_SUPPORTED", 422
+    # -- API keys (api/apikeys.py)
+    UNKNOWN_API_KEY = "UNKNOWN_API_KEY", 404  # not the caller's key, or revoked already
+    TOO_MANY_API_KEYS = "TOO_MANY_API_KEYS", 409  # revoke one first
     # -- market data and admin (api/market.py, api/admin.py)
     SYMBOL_NOT_LISTED = "UNKNOWN_SYMBOL", 404  # a path or admin request naming no symbol
     UNKNOWN_ASSET = "UNKNOWN_ASSET", 422  # no listed symbol trades it
