@@ -278,8 +278,11 @@ def _apikey(args: argparse.Namespace, settings: Any) -> int:
             print(f"api_key {created.api_key}\nsecret  {created.secret}")
             print(f"permissions {','.join(created.permissions)} (the secret is not shown again)")
 
-    with Stack(settings) as (redis_url, _):
-        _with_redis(redis_url, act)
+    if settings.redis_url is not None:  # keys live in Redis alone: no database to start
+        _with_redis(settings.redis_url, act)
+    else:
+        with Stack(settings) as (redis_url, _):
+            _with_redis(redis_url, act)
     if found and not found[0]:
         print(f"spot apikey: {args.user} has no key {args.revoke}", file=sys.stderr)
         return 1
