@@ -15,7 +15,7 @@ from typing import Any
 from api.apikeys import TRADE, ApiKey
 from api.binance.market import now_ms, symbol_of
 from api.binance.signing import Params
-from api.binance.translate import Scale, fee_asset, fee_text, moment, ms, show
+from api.binance.translate import MAX_TIME_MS, Scale, fee_asset, fee_text, moment, ms, show
 from api.history import History
 from api.market import Listing, Market
 from api.pipeline import PipelinedRedis
@@ -23,7 +23,6 @@ from schema import keys
 from schema.symbols import SymbolSpec
 
 TRADES_LIMIT = (1, 1000, 500)
-MAX_TIME_MS = 2**62
 FEE_COLUMNS = ("maker_fee", "taker_fee")
 HAS_FEE_COLUMNS = (
     "SELECT count(*) AS n FROM information_schema.columns "

@@ -21,6 +21,7 @@ from api import candles
 from api.binance.errors import Binance, BinanceError
 from api.binance.signing import Params
 from api.binance.translate import (
+    MAX_TIME_MS,
     SELF_TRADE,
     SELF_TRADE_DEFAULT,
     Scale,
@@ -37,7 +38,6 @@ from schema.wire import MAX_INTEGER, DepthCache
 DEPTH_LIMIT = (1, 5000, 100)  # Binance's
 TRADES_LIMIT = (1, 1000, 500)
 KLINES_LIMIT = (1, 1000, 500)
-MAX_TIME_MS = 2**62
 # What a client may place (api/binance/trading.py); the stop types are refused by /v1 until
 # their holds are settled, and translate to STOP_LIMIT / STOP_MARKET once they are.
 ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT"]

@@ -27,6 +27,7 @@ from api.binance.market import now_ms, symbol_of
 from api.binance.signing import Params
 from api.binance.translate import (
     DECIMAL,
+    MAX_TIME_MS,
     PENDING_CANCEL,
     SELF_TRADE,
     SELF_TRADE_DEFAULT,
@@ -48,14 +49,13 @@ from schema import keys
 from schema.messages import OrderType, SelfTrade, Side, TimeInForce, Trade
 from schema.orders import OPEN_STATUSES, TERMINAL, OrderRecord, OrderStatus
 from schema.symbols import SymbolSpec
-from schema.wire import MAX_INTEGER, PlaceOrder
+from schema.wire import MAX_INTEGER, ClientOrderId, PlaceOrder
 
 SETTLE_WAIT_S = 2.0  # at most, for a RESULT/FULL placement or a cancel to be settled
 POLL_S = (0.001, 0.05)  # the first pause between looks at the record, and the longest
 RECENT_FILLS = 100  # the workers keep the last 100 trades of a symbol (trades:{symbol})
 OPEN_LIMIT = 1_000  # open orders answered at most (Binance caps them at 200 a symbol)
 ORDERS_LIMIT = (1, 1000, 500)  # allOrders' limit: min, max, default
-MAX_TIME_MS = 2**62
 
 # Binance's types that Spot has, as (Spot type, post_only); TAKE_PROFIT* it has not.
 ORDER_TYPES: dict[str, tuple[OrderType, bool]] = {
@@ -200,6 +200,9 @@ class TradingRoutes:
         """The user's order named by orderId or origClientOrderId, in this symbol."""
         order_id = params.integer("orderId", 0, 2**63 - 1)
         client_id = params.get("origClientOrderId")
+        if client_id is not None and not _client_id_valid(client_id):
+            # no order has it (PlaceOrder refuses it), and PostgreSQL's text holds no NUL
+            raise BinanceError(Binance.ILLEGAL_CHARS, param="origClientOrderId")
         if order_id is None and client_id is None:
             raise BinanceError(
                 Binance.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
@@ -440,6 +443,15 @@ _RESULT_FIELDS = (
     "price", "origQty", "executedQty", "origQuoteOrderQty", "cummulativeQuoteQty", "status",
     "timeInForce", "type", "side", "workingTime",
 )  # fmt: skip
+
+
+def _client_id_valid(text: str) -> bool:
+    """Whether PlaceOrder would take it as a client_order_id (schema/wire.py's rule)."""
+    try:
+        msgspec.convert(text, ClientOrderId)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _settled(record: OrderRecord) -> bool:

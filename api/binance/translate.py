@@ -23,6 +23,9 @@ from schema.symbols import SymbolSpec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
+# The latest startTime/endTime taken (ms, the year 5138): a moment past datetime's (the
+# year 9999), or a month after it, would be no moment at all.
+MAX_TIME_MS = 10**14
 # Binance's own legal range for a decimal parameter.
 DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 
