@@ -25,6 +25,8 @@ CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate che
 LEDGER = "ledger"  # stream of deposits and withdrawals, for the batcher
 API_KEY = "apikey:"  # apikey:{key} -> hash user_id, permissions, created_ms (no secret)
 USER_API_KEYS = "apikeys:"  # apikeys:{user} -> set of the user's API keys
+FEE_TIERS = "fee_tiers"  # hash user -> schema.fees.FeeTier JSON: the user's own fee rates
+FEE_TIERS_VERSION = "fee_tiers:version"  # counter, bumped with every change to FEE_TIERS
 
 # -- matching workers ---------------------------------------------------------------------
 EVENTS = "events:"  # events:{shard} -> stream of events

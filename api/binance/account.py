@@ -1,10 +1,7 @@
 """Binance's account endpoints: balances (the same Redis hash as GET /v1/balances), the
-user's trades (the trades table, as GET /v1/fills reads it) and commission rates.
-
-Commission comes from the trades' fee columns once the fee work writes them (maker_fee,
-taker_fee, as the Trade event names them); a database without them has charged none, and
-says 0. Rates are the symbols' maker/taker basis points (a user's fee tier, once there is
-one, is the fee work's to add here).
+user's trades (the trades table, as GET /v1/fills reads it, with each side's fee) and
+commission rates: the user's fee tier where it has one (the API's copy, api/fee_tiers.py),
+else each symbol's.
 """
 
 from __future__ import annotations
@@ -15,23 +12,21 @@ from typing import Any
 from api.apikeys import TRADE, ApiKey
 from api.binance.market import now_ms, symbol_of
 from api.binance.signing import Params
-from api.binance.translate import MAX_TIME_MS, Scale, fee_asset, fee_text, moment, ms, show
+from api.binance.translate import MAX_TIME_MS, Scale, fee_text, moment, ms, show
+from api.fee_tiers import FeeTiers
 from api.history import History
 from api.market import Listing, Market
 from api.pipeline import PipelinedRedis
 from schema import keys
+from schema.fees import fee_asset
+from schema.messages import Side
 from schema.symbols import SymbolSpec
 
 TRADES_LIMIT = (1, 1000, 500)
-FEE_COLUMNS = ("maker_fee", "taker_fee")
-HAS_FEE_COLUMNS = (
-    "SELECT count(*) AS n FROM information_schema.columns "
-    "WHERE table_name = 'trades' AND column_name = ANY($1::text[])"
-)
 
 
 def _my_trades_query(
-    user: str, symbol: str, params: Params, limit: int, fees: bool
+    user: str, symbol: str, params: Params, limit: int
 ) -> tuple[str, list[Any], bool]:
     """The user's trades in `symbol` as maker and as taker, merged; whether oldest first
     (from fromId or startTime) or the newest `limit`, newest first."""
@@ -56,10 +51,10 @@ def _my_trades_query(
 
     def role(name: str, maker: bool) -> str:
         own = f" AND {name}_order_id = ${len(args)}" if order_id is not None else ""
-        fee = f", {name}_fee AS fee" if fees else ", 0 AS fee"
         return (
             f"(SELECT seq, price, quantity, taker_side, {name}_order_id AS order_id, "
-            f"{'true' if maker else 'false'} AS is_maker, created_at{fee} FROM trades "
+            f"{'true' if maker else 'false'} AS is_maker, created_at, {name}_fee AS fee "
+            "FROM trades "
             f"WHERE {name}_user_id = $1 AND symbol = $2{shared}{own} "
             f"ORDER BY created_at {order}, seq {order} LIMIT $3)"
         )
@@ -74,11 +69,13 @@ def _my_trades_query(
 class AccountRoutes:
     """account, account/commission, myTrades."""
 
-    def __init__(self, listing: Listing, reads: PipelinedRedis, history: History) -> None:
+    def __init__(
+        self, listing: Listing, reads: PipelinedRedis, history: History, tiers: FeeTiers
+    ) -> None:
         self.listing = listing
         self.reads = reads
         self.history = history
-        self._fees: bool | None = None  # whether the trades table has fee columns yet
+        self.tiers = tiers
 
     async def account(self, key: ApiKey, params: Params) -> Any:
         market = self.listing.market
@@ -91,7 +88,7 @@ class AccountRoutes:
                 amounts.setdefault(name[len(avail) :], [0, 0])[0] = int(value)
             elif name.startswith(held):
                 amounts.setdefault(name[len(held) :], [0, 0])[1] = int(value)
-        maker, taker = _rates(market)
+        maker, taker = self.tiers.rates.get(key.user_id) or _rates(market)
         trading = TRADE in key.permissions
         return {
             "makerCommission": maker,
@@ -125,12 +122,14 @@ class AccountRoutes:
 
     async def commission(self, key: ApiKey, params: Params) -> Any:
         spec = symbol_of(params, self.listing.market)
+        tier = self.tiers.rates.get(key.user_id)
+        maker, taker = tier or (spec.maker_fee_bps, spec.taker_fee_bps)
         zero = {"maker": _fraction(0), "taker": _fraction(0), "buyer": _fraction(0)}
         return {
             "symbol": spec.symbol,
             "standardCommission": {
-                "maker": _fraction(spec.maker_fee_bps),
-                "taker": _fraction(spec.taker_fee_bps),
+                "maker": _fraction(maker),
+                "taker": _fraction(taker),
                 "buyer": _fraction(0),
                 "seller": _fraction(0),
             },
@@ -149,19 +148,12 @@ class AccountRoutes:
         spec = symbol_of(params, market)
         limit = params.integer("limit", *TRADES_LIMIT)
         assert limit is not None
-        fees = await self._has_fees()
-        query, args, ascending = _my_trades_query(key.user_id, spec.symbol, params, limit, fees)
+        query, args, ascending = _my_trades_query(key.user_id, spec.symbol, params, limit)
         rows = await self.history.fetch(query, *args)
         if not ascending:
             rows = rows[::-1]
         scale = Scale(spec, market.decimals)
         return [_my_trade(spec, scale, row) for row in rows]
-
-    async def _has_fees(self) -> bool:
-        if self._fees is None:
-            rows = await self.history.fetch(HAS_FEE_COLUMNS, list(FEE_COLUMNS))
-            self._fees = rows[0]["n"] == len(FEE_COLUMNS)
-        return self._fees
 
 
 def _my_trade(spec: SymbolSpec, scale: Scale, row: Any) -> dict[str, Any]:
@@ -177,8 +169,8 @@ def _my_trade(spec: SymbolSpec, scale: Scale, row: Any) -> dict[str, Any]:
         "price": scale.px(row["price"]),
         "qty": scale.qty(row["quantity"]),
         "quoteQty": scale.amount(row["price"] * row["quantity"]),
-        "commission": fee_text(spec, scale, buyer, int(row["fee"] or 0)),
-        "commissionAsset": fee_asset(spec, buyer),
+        "commission": fee_text(scale, buyer, row["fee"]),
+        "commissionAsset": fee_asset(spec, Side.BUY if buyer else Side.SELL),
         "time": ms(row["created_at"]),
         "isBuyer": buyer,
         "isMaker": maker,
@@ -187,8 +179,8 @@ def _my_trade(spec: SymbolSpec, scale: Scale, row: Any) -> dict[str, Any]:
 
 
 def _rates(market: Market) -> tuple[int, int]:
-    """The account's rates in basis points: the highest of the listed symbols' (a symbol's
-    own are GET /api/v3/account/commission's)."""
+    """The account's rates in basis points without a tier: the highest of the listed
+    symbols' (a symbol's own are GET /api/v3/account/commission's)."""
     specs = market.specs.values()
     return (
         max((s.maker_fee_bps for s in specs), default=0),

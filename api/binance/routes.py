@@ -80,7 +80,7 @@ class BinanceRoutes:
         self.unavailable = unavailable
         market = PublicRoutes(listing, reads, history)
         trading = TradingRoutes(orders, listing, reads, history)
-        account = AccountRoutes(listing, reads, history)
+        account = AccountRoutes(listing, reads, history, orders.gateway.fee_tiers)
         self.public: dict[tuple[str, str], PublicHandler] = {
             ("GET", "/ping"): market.ping,
             ("GET", "/time"): market.time,

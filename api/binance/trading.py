@@ -33,7 +33,6 @@ from api.binance.translate import (
     SELF_TRADE_DEFAULT,
     SELF_TRADE_NAMES,
     Scale,
-    fee_asset,
     fee_text,
     moment,
     order_view,
@@ -46,6 +45,7 @@ from api.market import Listing
 from api.orders import OrderRoutes
 from api.pipeline import PipelinedRedis
 from schema import keys
+from schema.fees import fee_asset
 from schema.messages import OrderType, SelfTrade, Side, TimeInForce, Trade
 from schema.orders import OPEN_STATUSES, TERMINAL, OrderRecord, OrderStatus
 from schema.symbols import SymbolSpec
@@ -178,8 +178,8 @@ class TradingRoutes:
             {
                 "price": scale.px(t.price),
                 "qty": scale.qty(t.quantity),
-                "commission": fee_text(spec, scale, buyer, t.taker_fee),
-                "commissionAsset": fee_asset(spec, buyer),
+                "commission": fee_text(scale, buyer, t.taker_fee),
+                "commissionAsset": fee_asset(spec, record.side),
                 "tradeId": t.seq,
             }
             for t in fills

@@ -180,10 +180,7 @@ def order_view(order_id: int, order: OrderRecord, scale: Scale) -> dict[str, Any
     }
 
 
-def fee_asset(spec: SymbolSpec, buyer: bool) -> str:
-    """Fees are charged on what a side receives: the buyer's in base, the seller's in quote."""
-    return spec.base if buyer else spec.quote
-
-
-def fee_text(spec: SymbolSpec, scale: Scale, buyer: bool, fee: int) -> str:
+def fee_text(scale: Scale, buyer: bool, fee: int) -> str:
+    """A fee in what its side received (schema/fees.py): the buyer's base, the seller's
+    quote; negative, a maker's rebate."""
     return scale.qty(fee) if buyer else scale.amount(fee)

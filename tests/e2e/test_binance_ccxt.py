@@ -46,9 +46,11 @@ BTC = SymbolSpec(
     symbol="BTCUSDT", base="BTC", quote="USDT", tick=1, lot=10, min_qty=20,
     max_qty=10**9, band_bps=1000, reference_price=3_000_000,
 )  # fmt: skip
+# with fees: a maker pays 10 bps of what it receives, a taker 20
 ETH = SymbolSpec(
     symbol="ETHUSDT", base="ETH", quote="USDT", tick=100, lot=1, min_qty=1,
-    max_qty=10**9, band_bps=1000, reference_price=2_000_000,
+    max_qty=10**9, band_bps=1000, reference_price=2_000_000, maker_fee_bps=10,
+    taker_fee_bps=20,
 )  # fmt: skip
 FUNDS = {"BTC": 10 * 10**5, "USDT": 1_000_000 * 10**7, "ETH": 100 * 10**4}  # 10 BTC, ...
 WAIT_S = 15.0  # for the batcher's rows, the depth cache
@@ -283,6 +285,37 @@ def test_a_post_only_maker_and_a_market_taker_trade_and_it_shows_everywhere(spot
 def _at_best_ask(spot: Spot, exchange: Any, price: float) -> Any:
     book = exchange.fetch_order_book("BTC/USDT")
     return book if book["asks"] and book["asks"][0][0] == price else None
+
+
+def test_fees_are_the_commission_of_fills_and_trades_and_the_balances_are_net_of_them(
+    spot: Spot,
+) -> None:
+    maker, taker = spot.trader(), spot.trader()
+    ask = maker.create_order("ETH/USDT", "limit", "sell", 10, 2000, {"postOnly": True})
+    bought = taker.create_order("ETH/USDT", "market", "buy", 10)
+    assert (bought["status"], bought["filled"]) == ("closed", 10)
+    # the taker buys: 20 bps of the 10 ETH it receives
+    assert bought["fee"] == {"currency": "ETH", "cost": 0.02}
+    assert [t["fee"] for t in bought["trades"]] == [{"currency": "ETH", "cost": 0.02}]
+    assert taker.fetch_balance()["ETH"]["free"] == 109.98
+    # the maker sells: 10 bps of the 20,000 USDT it receives
+    assert maker.fetch_balance()["USDT"]["free"] == 1_019_980
+    [taken] = eventually(lambda: taker.fetch_my_trades("ETH/USDT"))
+    assert (taken["takerOrMaker"], taken["fee"]) == ("taker", {"currency": "ETH", "cost": 0.02})
+    [made] = maker.fetch_my_trades("ETH/USDT")
+    assert (made["takerOrMaker"], made["fee"]) == ("maker", {"currency": "USDT", "cost": 20.0})
+    assert made["order"] == ask["id"]
+
+    # A fee tier is the user's rates on every symbol, in the account's commission too.
+    tier = {"maker_fee_bps": -1, "taker_fee_bps": 5}
+    path = f"/v1/admin/fee-tiers/{taker.spot_user}"
+    assert spot.api.request("PUT", path, tier, token=admin())[0] == 200
+    rates = taker.private_get_account_commission({"symbol": "ETHUSDT"})["standardCommission"]
+    assert (rates["maker"], rates["taker"]) == ("-0.00010000", "0.00050000")
+    account = taker.private_get_account()
+    assert (account["makerCommission"], account["takerCommission"]) == (-1, 5)
+    theirs = maker.private_get_account_commission({"symbol": "ETHUSDT"})["standardCommission"]
+    assert (theirs["maker"], theirs["taker"]) == ("0.00100000", "0.00200000")
 
 
 def test_ioc_and_fok_that_find_nothing_expire(spot: Spot) -> None:

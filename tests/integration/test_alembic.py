@@ -110,7 +110,7 @@ async def _assert_at_head(url: str) -> None:
 async def test_upgrade_downgrade_upgrade(url: str) -> None:
     # Alembic's env.py runs its own event loop: from async code, migrate in a thread.
     await asyncio.to_thread(upgrade, url)
-    assert await _revision(url) == "0003"
+    assert await _revision(url) == "0004"
     await _assert_at_head(url)
 
     await asyncio.to_thread(downgrade, url, "base")
@@ -175,9 +175,9 @@ async def test_symbol_progress_is_not_known_for_symbols_with_history(url: str) -
 
 
 async def test_candles_are_built_from_the_trades_already_there(url: str) -> None:
-    # 0003 on a database with trades: their one-minute candles, open and close by seq.
+    # 0004 on a database with trades: their one-minute candles, open and close by seq.
     await asyncio.to_thread(downgrade, url, "base")
-    await asyncio.to_thread(upgrade, url, "0002")
+    await asyncio.to_thread(upgrade, url, "0003")
     conn = await asyncpg.connect(url)
     trade = (
         "INSERT INTO trades (symbol, seq, price, quantity, maker_order_id, taker_order_id,"

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from api.candles import bucket_end, bucket_start
-from batcher.candles import Candle, minute_candles
+from batcher.candles import CANDLE_COLUMNS, Candle, minute_candles
+from schema import tables
 from schema.messages import Side, Trade
 
 
@@ -58,3 +59,8 @@ def test_intervals_start_on_utc_boundaries(
 ) -> None:
     assert bucket_start(moment, interval) == start
     assert bucket_end(start, interval) == end
+
+
+def test_a_candle_has_the_candles_tables_columns_in_order() -> None:
+    # batcher/postgres.py's ADD_CANDLES sends them in this order, one array each
+    assert CANDLE_COLUMNS == tuple(column.name for column in tables.candles.columns)

@@ -1,12 +1,12 @@
 """Candles: each symbol's trades summed per minute, for klines and the 24 h ticker.
 
 The batcher writes them with the trades, in the same transaction. On PostgreSQL the
-upgrade builds the candles of the trades already there, so no history is lost; MySQL's
-batcher does not write trades yet, so there is nothing to build there.
+upgrade builds the candles of the trades already there, so no history is lost; the
+backfill is PostgreSQL's SQL, and on MySQL/MariaDB the table starts empty.
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-10 00:00:00+00:00
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-16 00:00:00+00:00
 """
 
 from collections.abc import Sequence
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
