@@ -12,6 +12,7 @@ DDoSProtection to ccxt whatever the body says, as it is against Binance.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 import msgspec
 
@@ -57,6 +58,10 @@ class Binance(Enum):
     INVALID_PARAMETER = -1130, 400, "Invalid data sent for a parameter."
     BAD_RECV_WINDOW = -1131, 400, "recvWindow must be less than 60000"
     NEW_ORDER_REJECTED = -2010, 400, "New order rejected."
+    # cancelReplace: one of the two failed (409, Binance's status for it), or the cancel did
+    # and the new order was not attempted, or both failed (400)
+    REPLACE_PARTIALLY_FAILED = -2021, 409, "Order cancel-replace partially failed."
+    REPLACE_FAILED = -2022, 400, "Order cancel-replace failed."
     CANCEL_REJECTED = -2011, 400, "Unknown order sent."
     NO_SUCH_ORDER = -2013, 400, "Order does not exist."
     BAD_API_KEY_FMT = -2014, 401, "API-key format invalid."
@@ -66,17 +71,29 @@ class Binance(Enum):
 class BinanceError(Exception):
     """Raised anywhere in the v3 layer; api/binance/routes.py answers it."""
 
-    def __init__(self, error: Binance, msg: str | None = None, *, param: str = "") -> None:
+    def __init__(
+        self,
+        error: Binance,
+        msg: str | None = None,
+        *,
+        param: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
         text = msg if msg is not None else error.text.format(param)
         super().__init__(text)
         self.error = error
         self.msg = text
+        self.data = data  # what a cancelReplace did of its two parts
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.error.code, "msg": self.msg}
 
 
 def reply(exc: BinanceError) -> Reply:
     error = exc.error
     headers = JSON if error.status not in (429, 503) else [*JSON, ("retry-after", RETRY_AFTER_S)]
-    return error.status, _encode({"code": error.code, "msg": exc.msg}), headers
+    body = exc.body() if exc.data is None else {**exc.body(), "data": exc.data}
+    return error.status, _encode(body), headers
 
 
 # Texts ccxt matches exactly (its binance `exceptions['exact']`), and the filter names it

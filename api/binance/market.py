@@ -158,7 +158,7 @@ def symbol_info(spec: SymbolSpec, market: Market) -> dict[str, Any]:
         "otoAllowed": False,
         "quoteOrderQtyMarketAllowed": False,
         "allowTrailingStop": False,
-        "cancelReplaceAllowed": False,
+        "cancelReplaceAllowed": True,
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": filters,

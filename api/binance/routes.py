@@ -15,6 +15,7 @@ from api.apikeys import READ, TRADE, ApiKey, ApiKeyStore
 from api.binance.account import AccountRoutes
 from api.binance.errors import Binance, BinanceError, reply, translate
 from api.binance.market import PublicRoutes
+from api.binance.replace import ReplaceRoutes
 from api.binance.signing import Params, Signer, public
 from api.binance.trading import TradingRoutes
 from api.errors import HTTPError, Unavailable, redis_not_serving
@@ -55,6 +56,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/order", TRADE, "Place an order (signed)"),
     Endpoint("GET", "/order", READ, "One order, by orderId or origClientOrderId (signed)"),
     Endpoint("DELETE", "/order", TRADE, "Cancel an order (signed)"),
+    Endpoint("POST", "/order/cancelReplace", TRADE, "Cancel an order, place another (signed)"),
     Endpoint("GET", "/openOrders", READ, "Open orders, of a symbol or all (signed)"),
     Endpoint("DELETE", "/openOrders", TRADE, "Cancel every open order of a symbol (signed)"),
     Endpoint("GET", "/allOrders", READ, "A symbol's orders, by id or time range (signed)"),
@@ -97,6 +99,7 @@ class BinanceRoutes:
             ("POST", "/order"): trading.new_order,
             ("GET", "/order"): trading.query_order,
             ("DELETE", "/order"): trading.cancel_order,
+            ("POST", "/order/cancelReplace"): ReplaceRoutes(trading).cancel_replace,
             ("GET", "/openOrders"): trading.open_orders,
             ("DELETE", "/openOrders"): trading.cancel_open_orders,
             ("GET", "/allOrders"): trading.all_orders,

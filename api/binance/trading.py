@@ -109,6 +109,9 @@ def _all_orders_query(
     return query + f"LIMIT ${len(args)}", args
 
 
+_ORDER_NAMES = ("orderId", "origClientOrderId")
+
+
 class TradingRoutes:
     """order (POST, GET, DELETE), openOrders (GET, DELETE), allOrders."""
 
@@ -126,8 +129,15 @@ class TradingRoutes:
         market = self.listing.market
         spec = symbol_of(params, market)
         scale = Scale(spec, market.decimals)
-        kind = params.required("type")
-        order, respond, mode = _place_order(spec, scale, params, kind)
+        placing = place_order(spec, scale, params, params.required("type"))
+        return await self.place(key, spec, scale, placing)
+
+    async def place(
+        self, key: ApiKey, spec: SymbolSpec, scale: Scale, placing: tuple[PlaceOrder, str, str]
+    ) -> dict[str, Any]:
+        """Queue the order and answer as its reply type says (ACK at once, else once the
+        worker has settled it)."""
+        order, respond, mode = placing
         try:
             order_id = await self.orders.submit(key.user_id, order)
         except HTTPError as exc:
@@ -190,23 +200,27 @@ class TradingRoutes:
     async def query_order(self, key: ApiKey, params: Params) -> Any:
         market = self.listing.market
         spec = symbol_of(params, market)
-        found = await self._find(key.user_id, spec.symbol, params)
+        found = await self.find(key.user_id, spec.symbol, params)
         if found is None:
             raise BinanceError(Binance.NO_SUCH_ORDER)
         order_id, record = found
         return order_view(order_id, record, Scale(spec, market.decimals))
 
-    async def _find(self, user: str, symbol: str, params: Params) -> tuple[int, OrderRecord] | None:
-        """The user's order named by orderId or origClientOrderId, in this symbol."""
-        order_id = params.integer("orderId", 0, 2**63 - 1)
-        client_id = params.get("origClientOrderId")
+    async def find(
+        self, user: str, symbol: str, params: Params, names: tuple[str, str] = _ORDER_NAMES
+    ) -> tuple[int, OrderRecord] | None:
+        """The user's order named by orderId or origClientOrderId (or other `names` for
+        them), in this symbol."""
+        by_id, by_client_id = names
+        order_id = params.integer(by_id, 0, 2**63 - 1)
+        client_id = params.get(by_client_id)
         if client_id is not None and not _client_id_valid(client_id):
             # no order has it (PlaceOrder refuses it), and PostgreSQL's text holds no NUL
-            raise BinanceError(Binance.ILLEGAL_CHARS, param="origClientOrderId")
+            raise BinanceError(Binance.ILLEGAL_CHARS, param=by_client_id)
         if order_id is None and client_id is None:
             raise BinanceError(
                 Binance.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
-                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+                f"Param '{by_client_id}' or '{by_id}' must be sent, but both were empty/null!",
             )
         if order_id is None:
             assert client_id is not None
@@ -301,12 +315,12 @@ class TradingRoutes:
     async def cancel_order(self, key: ApiKey, params: Params) -> Any:
         market = self.listing.market
         spec = symbol_of(params, market)
-        found = await self._find(key.user_id, spec.symbol, params)
+        found = await self.find(key.user_id, spec.symbol, params)
         if found is None or found[1].status in TERMINAL:
             raise BinanceError(Binance.CANCEL_REJECTED)
-        return await self._cancel(key.user_id, found[0], Scale(spec, market.decimals))
+        return await self.cancel(key.user_id, found[0], Scale(spec, market.decimals))
 
-    async def _cancel(self, user: str, order_id: int, scale: Scale) -> dict[str, Any]:
+    async def cancel(self, user: str, order_id: int, scale: Scale) -> dict[str, Any]:
         try:
             await self.orders.cancel_order(user, order_id)
         except HTTPError as exc:
@@ -335,7 +349,7 @@ class TradingRoutes:
         scale = Scale(spec, market.decimals)
         open_ = await self._open(key.user_id, spec.symbol)
         results = await asyncio.gather(
-            *(self._cancel(key.user_id, order_id, scale) for order_id, _ in open_),
+            *(self.cancel(key.user_id, order_id, scale) for order_id, _ in open_),
             return_exceptions=True,
         )
         for result in results:
@@ -350,7 +364,7 @@ _CANCELED_FIELDS = (
 )  # fmt: skip
 
 
-def _place_order(
+def place_order(
     spec: SymbolSpec, scale: Scale, params: Params, kind: str
 ) -> tuple[PlaceOrder, str, str]:
     """The /v1 order for Binance's parameters, the reply type and the self-trade mode."""

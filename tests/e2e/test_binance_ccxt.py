@@ -349,6 +349,28 @@ def test_client_order_ids_and_cancel_all_orders(spot: Spot) -> None:
     assert trader.fetch_closed_orders("ETH/USDT") == []  # ccxt keeps FILLED only
 
 
+def test_edit_order_cancels_the_order_and_places_another(spot: Spot) -> None:
+    trader = spot.trader()
+    first = trader.create_order("ETH/USDT", "limit", "buy", 1, 1900)
+    edited = trader.edit_order(first["id"], "ETH/USDT", "limit", "buy", 2, 1901.5)
+    assert edited["id"] != first["id"]  # Binance's cancelReplace: a new order, a new id
+    assert (edited["status"], edited["amount"], edited["price"]) == ("open", 2, 1901.5)
+    assert trader.fetch_order(first["id"], "ETH/USDT")["status"] == "canceled"
+    assert [o["id"] for o in trader.fetch_open_orders("ETH/USDT")] == [edited["id"]]
+    # Its order gone, nothing is placed (STOP_ON_FAILURE): Binance's -2022, which ccxt
+    # raises as ExchangeError for a server that is not api.binance.com.
+    with pytest.raises(ccxt.ExchangeError, match="-2022"):
+        trader.edit_order(first["id"], "ETH/USDT", "limit", "buy", 3, 1902)
+    # Parameters are read before anything is canceled...
+    with pytest.raises(ccxt.BadRequest, match="-1115"):
+        trader.edit_order(edited["id"], "ETH/USDT", "limit", "buy", 3, 1902, {"timeInForce": "X"})
+    assert [o["id"] for o in trader.fetch_open_orders("ETH/USDT")] == [edited["id"]]
+    # ...the funds when the new order is queued, after the cancel (as on Binance): -2021.
+    with pytest.raises(ccxt.ExchangeError, match="-2021.*insufficient balance"):
+        trader.edit_order(edited["id"], "ETH/USDT", "limit", "buy", 5000, 2000)
+    assert trader.fetch_open_orders("ETH/USDT") == []
+
+
 @pytest.mark.skipif(
     not STOP_PRICE_SERVED,
     reason="needs the stops helper: /v1 placing STOP_LIMIT / STOP_MARKET with a stop_price",

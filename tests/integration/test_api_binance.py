@@ -424,6 +424,8 @@ def _sweep(v3: V3, key: Any, own: int) -> None:
         if endpoint.method == "POST":
             base |= {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1"}
             base |= {"price": "400.00", "newOrderRespType": "ACK"}
+        if endpoint.path == "/order/cancelReplace":  # what it cancels is canceled by then
+            base |= {"cancelReplaceMode": "ALLOW_FAILURE", "cancelOrderId": str(own)}
         for name, values in odd.items():
             for value in values:
                 params = base | {name: value}
@@ -432,8 +434,10 @@ def _sweep(v3: V3, key: Any, own: int) -> None:
                 where = f"{endpoint.method} {endpoint.path} {name}={value!r}: {reply}"
                 assert 200 <= status < 500, where
                 if status >= 400:
-                    assert set(reply) == {"code", "msg"} and reply["code"] < 0, where
+                    assert set(reply) - {"data"} == {"code", "msg"}, where
+                    assert reply["code"] < 0, where
                 else:
                     answered_ok.add(endpoint)
-    # Not a sweep of refusals alone: every endpoint took some of these.
-    assert answered_ok == set(ENDPOINTS)
+    # Not a sweep of refusals alone: every endpoint took some of these (cancelReplace's
+    # order is gone by its turn: it places, and says its cancel failed, 409).
+    assert {e.path for e in set(ENDPOINTS) - answered_ok} == {"/order/cancelReplace"}
