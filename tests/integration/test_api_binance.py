@@ -441,3 +441,14 @@ def _sweep(v3: V3, key: Any, own: int) -> None:
     # Not a sweep of refusals alone: every endpoint took some of these (cancelReplace's
     # order is gone by its turn: it places, and says its cancel failed, 409).
     assert {e.path for e in set(ENDPOINTS) - answered_ok} == {"/order/cancelReplace"}
+
+
+def test_the_signature_covers_the_query_string_as_sent_escapes_and_all(v3: V3) -> None:
+    """Granian hands the query string over undecoded: a value with escapes (%2B, %2F, +)
+    verifies against what the client signed, and the server reads the value decoded."""
+    _, *key = v3.user()
+    k: Any = tuple(key)
+    odd = "a b+c/d:é"
+    placed = v3.order(k, "BUY", "400.00", "1", newClientOrderId=odd)
+    status, found = v3.call("GET", "/order", k, symbol="COINUSD", origClientOrderId=odd)
+    assert (status, found["orderId"], found["clientOrderId"]) == (200, placed["orderId"], odd)
