@@ -376,17 +376,20 @@ def test_edit_order_cancels_the_order_and_places_another(spot: Spot) -> None:
     reason="needs the stops helper: /v1 placing STOP_LIMIT / STOP_MARKET with a stop_price",
 )
 def test_a_stop_limit_order_waits_then_fires(spot: Spot) -> None:
-    seller, buyer, stopper = spot.trader(), spot.trader(), spot.trader()
+    seller, buyer, bidder, stopper = (spot.trader() for _ in range(4))
+    bid = bidder.create_order("BTC/USDT", "limit", "buy", 0.01, 29000)
+    # a SELL stop: it fires on a trade at or below 29,500, then sells at 29,000 or better
     stop = stopper.create_order("BTC/USDT", "limit", "sell", 0.01, 29000, {"triggerPrice": 29500})
     assert (stop["type"], stop["triggerPrice"], stop["status"]) == ("limit", 29500, "open")
-    ask = seller.create_order("BTC/USDT", "limit", "sell", 0.01, 29400)
+    assert stopper.fetch_order(stop["id"], "BTC/USDT")["filled"] == 0
+    seller.create_order("BTC/USDT", "limit", "sell", 0.01, 29400)
     bought = buyer.create_order("BTC/USDT", "market", "buy", 0.01)
-    assert bought["average"] == 29400
-    fired = eventually(lambda: stopper.fetch_order(stop["id"], "BTC/USDT")["status"] != "open")
+    assert bought["average"] == 29400  # the trade that reaches the stop
+    fired = eventually(lambda: stopper.fetch_order(stop["id"], "BTC/USDT")["status"] == "closed")
     assert fired
-    for exchange, order in ((seller, ask), (stopper, stop)):
+    assert bidder.fetch_order(bid["id"], "BTC/USDT")["filled"] == 0.01
+    for exchange in (seller, bidder, stopper):
         exchange.cancel_all_orders("BTC/USDT")
-        assert exchange.fetch_order(order["id"], "BTC/USDT")["status"] in ("closed", "canceled")
 
 
 # -- errors ---------------------------------------------------------------------------------
