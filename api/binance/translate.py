@@ -108,6 +108,7 @@ _STATUSES = {
     OrderStatus.REJECTED: "REJECTED",
 }
 PENDING_CANCEL = "PENDING_CANCEL"  # canceled, the worker has not applied it yet
+_STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 
 
 def status(order: OrderRecord) -> str:
@@ -122,9 +123,17 @@ def order_type(order: OrderRecord) -> str:
     return TYPES[order.type]
 
 
+# Columns some order rows carry that the record has too, once both do (the stops work adds
+# them to both): taken when present, so the translation needs no change then.
+_OPTIONAL = ("stop_price", "expire_at_ms", "triggered")
+
+
 def record_from_row(row: Any) -> OrderRecord:
     """An order row of the database (api/history.py's ORDER_COLUMNS) as the Redis record."""
+    present = set(row.keys()) & set(OrderRecord.__struct_fields__)
+    optional = {name: row[name] for name in _OPTIONAL if name in present}
     return OrderRecord(
+        **optional,
         user_id=row["user_id"],
         symbol=row["symbol"],
         side=Side(row["side"]),
@@ -156,7 +165,9 @@ def moment(at_ms: int | None) -> datetime | None:
 
 def order_view(order_id: int, order: OrderRecord, scale: Scale) -> dict[str, Any]:
     """The order as GET /api/v3/order answers it (and openOrders, allOrders)."""
-    stop = getattr(order, "stop_price", None)  # the record carries it once stops are served
+    # The record carries these once stops are served (getattr: until then it has neither).
+    stop = getattr(order, "stop_price", None)
+    waiting = order.type in _STOPS and not getattr(order, "triggered", False)
     return {
         "symbol": order.symbol,
         "orderId": order_id,
@@ -174,7 +185,7 @@ def order_view(order_id: int, order: OrderRecord, scale: Scale) -> dict[str, Any
         "icebergQty": scale.qty(0),
         "time": order.created_ms,
         "updateTime": order.created_ms,
-        "isWorking": order.type not in (OrderType.STOP_LIMIT, OrderType.STOP_MARKET),
+        "isWorking": not waiting,
         "workingTime": order.created_ms,
         "origQuoteOrderQty": scale.amount(0),
     }
