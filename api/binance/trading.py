@@ -150,7 +150,7 @@ class TradingRoutes:
                 "clientOrderId": order.client_order_id or "",
                 "transactTime": now_ms(),
             }
-        record = await self._wait(order_id, _settled)
+        record = await self._wait(key.user_id, order_id, _settled)
         if record.status is OrderStatus.REJECTED:
             error, text = TRANSLATION.get(record.reason or "", (Binance.NEW_ORDER_REJECTED, None))
             raise BinanceError(error, text or f"Order rejected: {record.reason}.")
@@ -159,12 +159,18 @@ class TradingRoutes:
             reply["fills"] = await self._fills(spec, scale, order_id, record)
         return reply
 
-    async def _wait(self, order_id: int, done: Callable[[OrderRecord], bool]) -> OrderRecord:
-        """The order's record once `done` says so, or as it is after SETTLE_WAIT_S."""
+    async def _wait(
+        self, user: str, order_id: int, done: Callable[[OrderRecord], bool]
+    ) -> OrderRecord:
+        """The order's record once `done` says so, or as it is after SETTLE_WAIT_S. (A
+        record Redis no longer holds, the order having ended and been written, is its
+        row's.)"""
         deadline = time.monotonic() + SETTLE_WAIT_S
         pause, longest = POLL_S
         while True:
-            record = OrderRecord.from_hash(await self.reads.hgetall(keys.order(order_id)))
+            record = await self._record(user, order_id)
+            if record is None:  # nowhere: a fault of ours, for the dispatch to log
+                raise RuntimeError(f"order {order_id} is in neither Redis nor the database")
             if done(record) or time.monotonic() >= deadline:
                 return record
             await asyncio.sleep(pause)
@@ -327,7 +333,7 @@ class TradingRoutes:
             if exc.status in (404, 409):  # gone or ended since the look: an unknown order
                 raise BinanceError(Binance.CANCEL_REJECTED) from None
             raise translate(exc) from None
-        record = await self._wait(order_id, _ended)
+        record = await self._wait(user, order_id, _ended)
         reply = order_view(order_id, record, scale)
         if record.status not in TERMINAL:
             reply["status"] = PENDING_CANCEL
