@@ -18,8 +18,9 @@ from typing import Any
 from api.apikeys import ApiKey
 from api.binance.errors import Binance, BinanceError
 from api.binance.market import symbol_of
+from api.binance.new_order import place_order
 from api.binance.signing import Params
-from api.binance.trading import TradingRoutes, place_order
+from api.binance.trading import TradingRoutes
 from api.binance.translate import Scale
 from schema.orders import TERMINAL
 

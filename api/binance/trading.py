@@ -24,19 +24,15 @@ import msgspec
 from api.apikeys import ApiKey
 from api.binance.errors import TRANSLATION, Binance, BinanceError, translate
 from api.binance.market import now_ms, symbol_of
+from api.binance.new_order import client_id_valid, place_order
 from api.binance.signing import Params
 from api.binance.translate import (
-    DECIMAL,
     MAX_TIME_MS,
     PENDING_CANCEL,
-    SELF_TRADE,
-    SELF_TRADE_DEFAULT,
-    SELF_TRADE_NAMES,
     Scale,
     fee_text,
     moment,
     order_view,
-    parse,
     record_from_row,
 )
 from api.errors import HTTPError
@@ -46,34 +42,16 @@ from api.orders import OrderRoutes
 from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.fees import fee_asset
-from schema.messages import OrderType, SelfTrade, Side, TimeInForce, Trade
+from schema.messages import Side, Trade
 from schema.orders import OPEN_STATUSES, TERMINAL, OrderRecord, OrderStatus
 from schema.symbols import SymbolSpec
-from schema.wire import MAX_INTEGER, ClientOrderId, PlaceOrder
+from schema.wire import PlaceOrder
 
 SETTLE_WAIT_S = 2.0  # at most, for a RESULT/FULL placement or a cancel to be settled
 POLL_S = (0.001, 0.05)  # the first pause between looks at the record, and the longest
 RECENT_FILLS = 100  # the workers keep the last 100 trades of a symbol (trades:{symbol})
 OPEN_LIMIT = 1_000  # open orders answered at most (Binance caps them at 200 a symbol)
 ORDERS_LIMIT = (1, 1000, 500)  # allOrders' limit: min, max, default
-
-# Binance's types that Spot has, as (Spot type, post_only); TAKE_PROFIT* it has not.
-ORDER_TYPES: dict[str, tuple[OrderType, bool]] = {
-    "LIMIT": (OrderType.LIMIT, False),
-    "LIMIT_MAKER": (OrderType.LIMIT, True),
-    "MARKET": (OrderType.MARKET, False),
-    "STOP_LOSS": (OrderType.STOP_MARKET, False),
-    "STOP_LOSS_LIMIT": (OrderType.STOP_LIMIT, False),
-}
-UNSERVED_TYPES = frozenset(("TAKE_PROFIT", "TAKE_PROFIT_LIMIT"))
-NEEDS_PRICE = frozenset((OrderType.LIMIT, OrderType.STOP_LIMIT))
-STOPS = frozenset((OrderType.STOP_LIMIT, OrderType.STOP_MARKET))
-TIME_IN_FORCE = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
-RESPONSE_TYPES = frozenset(("ACK", "RESULT", "FULL"))
-# Binance parameters Spot has nothing for: refused rather than silently ignored.
-UNSERVED_PARAMS = ("quoteOrderQty", "icebergQty", "trailingDelta", "pegPriceType")
-# Whether PlaceOrder takes a stop price yet (the stops work adds it to /v1).
-STOP_PRICE_SERVED = "stop_price" in PlaceOrder.__struct_fields__
 
 _trade = msgspec.json.Decoder(Trade)
 
@@ -220,7 +198,7 @@ class TradingRoutes:
         by_id, by_client_id = names
         order_id = params.integer(by_id, 0, 2**63 - 1)
         client_id = params.get(by_client_id)
-        if client_id is not None and not _client_id_valid(client_id):
+        if client_id is not None and not client_id_valid(client_id):
             # no order has it (PlaceOrder refuses it), and PostgreSQL's text holds no NUL
             raise BinanceError(Binance.ILLEGAL_CHARS, param=by_client_id)
         if order_id is None and client_id is None:
@@ -370,82 +348,6 @@ _CANCELED_FIELDS = (
 )  # fmt: skip
 
 
-def place_order(
-    spec: SymbolSpec, scale: Scale, params: Params, kind: str
-) -> tuple[PlaceOrder, str, str]:
-    """The /v1 order for Binance's parameters, the reply type and the self-trade mode."""
-    if kind not in ORDER_TYPES:
-        if kind in UNSERVED_TYPES:
-            raise BinanceError(Binance.UNSUPPORTED_ORDER_COMBINATION)
-        raise BinanceError(Binance.INVALID_ORDER_TYPE)
-    order_type, post_only = ORDER_TYPES[kind]
-    side = params.required("side")
-    if side not in ("BUY", "SELL"):
-        raise BinanceError(Binance.INVALID_SIDE)
-    params.refuse(*UNSERVED_PARAMS)
-    fields: dict[str, Any] = {
-        "symbol": spec.symbol,
-        "side": side,
-        "type": order_type.value,
-        "quantity": _units(params, "quantity", scale.base, spec, "LOT_SIZE"),
-        "post_only": post_only,
-        "self_trade": _self_trade(params).value,
-        "client_order_id": params.get("newClientOrderId"),
-    }
-    if order_type in NEEDS_PRICE or post_only:
-        fields["price"] = _units(params, "price", scale.price, spec, "PRICE_FILTER")
-    else:
-        params.refuse("price")
-    if order_type is OrderType.LIMIT and not post_only or order_type is OrderType.STOP_LIMIT:
-        tif = TIME_IN_FORCE.get(params.required("timeInForce"))
-        if tif is None:
-            raise BinanceError(Binance.INVALID_TIF)
-        fields["time_in_force"] = tif.value
-    else:
-        params.refuse("timeInForce")
-    if order_type in STOPS:
-        if not STOP_PRICE_SERVED:
-            raise BinanceError(Binance.NEW_ORDER_REJECTED, "Stop orders are not served yet.")
-        fields["stop_price"] = _units(params, "stopPrice", scale.price, spec, "PRICE_FILTER")
-    else:
-        params.refuse("stopPrice")
-    respond = params.get("newOrderRespType") or ("FULL" if kind in ("LIMIT", "MARKET") else "ACK")
-    if respond not in RESPONSE_TYPES:
-        raise BinanceError(Binance.INVALID_PARAMETER, "Invalid newOrderRespType.")
-    try:
-        order = msgspec.convert(fields, PlaceOrder)
-    except msgspec.ValidationError:
-        raise BinanceError(Binance.ILLEGAL_CHARS, param="newClientOrderId") from None
-    return order, respond, SELF_TRADE_NAMES[order.self_trade]
-
-
-def _units(params: Params, name: str, decimals: int, spec: SymbolSpec, rule: str) -> int:
-    """A decimal parameter in Spot's integer units; off the grid is the filter's failure."""
-    text = params.required(name)
-    if not DECIMAL.fullmatch(text):
-        raise BinanceError(
-            Binance.ILLEGAL_CHARS,
-            f"Illegal characters found in parameter '{name}'; "
-            "legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
-        )
-    units = parse(text, decimals)
-    if units is None or units > MAX_INTEGER:
-        raise BinanceError(Binance.INVALID_MESSAGE, f"Filter failure: {rule}")
-    return units
-
-
-def _self_trade(params: Params) -> SelfTrade:
-    mode = params.get("selfTradePreventionMode") or SELF_TRADE_DEFAULT
-    found = SELF_TRADE.get(mode)
-    if found is None:
-        # NONE too: an order never trades with another of its own user's here.
-        raise BinanceError(
-            Binance.INVALID_PARAMETER,
-            f"selfTradePreventionMode must be one of {', '.join(SELF_TRADE)}.",
-        )
-    return found
-
-
 def _result(order_id: int, record: OrderRecord, scale: Scale, mode: str) -> dict[str, Any]:
     view = order_view(order_id, record, scale)
     return {
@@ -463,15 +365,6 @@ _RESULT_FIELDS = (
     "price", "origQty", "executedQty", "origQuoteOrderQty", "cummulativeQuoteQty", "status",
     "timeInForce", "type", "side", "workingTime",
 )  # fmt: skip
-
-
-def _client_id_valid(text: str) -> bool:
-    """Whether PlaceOrder would take it as a client_order_id (schema/wire.py's rule)."""
-    try:
-        msgspec.convert(text, ClientOrderId)
-    except msgspec.ValidationError:
-        return False
-    return True
 
 
 def _settled(record: OrderRecord) -> bool:

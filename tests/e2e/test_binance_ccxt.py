@@ -27,8 +27,8 @@ import ccxt
 import pytest
 from redis.asyncio import Redis
 
+from api.binance.new_order import STOP_PRICE_SERVED
 from api.binance.signing import sign
-from api.binance.trading import STOP_PRICE_SERVED
 from schema.codes import ApiError
 from schema.symbols import SymbolSpec
 from store import db
