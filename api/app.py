@@ -29,7 +29,9 @@ from redis.exceptions import RedisError
 
 from api import openapi
 from api.admin import AdminRoutes
+from api.apikeys import ApiKeyRoutes, ApiKeyStore, master_key
 from api.auth import Authenticator, AuthError
+from api.binance.routes import BinanceRoutes
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
 from api.ledger import LedgerRoutes
@@ -124,6 +126,20 @@ class App:
             settings=settings,
             max_body=max_body,
         )
+        # Binance's API v3 (api/binance/): signed by API keys, answered in Binance's shape.
+        keys = ApiKeyStore(
+            redis, master_key(settings.api_key_secret, settings.jwt_secret), gateway.pipeline
+        )
+        api_keys = ApiKeyRoutes(auth, keys, max_body)
+        binance = BinanceRoutes(
+            orders=orders,
+            listing=listing,
+            reads=gateway.pipeline,
+            history=history,
+            keys=keys,
+            max_body=max_body,
+            unavailable=self._unavailable,
+        )
         self._unmatched = self.metrics.route("*", "unmatched")
         self._openapi = encode(openapi.document())
         routes: list[tuple[str, str, Handler]] = [
@@ -148,6 +164,10 @@ class App:
             ("POST", "/v1/admin/migrations", admin.start_migration),
             ("GET", "/v1/admin/migrations", admin.list_migrations),
             ("GET", "/v1/admin/migrations/{id}", admin.show_migration),
+            ("POST", "/v1/api-keys", api_keys.create),
+            ("GET", "/v1/api-keys", api_keys.list),
+            ("DELETE", "/v1/api-keys/{key}", api_keys.revoke),
+            *binance.routes(),
             ("GET", "/healthz", self.healthz),
             ("GET", "/readyz", self.readyz),
             ("GET", "/metrics", self.prometheus),

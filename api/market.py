@@ -45,12 +45,15 @@ class Market:
         specs: dict[str, SymbolSpec],
         bands: dict[str, tuple[int, int] | None],
         references: dict[str, int | None] | None = None,
+        decimals: dict[str, int] | None = None,
     ) -> None:
         self.specs = specs
         self.bands = bands
         # the last trade price, or the spec's reference before the first: what a stop that
         # would trigger on arrival is told by (as the book's reference_price)
         self.references = references or {}
+        # each asset's declared decimals (keys.ASSETS); an undeclared asset's are 0
+        self.decimals = decimals or {}
         self.assets = {a for s in specs.values() for a in (s.base, s.quote)}
         self.symbols_body = encode(Symbols(symbols=sorted(specs.values(), key=_by_symbol)))
 
@@ -101,6 +104,8 @@ class Listing:
     async def refresh(self) -> None:
         # The API's client leaves replies as bytes (no decode_responses).
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.SYMBOLS))
+        raw_decimals = cast(dict[bytes, bytes], await self.redis.hgetall(keys.ASSETS))
+        decimals = {name.decode(): int(value) for name, value in raw_decimals.items()}
         specs = self.market.specs
         if raw != self._raw_specs:
             specs = {}
@@ -116,8 +121,12 @@ class Listing:
             for name, last in zip(names, lasts, strict=True)
         }
         bands = {name: specs[name].band(reference) for name, reference in references.items()}
-        if raw != self._raw_specs or references != self.market.references:
-            self.market = Market(specs, bands, references)
+        if (
+            raw != self._raw_specs
+            or references != self.market.references
+            or decimals != self.market.decimals
+        ):
+            self.market = Market(specs, bands, references, decimals)
             self._raw_specs = raw
 
 

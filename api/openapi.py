@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from api.binance.routes import ENDPOINTS, PREFIX
 from schema import wire
 
 REF = "#/components/schemas/{name}"
@@ -139,6 +140,80 @@ def _migration_paths() -> dict[str, Any]:
     }
 
 
+def _api_key_paths() -> dict[str, Any]:
+    return {
+        "/v1/api-keys": {
+            "post": {
+                "summary": "A new API key for /api/v3, read-only unless asked; its secret is "
+                "shown this once (derived again by the server, stored nowhere)",
+                "requestBody": {"content": {"application/json": {"schema": _ref("NewApiKey")}}},
+                "responses": {
+                    "201": _json("ApiKeyCreated", "the key and its secret"),
+                    **_errors(400, 401, 413, 503),
+                    "409": _json("Error", "TOO_MANY_API_KEYS: revoke one first"),
+                },
+                "security": AUTH,
+            },
+            "get": _op(
+                "The caller's API keys, oldest first, without secrets",
+                (200, "ApiKeys", "keys"),
+                (401, 503),
+                security=AUTH,
+            ),
+        },
+        "/v1/api-keys/{key}": {
+            "delete": {
+                "summary": "Revoke one of the caller's API keys",
+                "parameters": _path_param("key", "string"),
+                "responses": {
+                    "204": {"description": "revoked"},
+                    **_errors(401, 404, 503),
+                },
+                "security": AUTH,
+            }
+        },
+    }
+
+
+BINANCE_ERROR = {
+    "type": "object",
+    "properties": {"code": {"type": "integer"}, "msg": {"type": "string"}},
+    "required": ["code", "msg"],
+}
+
+
+def _binance_paths() -> dict[str, Any]:
+    """Binance's spot API v3 subset (api/binance/): parameters and replies are Binance's
+    own (its spot API documentation), so they are named, not re-described, here."""
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        signed = endpoint.permission is not None
+        errors = {"400": {"description": "Binance's error", "content": _binance_error()}}
+        if signed:
+            errors["401"] = {"description": "-2014/-2015: API key", "content": _binance_error()}
+        errors["503"] = {"description": "-1001: a dependency is down", "content": _binance_error()}
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "description": "Binance's spot API v3: its parameters (query string; a POST's "
+            "in an application/x-www-form-urlencoded body) and its reply. "
+            + (
+                f"SIGNED: X-MBX-APIKEY, timestamp, recvWindow, signature; the key needs "
+                f"permission {endpoint.permission!r}."
+                if signed
+                else "Public."
+            ),
+            "responses": {"200": {"description": "Binance's reply"}, **errors},
+        }
+        if signed:
+            operation["security"] = [{"binanceKey": []}]
+        paths.setdefault(PREFIX + endpoint.path, {})[endpoint.method.lower()] = operation
+    return paths
+
+
+def _binance_error() -> dict[str, Any]:
+    return {"application/json": {"schema": _ref("BinanceError")}}
+
+
 def _fee_tier_paths() -> dict[str, Any]:
     user = [{**_path_param("user_id", "string")[0], "schema": {"type": "string",
              "pattern": wire.USER_ID_PATTERN}}]  # fmt: skip
@@ -172,8 +247,10 @@ def _fee_tier_paths() -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES], ref_template=REF
+        [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES, *wire.API_KEY_TYPES],
+        ref_template=REF,
     )
+    components["BinanceError"] = BINANCE_ERROR
     order = (400, 401, 404, 413, 503)
     paths = {
         "/v1/orders": {
@@ -317,6 +394,8 @@ def document() -> dict[str, Any]:
             }
         },
         **_migration_paths(),
+        **_api_key_paths(),
+        **_binance_paths(),
         "/healthz": {
             "get": {"summary": "The process is up", "responses": {"200": {"description": "up"}}}
         },
@@ -346,7 +425,8 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "binanceKey": {"type": "apiKey", "in": "header", "name": "X-MBX-APIKEY"},
             },
         },
     }

@@ -85,6 +85,15 @@ class OrderRoutes:
     async def place(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         user = principal(self.auth, scope).user_id
         order = _place_body.decode(await read_body(scope, proto, self.max_body))
+        order_id = await self.submit(user, order)
+        accepted = OrderAccepted(
+            order_id=order_id, status=OrderStatus.NEW, client_order_id=order.client_order_id
+        )
+        return 202, encode(accepted), JSON
+
+    async def submit(self, user: str, order: PlaceOrder) -> int:
+        """Check `order` against the symbol's rules and queue it (one PLACE script): its
+        order id, or HTTPError. What /v1 and /api/v3 (api/binance/) place through."""
         market = self.listing.market
         symbol = order.symbol
         spec = market.specs.get(symbol)
@@ -114,10 +123,7 @@ class OrderRoutes:
         result = await self.gateway.place(spec, command, now_ms)
         status = result.status
         if status is ScriptStatus.OK:
-            accepted = OrderAccepted(
-                order_id=order_id, status=OrderStatus.NEW, client_order_id=order.client_order_id
-            )
-            return 202, encode(accepted), JSON
+            return order_id
         if status is ScriptStatus.DUPLICATE:
             raise HTTPError(
                 RejectReason.DUPLICATE_CLIENT_ORDER_ID,
@@ -173,9 +179,13 @@ class OrderRoutes:
         return 200, encode(Orders(orders=views[:limit])), JSON
 
     async def _recent_orders(self, user: str) -> dict[int, OrderView]:
-        """The user's newest orders as Redis holds them, which may be ahead of the database
-        or not in it yet (the batcher writes every 100 ms). An id whose record has expired
-        (24 h after the order ended) is left to the database."""
+        records = await self.recent_records(user)
+        return {order_id: _record_view(order_id, r) for order_id, r in records.items()}
+
+    async def recent_records(self, user: str) -> dict[int, dict[bytes, bytes]]:
+        """The user's newest order records as Redis holds them, newest first, which may be
+        ahead of the database or not in it yet (the batcher writes every 100 ms). An id
+        whose record has expired (24 h after the order ended) is left to the database."""
         recent = await self.redis.lrange(keys.user_orders(user), 0, RECENT_ORDERS - 1)
         ids = [int(i) for i in recent]
         if not ids:
@@ -185,7 +195,7 @@ class OrderRoutes:
             pipe.hgetall(keys.order(order_id))
         owner = user.encode()
         return {
-            order_id: _record_view(order_id, record)
+            order_id: record
             for order_id, record in zip(ids, await pipe.execute(), strict=True)
             if record.get(b"user_id") == owner
         }
@@ -193,11 +203,16 @@ class OrderRoutes:
     async def cancel(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = principal(self.auth, scope).user_id
         order_id = _order_id(param)
+        await self.cancel_order(user, order_id)
+        return 202, encode(OrderAccepted(order_id=order_id, status="CANCEL_REQUESTED")), JSON
+
+    async def cancel_order(self, user: str, order_id: int) -> None:
+        """Queue the cancel of the user's order (one CANCEL script), or HTTPError."""
         # The script finds the symbol in the order record, atomically with the enqueue.
         result = await self.gateway.cancel(Cancel(order_id=order_id, user_id=user, symbol=""))
         status = result.status
         if status is ScriptStatus.OK:
-            return 202, encode(OrderAccepted(order_id=order_id, status="CANCEL_REQUESTED")), JSON
+            return
         if status is ScriptStatus.NOT_FOUND:
             raise unknown_order(order_id)
         if status is ScriptStatus.NOT_OPEN:

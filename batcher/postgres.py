@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 
+from batcher.candles import CANDLE_COLUMNS, minute_candles
 from batcher.changes import Changes
 from batcher.rows import (
     ORDER_COLUMNS,
@@ -59,6 +60,28 @@ SELECT u.entry_id, u.user_id, u.asset, u.amount,
        CASE WHEN u.amount < 0 THEN 'WITHDRAWAL' ELSE 'DEPOSIT' END, u.reference, $6
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
     AS u(entry_id, user_id, asset, amount, reference)
+"""
+
+# A minute's row takes each flush's candle: open and close by seq (the lowest, the highest),
+# extremes and sums added. Exactly once with the trades, in their transaction.
+ADD_CANDLES = """
+INSERT INTO candles AS c (symbol, open_time, open, high, low, close, volume, quote_volume,
+                          taker_buy_volume, taker_buy_quote_volume, trades, first_seq, last_seq)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
+                     $11::bigint[], $12::bigint[], $13::bigint[])
+ON CONFLICT (symbol, open_time) DO UPDATE SET
+    open = CASE WHEN excluded.first_seq < c.first_seq THEN excluded.open ELSE c.open END,
+    close = CASE WHEN excluded.last_seq > c.last_seq THEN excluded.close ELSE c.close END,
+    high = GREATEST(c.high, excluded.high),
+    low = LEAST(c.low, excluded.low),
+    volume = c.volume + excluded.volume,
+    quote_volume = c.quote_volume + excluded.quote_volume,
+    taker_buy_volume = c.taker_buy_volume + excluded.taker_buy_volume,
+    taker_buy_quote_volume = c.taker_buy_quote_volume + excluded.taker_buy_quote_volume,
+    trades = c.trades + excluded.trades,
+    first_seq = LEAST(c.first_seq, excluded.first_seq),
+    last_seq = GREATEST(c.last_seq, excluded.last_seq)
 """
 
 SAVE_OFFSETS = """
@@ -164,6 +187,10 @@ async def write(
             "trades",
             records=[trade_record(t, now) for t in changes.trades],
             columns=TRADE_COLUMNS,
+        )
+        candles = minute_candles(changes.trades, int(now.timestamp() * 1000))
+        await conn.execute(
+            ADD_CANDLES, *([getattr(c, name) for c in candles] for name in CANDLE_COLUMNS)
         )
     if changes.ledger:
         await conn.execute(ADD_LEDGER, *map(list, zip(*changes.ledger, strict=True)), now)

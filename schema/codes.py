@@ -121,6 +121,10 @@ class ApiError(Enum):
     NOT_SUPPORTED = "NOT_SUPPORTED", 422
     # a GTD expiry further ahead than the API takes (api.order_rules.MAX_GTD_MS)
     EXPIRE_AT_TOO_FAR = "EXPIRE_AT_TOO_FAR", 422
+
+    # -- API keys (api/apikeys.py)
+    UNKNOWN_API_KEY = "UNKNOWN_API_KEY", 404  # not the caller's key, or revoked already
+    TOO_MANY_API_KEYS = "TOO_MANY_API_KEYS", 409  # revoke one first
     # -- market data and admin (api/market.py, api/admin.py)
     SYMBOL_NOT_LISTED = "UNKNOWN_SYMBOL", 404  # a path or admin request naming no symbol
     UNKNOWN_ASSET = "UNKNOWN_ASSET", 422  # no listed symbol trades it

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -151,6 +152,34 @@ trades = Table(
     PrimaryKeyConstraint("symbol", "seq"),
     Index(None, "maker_user_id", "created_at"),
     Index(None, "taker_user_id", "created_at"),
+    **MYSQL,
+)
+
+# Sums of amounts: a minute of trades can add up past what a BIGINT holds (each notional
+# may reach 2^53), so these are DECIMAL(38, 0), exact on every backend.
+Total = Numeric(38, 0)
+
+candles = Table(
+    "candles",
+    metadata,
+    # One symbol's trades of one minute, written by the batcher in the transaction that
+    # writes them (so exactly once) and at the same time as their created_at: every
+    # interval of GET /api/v3/klines and the 24 h ticker are sums of these.
+    Column("symbol", String(SYMBOL), nullable=False),
+    Column("open_time", BigInteger, nullable=False, autoincrement=False),  # ms, UTC minute
+    Column("open", BigInteger, nullable=False),  # the price of its lowest seq
+    Column("high", BigInteger, nullable=False),
+    Column("low", BigInteger, nullable=False),
+    Column("close", BigInteger, nullable=False),  # the price of its highest seq
+    Column("volume", Total, nullable=False),  # base units
+    Column("quote_volume", Total, nullable=False),  # quote units: sum of price x quantity
+    Column("taker_buy_volume", Total, nullable=False),  # of the trades a buyer took
+    Column("taker_buy_quote_volume", Total, nullable=False),
+    Column("trades", BigInteger, nullable=False),
+    # The trades' seq range: a time range of trades is a range of the trades' primary key.
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("symbol", "open_time"),
     **MYSQL,
 )
 

@@ -363,3 +363,44 @@ class MigrationConflict(msgspec.Struct, **_reply):
 
 
 MIGRATION_TYPES = (StartMigration, MigrationView, Migrations, MigrationConflict)
+
+
+# -- API keys (POST, GET /v1/api-keys; DELETE /v1/api-keys/{key}) ----------------------------
+# Kept apart like the migration types: api/openapi.py adds API_KEY_TYPES.
+
+# `read`: the account, orders and trades of its user; `trade`: placing and canceling too.
+Permission = Literal["read", "trade"]
+
+
+def _read_only() -> list[Permission]:
+    return ["read"]
+
+
+class NewApiKey(msgspec.Struct, **_request):
+    """What the new key may do; read-only unless asked (a leaked read key moves nothing)."""
+
+    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=2)] = (
+        msgspec.field(default_factory=_read_only)
+    )
+
+
+class ApiKeyView(msgspec.Struct, **_reply):
+    api_key: str
+    permissions: list[str]
+    created_ms: int
+
+
+class ApiKeyCreated(ApiKeyView, **_reply):
+    """201: the secret signs requests (HMAC-SHA256, Binance's way). It is shown this once:
+    the server derives it again when it checks a signature and stores it nowhere."""
+
+    secret: str
+
+
+class ApiKeys(msgspec.Struct, **_reply):
+    """The caller's API keys, oldest first; never their secrets."""
+
+    api_keys: list[ApiKeyView]
+
+
+API_KEY_TYPES = (NewApiKey, ApiKeyView, ApiKeyCreated, ApiKeys)

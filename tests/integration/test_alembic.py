@@ -110,7 +110,7 @@ async def _assert_at_head(url: str) -> None:
 async def test_upgrade_downgrade_upgrade(url: str) -> None:
     # Alembic's env.py runs its own event loop: from async code, migrate in a thread.
     await asyncio.to_thread(upgrade, url)
-    assert await _revision(url) == "0004"
+    assert await _revision(url) == "0005"
     await _assert_at_head(url)
 
     await asyncio.to_thread(downgrade, url, "base")
@@ -174,6 +174,43 @@ async def test_symbol_progress_is_not_known_for_symbols_with_history(url: str) -
     await _assert_at_head(url)
 
 
+async def test_candles_are_built_from_the_trades_already_there(url: str) -> None:
+    # 0005 on a database with trades: their one-minute candles, open and close by seq.
+    await asyncio.to_thread(downgrade, url, "base")
+    await asyncio.to_thread(upgrade, url, "0004")
+    conn = await asyncpg.connect(url)
+    trade = (
+        "INSERT INTO trades (symbol, seq, price, quantity, maker_order_id, taker_order_id,"
+        " maker_user_id, taker_user_id, taker_side, created_at)"
+        " VALUES ($1, $2, $3, $4, 1, 2, 'm', 't', $5, to_timestamp($6 / 1000.0))"
+    )
+    try:
+        for row in (
+            ("A", 1, 100, 2, "BUY", 1_700_000_000_100),
+            ("A", 2, 90, 1, "SELL", 1_700_000_000_200),
+            ("A", 3, 95, 3, "BUY", 1_700_000_010_000),  # the same minute: 1_699_999_980_000 on
+            ("A", 4, 97, 1, "SELL", 1_700_000_060_000),  # the next, from 1_700_000_040_000
+            ("B", 1, 5, 10**15, "BUY", 1_700_000_000_000),  # sums past a BIGINT's reach
+            ("B", 2, 2**53 // 10**15, 10**15, "BUY", 1_700_000_000_000),
+        ):
+            await conn.execute(trade, *row)
+        await asyncio.to_thread(upgrade, url)
+        rows = await conn.fetch(
+            "SELECT symbol, open_time, open, high, low, close, volume, quote_volume,"
+            " taker_buy_volume, trades, first_seq, last_seq FROM candles ORDER BY 1, 2"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("A", 1_699_999_980_000, 100, 100, 90, 95, 6, 100 * 2 + 90 + 95 * 3, 5, 3, 1, 3),
+            ("A", 1_700_000_040_000, 97, 97, 97, 97, 1, 97, 0, 1, 4, 4),
+            ("B", 1_699_999_980_000, 5, 9, 5, 9, 2 * 10**15, 14 * 10**15, 2 * 10**15, 2, 1, 2),
+        ]
+    finally:
+        await conn.execute("DELETE FROM trades; DELETE FROM candles")
+        await conn.close()
+    await asyncio.to_thread(upgrade, url)
+    await _assert_at_head(url)
+
+
 async def test_upgrade_refuses_a_running_loop(url: str) -> None:
     with pytest.raises(RuntimeError, match="to_thread"):
         upgrade(url)
@@ -215,7 +252,7 @@ async def test_stop_orders_fit_and_a_downgrade_with_stops_is_refused_whole(url: 
         await conn.execute(insert, 1, "LIMIT", 100, "OPEN", "GTC")
         with pytest.raises(asyncpg.StringDataRightTruncationError):
             await conn.execute(insert, 2, "STOP_MARKET", None, "UNTRIGGERED", "GTC")
-        await asyncio.to_thread(upgrade, url)
+        await asyncio.to_thread(upgrade, url, "0004")
         row = await conn.fetchrow("SELECT type, stop_price, expire_at_ms, triggered FROM orders")
         assert tuple(row) == ("LIMIT", None, None, None)
         await conn.execute(insert, 2, "STOP_MARKET", None, "UNTRIGGERED", "GTD")
