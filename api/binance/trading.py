@@ -357,6 +357,8 @@ def _result(order_id: int, record: OrderRecord, scale: Scale, mode: str) -> dict
         "clientOrderId": record.client_order_id or "",
         "transactTime": now_ms(),
         **{k: view[k] for k in _RESULT_FIELDS},
+        # Binance names the stop price in the reply of a stop order only
+        **({"stopPrice": view["stopPrice"]} if record.stop_price is not None else {}),
         "selfTradePreventionMode": mode,
     }
 

@@ -102,7 +102,8 @@ _EXPIRED: dict[str | None, str] = {
 }
 _STATUSES = {
     OrderStatus.NEW: "NEW",  # queued, no worker has taken it yet
-    OrderStatus.OPEN: "NEW",  # resting (or a stop waiting), nothing filled
+    OrderStatus.OPEN: "NEW",  # resting, nothing filled
+    OrderStatus.UNTRIGGERED: "NEW",  # a stop waiting for its price: Binance says NEW
     OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
     OrderStatus.FILLED: "FILLED",
     OrderStatus.REJECTED: "REJECTED",
@@ -123,17 +124,12 @@ def order_type(order: OrderRecord) -> str:
     return TYPES[order.type]
 
 
-# Columns some order rows carry that the record has too, once both do (the stops work adds
-# them to both): taken when present, so the translation needs no change then.
-_OPTIONAL = ("stop_price", "expire_at_ms", "triggered")
-
-
 def record_from_row(row: Any) -> OrderRecord:
     """An order row of the database (api/history.py's ORDER_COLUMNS) as the Redis record."""
-    present = set(row.keys()) & set(OrderRecord.__struct_fields__)
-    optional = {name: row[name] for name in _OPTIONAL if name in present}
     return OrderRecord(
-        **optional,
+        stop_price=row["stop_price"],
+        expire_at_ms=row["expire_at_ms"],
+        triggered=bool(row["triggered"]),
         user_id=row["user_id"],
         symbol=row["symbol"],
         side=Side(row["side"]),
@@ -165,9 +161,8 @@ def moment(at_ms: int | None) -> datetime | None:
 
 def order_view(order_id: int, order: OrderRecord, scale: Scale) -> dict[str, Any]:
     """The order as GET /api/v3/order answers it (and openOrders, allOrders)."""
-    # The record carries these once stops are served (getattr: until then it has neither).
-    stop = getattr(order, "stop_price", None)
-    waiting = order.type in _STOPS and not getattr(order, "triggered", False)
+    stop = order.stop_price
+    waiting = order.type in _STOPS and not order.triggered
     return {
         "symbol": order.symbol,
         "orderId": order_id,

@@ -83,7 +83,8 @@ class V3:
         user = f"v3trader{next(_users)}"
         for asset, amount in (("COIN", 1_000), ("USD", 10_000_000)):
             transfer = {"user_id": user, "asset": asset, "amount": amount}
-            assert self.api.request("POST", "/v1/admin/deposits", transfer, token=admin())[0] == 200
+            status, reply = self.api.request("POST", "/v1/admin/deposits", transfer, token=admin())
+            assert status == 200, reply
         body = {"permissions": ["read", "trade"]}
         status, key = self.api.request("POST", "/v1/api-keys", body, token=user_token(user))
         assert status == 201

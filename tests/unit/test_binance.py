@@ -115,6 +115,7 @@ def _record(status_: OrderStatus, reason: str | None) -> OrderRecord:
     [
         (OrderStatus.NEW, None, "NEW"),
         (OrderStatus.OPEN, None, "NEW"),
+        (OrderStatus.UNTRIGGERED, None, "NEW"),
         (OrderStatus.PARTIALLY_FILLED, None, "PARTIALLY_FILLED"),
         (OrderStatus.FILLED, None, "FILLED"),
         (OrderStatus.REJECTED, "POST_ONLY_WOULD_TRADE", "REJECTED"),
@@ -129,3 +130,14 @@ def test_order_statuses_in_binances_words(
     spot: OrderStatus, reason: str | None, binance: str
 ) -> None:
     assert status(_record(spot, reason)) == binance
+
+
+def test_every_status_has_binances_word() -> None:
+    for spot in OrderStatus:  # a status added later must be given one
+        assert status(_record(spot, None)) in {
+            "NEW",
+            "PARTIALLY_FILLED",
+            "FILLED",
+            "CANCELED",
+            "REJECTED",
+        }
