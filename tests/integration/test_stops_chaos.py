@@ -250,7 +250,15 @@ async def test_a_stop_waiting_through_a_migration_triggers_on_the_target(
     stack.start_worker(OTHER)
     stack.place(maker, "SELL", 1, price=50_100)
     ask = stack.place(maker, "SELL", 4, price=50_200)
-    stop = stack.place(stopper, "BUY", 4, type="STOP_LIMIT", stop_price=50_100, price=50_250)
+    # The API's last price is up to a refresh (0.2 s) old: the previous test's 50,300 may
+    # still stand there after the flush, and make this stop one that would trigger at once.
+    body = {"symbol": "BTC-USD", "side": "BUY", "quantity": 4, "type": "STOP_LIMIT",
+            "stop_price": 50_100, "price": 50_250}  # fmt: skip
+    deadline = time.monotonic() + 10
+    while (answer := stack.api.request("POST", "/v1/orders", body, token=stopper))[0] != 202:
+        assert answer[1]["error"] == "STOP_WOULD_TRIGGER" and time.monotonic() < deadline, answer
+        await asyncio.sleep(0.05)
+    stop = int(answer[1]["order_id"])
     await stack.until(stopper, stop, "UNTRIGGERED")
 
     # The source frozen, the migration waits at DRAIN with routing paused: what is placed
