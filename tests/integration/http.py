@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from api.auth import make_token
+from api.market import REFRESH_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-for-the-api-tests-only"
@@ -124,3 +125,16 @@ def admin() -> str:
 
 def user_token(user: str) -> str:
     return make_token(user, secret=SECRET)
+
+
+def until_listed(api: Server, symbols: set[str], timeout: float = 10) -> None:
+    """Wait until the API's market view is one taken after the caller's flush and listing:
+    it lists exactly `symbols`. The view is refreshed every REFRESH_S, so one refresh that
+    began before the flush may still show the previous test's symbols and last prices:
+    wait out a few refreshes first."""
+    time.sleep(3 * REFRESH_S)
+    deadline = time.monotonic() + timeout
+    while {s["symbol"] for s in api.request("GET", "/v1/symbols")[1]["symbols"]} != symbols:
+        assert time.monotonic() < deadline, f"the API never listed {symbols}"
+        time.sleep(0.05)
+    time.sleep(2 * REFRESH_S)  # the last prices come with the same refresh; one more to be sure

@@ -35,7 +35,7 @@ from schema.symbols import SymbolSpec
 from spot.audit import audit, caught_up, render
 from store import db
 from store.symbols import list_symbol
-from tests.integration.http import Server, admin, start_api, stop_api, user_token
+from tests.integration.http import Server, admin, start_api, stop_api, until_listed, user_token
 
 SHARDS = 10
 TABLES = (
@@ -161,10 +161,7 @@ def stack(
         assert await list_symbol(redis, BTC, SHARDS) == HOME
 
     aio.run(setup())
-    deadline = time.monotonic() + 5
-    while not api.request("GET", "/v1/symbols")[1]["symbols"]:
-        assert time.monotonic() < deadline, "the API never saw the symbol"
-        time.sleep(0.05)
+    until_listed(api, {"BTC-USD"})
     stack = Stack(api, redis, redis_url, tmp_path)
     try:
         yield stack

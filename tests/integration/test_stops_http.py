@@ -27,7 +27,7 @@ from schema.symbols import SymbolSpec
 from spot.audit import audit, caught_up, render
 from store import db
 from store.symbols import list_symbol
-from tests.integration.http import Server, admin, start_api, stop_api, user_token
+from tests.integration.http import Server, admin, start_api, stop_api, until_listed, user_token
 from workers.worker import Worker
 
 SHARDS = 10
@@ -161,10 +161,7 @@ def exchange(api: Server, redis: Redis, migrated: str, aio: asyncio.Runner) -> I
         return Exchange(api, redis, pool, worker, batcher, clock)
 
     ex = aio.run(setup())
-    deadline = time.monotonic() + 5
-    while len(api.request("GET", "/v1/symbols")[1]["symbols"]) < 2:
-        assert time.monotonic() < deadline, "the API never saw the symbols"
-        time.sleep(0.05)
+    until_listed(api, {BTC.symbol, ETH.symbol})
     yield ex
     aio.run(ex.pool.close())
 
