@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from heapq import heapify, heappop, heappush, nsmallest
-from operator import attrgetter
 from typing import Any, ClassVar
 
 import msgspec
@@ -96,30 +95,6 @@ class _Order(msgspec.Struct, gc=False):
     expire_at_ms: int | None
 
 
-class _Stop(msgspec.Struct, frozen=True, gc=False):
-    """An untriggered stop: the incoming order it becomes, and where it is queued.
-    `placed` orders stops by arrival; only its order among stops matters."""
-
-    order_id: int
-    user_id: str
-    side: Side
-    type: OrderType
-    stop_price: int
-    price: int | None
-    quantity: int
-    time_in_force: TimeInForce
-    self_trade: SelfTrade
-    protection_price: int | None
-    maker_fee_bps: int
-    taker_fee_bps: int
-    expire_at_ms: int | None
-    placed: int
-    post_only: ClassVar[bool] = False  # refused on stops: what it rests with once triggered
-
-
-_placement = attrgetter("placed")
-
-
 class _Level:
     __slots__ = ("orders", "total")
 
@@ -141,7 +116,9 @@ class RestingOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class StopOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """An untriggered stop as snapshots and `stops()` show it."""
+    """An untriggered stop: the incoming order it becomes once triggered. The book holds
+    these as they are, and snapshots and `stops()` show them; its fee rates are settled
+    (the order's own or the symbol's) when it is placed."""
 
     order_id: int
     user_id: str
@@ -156,6 +133,11 @@ class StopOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
     maker_fee_bps: int
     taker_fee_bps: int
     expire_at_ms: int | None
+    post_only: ClassVar[bool] = False  # refused on stops: what it rests with once triggered
+
+
+# An untriggered stop in its bucket: (placement number, the stop).
+_Placed = tuple[int, StopOrder]
 
 
 class BookSnapshot(msgspec.Struct, array_like=True, frozen=True):
@@ -189,11 +171,14 @@ class OrderBook:
         self._ask_levels: dict[int, _Level] = {}
         self._index: dict[int, _Order] = {}
         # Untriggered stops: BUY stop prices as they are, SELL ones negated (module doc).
-        self._stops: dict[int, _Stop] = {}
+        # The index is in placement order (a stop enters it once and leaves for good); a
+        # bucket holds (placement number, stop) so that stops reached from several
+        # buckets sort back into placement order.
+        self._stops: dict[int, StopOrder] = {}
         self._buy_stops: list[int] = []
         self._sell_stops: list[int] = []
-        self._buy_stop_levels: dict[int, list[_Stop]] = {}
-        self._sell_stop_levels: dict[int, list[_Stop]] = {}
+        self._buy_stop_levels: dict[int, list[_Placed]] = {}
+        self._sell_stop_levels: dict[int, list[_Placed]] = {}
         self._placements = 0
         self._expiries: list[tuple[int, int]] = []  # (expire_at_ms, order_id), a min-heap
         # The price band moves with the last trade: cached, and refreshed when it moved.
@@ -225,12 +210,11 @@ class OrderBook:
         return None if o is None else _resting(o)
 
     def stop(self, order_id: int) -> StopOrder | None:
-        s = self._stops.get(order_id)
-        return None if s is None else _stop_order(s)
+        return self._stops.get(order_id)
 
     def stops(self) -> list[StopOrder]:
         """The untriggered stops in placement order (their trigger order)."""
-        return [_stop_order(s) for s in sorted(self._stops.values(), key=_placement)]
+        return list(self._stops.values())
 
     def __len__(self) -> int:
         return len(self._index)
@@ -323,7 +307,7 @@ class OrderBook:
 
     def _execute(
         self,
-        order: Place | _Stop,
+        order: Place | StopOrder,
         market: bool,
         limit: int | None,
         maker_rate: int,
@@ -675,7 +659,7 @@ class OrderBook:
             )
         )
         spec = self.spec
-        stop = _Stop(
+        stop = StopOrder(
             cmd.order_id,
             cmd.user_id,
             side,
@@ -689,34 +673,34 @@ class OrderBook:
             spec.maker_fee_bps if cmd.maker_fee_bps is None else cmd.maker_fee_bps,
             spec.taker_fee_bps if cmd.taker_fee_bps is None else cmd.taker_fee_bps,
             cmd.expire_at_ms,
-            self._placements,
         )
-        self._add_stop(stop)
+        self._add_stop(stop, self._placements)
         if stop.expire_at_ms is not None:
             # The one entry for this id: it stays valid once the stop triggers and rests.
             self._push_expiry(stop.expire_at_ms, stop.order_id)
 
-    def _stop_side(self, side: Side) -> tuple[list[int], dict[int, list[_Stop]], int]:
+    def _stop_side(self, side: Side) -> tuple[list[int], dict[int, list[_Placed]], int]:
         if side is BUY:
             return self._buy_stops, self._buy_stop_levels, 1
         return self._sell_stops, self._sell_stop_levels, -1
 
-    def _add_stop(self, stop: _Stop) -> None:
+    def _add_stop(self, stop: StopOrder, placed: int) -> None:
         heap, levels, sign = self._stop_side(stop.side)
         key = stop.stop_price * sign
         bucket = levels.get(key)
         if bucket is None:
             bucket = levels[key] = []
             heappush(heap, key)
-        bucket.append(stop)
+        bucket.append((placed, stop))
         self._stops[stop.order_id] = stop
-        self._placements = max(self._placements, stop.placed + 1)
+        self._placements = max(self._placements, placed + 1)
 
-    def _cancel_stop(self, stop: _Stop, reason: CancelReason, events: list[Event]) -> None:
+    def _cancel_stop(self, stop: StopOrder, reason: CancelReason, events: list[Event]) -> None:
         """An untriggered stop leaves (a cancel, a cancel-all, its expiry). It never rested,
         so its whole quantity remains; a STOP_MARKET names the price it was held at."""
         _, levels, sign = self._stop_side(stop.side)
-        levels[stop.stop_price * sign].remove(stop)  # an emptied bucket goes when reached
+        bucket = levels[stop.stop_price * sign]  # an emptied bucket goes when reached
+        del bucket[next(i for i, (_, s) in enumerate(bucket) if s is stop)]
         del self._stops[stop.order_id]
         events.append(
             Canceled(
@@ -748,7 +732,7 @@ class OrderBook:
             if self._stops:
                 queue.extend(self._reached(events, start))
 
-    def _reached(self, events: list[Event], start: int) -> list[_Stop]:
+    def _reached(self, events: list[Event], start: int) -> list[StopOrder]:
         """Take out the stops that the trades in events[start:] reached, placement first."""
         low = high = 0  # trade prices are positive: 0 is "no trade"
         for i in range(start, len(events)):
@@ -763,20 +747,20 @@ class OrderBook:
                     low = price
         if not high:
             return []
-        reached: list[_Stop] = []
+        reached: list[_Placed] = []
         heap, levels = self._buy_stops, self._buy_stop_levels
         while heap and heap[0] <= high:  # a BUY stop fires on a trade at or above it
             reached += levels.pop(heappop(heap))
         heap, levels = self._sell_stops, self._sell_stop_levels
         while heap and -heap[0] >= low:  # a SELL stop on a trade at or below it
             reached += levels.pop(heappop(heap))
+        reached.sort()  # placement numbers are unique: stops themselves are never compared
         stops = self._stops
-        for stop in reached:
+        for _, stop in reached:
             del stops[stop.order_id]
-        reached.sort(key=_placement)
-        return reached
+        return [stop for _, stop in reached]
 
-    def _fire(self, stop: _Stop, events: list[Event]) -> None:
+    def _fire(self, stop: StopOrder, events: list[Event]) -> None:
         last_price = self.last_price
         assert last_price is not None  # only a trade triggers a stop
         events.append(
@@ -914,7 +898,7 @@ class OrderBook:
         best = self.best_bid()
         return best is not None and (limit is None or best >= limit)
 
-    def _fillable(self, cmd: Place | _Stop, limit: int | None) -> int:
+    def _fillable(self, cmd: Place | StopOrder, limit: int | None) -> int:
         """How much of `cmd` would fill right now, counting self-trade prevention."""
         if cmd.side is BUY:
             levels, sign = self._ask_levels, 1
@@ -1021,25 +1005,8 @@ class OrderBook:
                         r.expire_at_ms,
                     )
                 )
-        for placed, s in enumerate(snap.stops):
-            self._add_stop(
-                _Stop(
-                    s.order_id,
-                    s.user_id,
-                    s.side,
-                    s.type,
-                    s.stop_price,
-                    s.price,
-                    s.quantity,
-                    s.time_in_force,
-                    s.self_trade,
-                    s.protection_price,
-                    s.maker_fee_bps,
-                    s.taker_fee_bps,
-                    s.expire_at_ms,
-                    placed,
-                )
-            )
+        for placed, stop in enumerate(snap.stops):
+            self._add_stop(stop, placed)
         self._expiries = self._live_expiries()
 
     def state_hash(self) -> str:
@@ -1069,18 +1036,20 @@ class OrderBook:
 
     def _validate_stops(self) -> None:
         waiting = 0
+        queued: list[_Placed] = []
         reference = self.reference_price
         for side in (BUY, SELL):
             heap, levels, sign = self._stop_side(side)
             _check_heap(heap, set(levels), f"{side} stop")
             for key, bucket in levels.items():
-                placed = [s.placed for s in bucket]
-                _check(placed == sorted(set(placed)), f"{side} stops at {key} out of placement")
-                for s in bucket:
+                placements = [placed for placed, _ in bucket]
+                _check(placements == sorted(set(placements)), f"{side} stops at {key} out of order")
+                queued += bucket
+                for placed, s in bucket:
                     _check(self._stops.get(s.order_id) is s, f"stop {s.order_id} not indexed")
                     _check(s.side is side and s.stop_price * sign == key, f"stop {s.order_id}")
                     _check(s.order_id not in self._index, f"stop {s.order_id} also rests")
-                    _check(s.placed < self._placements, f"stop {s.order_id} placed ahead")
+                    _check(placed < self._placements, f"stop {s.order_id} placed ahead")
                     # A stop the last trade reached would have triggered; one the reference
                     # reached on arrival was refused.
                     _check(
@@ -1089,6 +1058,11 @@ class OrderBook:
                     )
                 waiting += len(bucket)
         _check(waiting == len(self._stops), "stop index holds stops in no bucket")
+        queued.sort()  # placement numbers are unique
+        _check(
+            [s for _, s in queued] == list(self._stops.values()),
+            "stop index out of placement order",
+        )
 
     def _validate_expiries(self) -> None:
         entries = set(self._expiries)
@@ -1115,24 +1089,6 @@ def _resting(o: _Order) -> RestingOrder:
         o.maker_fee_bps,
         o.taker_fee_bps,
         o.expire_at_ms,
-    )
-
-
-def _stop_order(s: _Stop) -> StopOrder:
-    return StopOrder(
-        s.order_id,
-        s.user_id,
-        s.side,
-        s.type,
-        s.stop_price,
-        s.price,
-        s.quantity,
-        s.time_in_force,
-        s.self_trade,
-        s.protection_price,
-        s.maker_fee_bps,
-        s.taker_fee_bps,
-        s.expire_at_ms,
     )
 
 
