@@ -184,6 +184,11 @@ class OrderBook:
         # The price band moves with the last trade: cached, and refreshed when it moved.
         self._band = spec.band(spec.reference_price)
         self._band_price: int | None = None
+        # The spec's rules and rates, read on every order: attributes of the book's own.
+        self._tick, self._lot = spec.tick, spec.lot
+        self._min_qty, self._max_qty = spec.min_qty, spec.max_qty
+        self._banded = spec.band_bps is not None
+        self._maker_fee_bps, self._taker_fee_bps = spec.maker_fee_bps, spec.taker_fee_bps
 
     # -- reading ----------------------------------------------------------------------
 
@@ -196,6 +201,10 @@ class OrderBook:
             self._band_price = self.last_price
             self._band = self.spec.band(self.reference_price)
         return self._band
+
+    def _in_band(self, price: int) -> bool:
+        band = self._band if self._band_price == self.last_price else self._current_band()
+        return band is None or band[0] <= price <= band[1]
 
     def best_bid(self) -> int | None:
         key = self._top(self._bids, self._bid_levels)
@@ -259,6 +268,60 @@ class OrderBook:
         )
 
     def _place(self, cmd: Place, events: list[Event]) -> None:
+        """Most orders are a plain LIMIT (GTC, IOC or FOK) that passes every rule: that is
+        tested here in one expression, the rules in any order since all must hold.
+        Anything else, or anything that breaks a rule, takes `_place_checked`, which runs
+        the rules one by one, in the reference book's order, for the reason."""
+        order_id, price, quantity, tif = cmd.order_id, cmd.price, cmd.quantity, cmd.time_in_force
+        if (
+            cmd.type is not LIMIT
+            or price is None
+            or price <= 0
+            or price % self._tick
+            or not self._min_qty <= quantity <= self._max_qty
+            or quantity % self._lot
+            or tif is GTD
+            or cmd.post_only
+            or cmd.stop_price is not None
+            or cmd.expire_at_ms is not None
+            or order_id in self._index
+            or order_id in self._stops
+            or (self._banded and not self._in_band(price))
+        ):
+            self._place_checked(cmd, events)
+            return
+        maker_rate, taker_rate = cmd.maker_fee_bps, cmd.taker_fee_bps
+        if maker_rate is None and taker_rate is None:
+            maker_rate, taker_rate = self._maker_fee_bps, self._taker_fee_bps
+        else:  # the order's own rates (its user's fee tier), each defaulting to the symbol's
+            if maker_rate is None:
+                maker_rate = self._maker_fee_bps
+            if taker_rate is None:
+                taker_rate = self._taker_fee_bps
+            if not fee_rates_valid(maker_rate, taker_rate):
+                self._place_checked(cmd, events)
+                return
+        self.seq += 1
+        events.append(
+            Accepted(
+                self.symbol,
+                self.seq,
+                order_id,
+                cmd.user_id,
+                cmd.side,
+                LIMIT,
+                price,
+                quantity,
+                tif,
+                False,
+                cmd.client_order_id,
+            )
+        )
+        self._execute(cmd, False, price, maker_rate, taker_rate, events)
+        if self._stops:
+            self._run_stops(events, 0)  # events holds this command's only
+
+    def _place_checked(self, cmd: Place, events: list[Event]) -> None:
         reason = self._check_place(cmd)
         if reason is not None:
             self._reject(cmd, Action.PLACE, reason, events)
