@@ -386,43 +386,62 @@ class OrderBook:
                 order_id, user_id, side, order.price, quantity, CancelReason.FOK_UNFILLABLE, events
             )
             return
-        remaining, stopped = self._match(
-            order_id, user_id, side, limit, quantity, order.self_trade, taker_rate, events
-        )
-        if stopped:
-            reason = CancelReason.SELF_TRADE
-        elif not remaining:
-            self.seq += 1
-            events.append(Done(self.symbol, self.seq, order_id, user_id, side))
-            return
-        elif market:
+        buy = side is BUY
+        # The far side's top: when even that does not cross, there is nothing to match (a
+        # dead level on top is the best price there was, so a live one crosses no more).
+        heap = self._asks if buy else self._bids
+        if heap and (limit is None or (heap[0] <= limit if buy else -heap[0] >= limit)):
+            remaining, stopped = self._match(
+                order_id, user_id, side, limit, quantity, order.self_trade, taker_rate, events
+            )
+            if stopped:
+                self._cancel_incoming(
+                    order_id, user_id, side, order.price, remaining, CancelReason.SELF_TRADE, events
+                )
+                return
+            if not remaining:
+                self.seq += 1
+                events.append(Done(self.symbol, self.seq, order_id, user_id, side))
+                return
+        else:
+            remaining = quantity
+        if market:
             self._cancel_incoming(
                 order_id, user_id, side, None, remaining, CancelReason.MARKET_REMAINDER, events
             )
-            return
         elif tif is GTC or tif is GTD:
             expire_at_ms = order.expire_at_ms
-            self._rest(
-                _Order(
-                    order_id,
-                    user_id,
-                    side,
-                    order.price,  # type: ignore[arg-type]  # only a LIMIT rests: it has a price
-                    remaining,
-                    order.post_only,
-                    order.self_trade,
-                    maker_rate,
-                    taker_rate,
-                    expire_at_ms,
-                )
+            resting = _Order(
+                order_id,
+                user_id,
+                side,
+                order.price,  # type: ignore[arg-type]  # only a LIMIT rests: it has a price
+                remaining,
+                order.post_only,
+                order.self_trade,
+                maker_rate,
+                taker_rate,
+                expire_at_ms,
             )
+            # _rest, inline: this is the path of every order that rests.
+            if buy:
+                heap, levels, key = self._bids, self._bid_levels, -resting.price
+            else:
+                heap, levels, key = self._asks, self._ask_levels, resting.price
+            level = levels.get(key)
+            if level is None:
+                level = levels[key] = _Level()
+                heappush(heap, key)
+            level.orders.append(resting)
+            level.total += remaining
+            self._index[order_id] = resting
             # A GTD stop has had its expiry entry since it was placed: same id and time.
             if expire_at_ms is not None and type(order) is Place:
                 self._push_expiry(expire_at_ms, order_id)
-            return
         else:
-            reason = CancelReason.IOC_REMAINDER
-        self._cancel_incoming(order_id, user_id, side, order.price, remaining, reason, events)
+            self._cancel_incoming(
+                order_id, user_id, side, order.price, remaining, CancelReason.IOC_REMAINDER, events
+            )
 
     def _check_place(self, cmd: Place) -> RejectReason | None:
         """The rules, in the order the reference book checks them too."""
