@@ -185,7 +185,9 @@ class OrderBook:
         self._band = spec.band(spec.reference_price)
         self._band_price: int | None = None
         # The spec's rules and rates, read on every order: attributes of the book's own.
-        self._tick, self._lot = spec.tick, spec.lot
+        # A step of 1 holds for every integer: 0 skips its remainder test.
+        self._tick = 0 if spec.tick == 1 else spec.tick
+        self._lot = 0 if spec.lot == 1 else spec.lot
         self._min_qty, self._max_qty = spec.min_qty, spec.max_qty
         self._banded = spec.band_bps is not None
         self._maker_fee_bps, self._taker_fee_bps = spec.maker_fee_bps, spec.taker_fee_bps
@@ -272,14 +274,17 @@ class OrderBook:
         tested here in one expression, the rules in any order since all must hold.
         Anything else, or anything that breaks a rule, takes `_place_checked`, which runs
         the rules one by one, in the reference book's order, for the reason."""
-        order_id, price, quantity, tif = cmd.order_id, cmd.price, cmd.quantity, cmd.time_in_force
+        price, quantity = cmd.price, cmd.quantity
+        order_id, tif = cmd.order_id, cmd.time_in_force
+        tick, lot = self._tick, self._lot
         if (
             cmd.type is not LIMIT
             or price is None
             or price <= 0
-            or price % self._tick
-            or not self._min_qty <= quantity <= self._max_qty
-            or quantity % self._lot
+            or (tick and price % tick)
+            or quantity < self._min_qty
+            or quantity > self._max_qty
+            or (lot and quantity % lot)
             or tif is GTD
             or cmd.post_only
             or cmd.stop_price is not None
@@ -890,12 +895,13 @@ class OrderBook:
         """
         buy = side is BUY
         if buy:
-            heap, levels, sign = self._asks, self._ask_levels, 1
+            heap, levels, sign, maker_side = self._asks, self._ask_levels, 1, SELL
         else:
-            heap, levels, sign = self._bids, self._bid_levels, -1
+            heap, levels, sign, maker_side = self._bids, self._bid_levels, -1, BUY
         symbol = self.symbol
         index = self._index
         append = events.append
+        seq = self.seq  # a local here: written back before anything else stamps an event
         remaining = quantity
         while remaining and heap:
             key = heap[0]
@@ -910,34 +916,38 @@ class OrderBook:
             orders = level.orders
             while remaining and level.total:
                 maker = orders[0]
-                if not maker.remaining:
+                left = maker.remaining
+                if not left:
                     orders.popleft()
                     continue
-                if maker.user_id == user_id:
-                    if self_trade is not CANCEL_INCOMING:
-                        self._cancel_resting(maker, level, events)
-                    if self_trade is not CANCEL_RESTING:
+                maker_user = maker.user_id
+                if maker_user == user_id:
+                    self.seq = seq
+                    if self._prevent_self_trade(maker, level, self_trade, events):
                         return remaining, True
+                    seq = self.seq
                     continue
-                fill = remaining if remaining < maker.remaining else maker.remaining
-                # The buyer receives base (fill), the seller quote (price × fill).
+                fill = remaining if remaining < left else left
                 maker_rate = maker.maker_fee_bps
-                if buy:
-                    taker_fee = -(-taker_rate * fill // 10_000) if taker_rate else 0
-                    maker_fee = -(-maker_rate * price * fill // 10_000) if maker_rate else 0
+                if not (taker_rate or maker_rate):
+                    taker_fee = maker_fee = 0
+                elif buy:  # the buyer receives base (fill), the seller quote (price × fill)
+                    taker_fee = -(-taker_rate * fill // 10_000)
+                    maker_fee = -(-maker_rate * price * fill // 10_000)
                 else:
-                    taker_fee = -(-taker_rate * price * fill // 10_000) if taker_rate else 0
-                    maker_fee = -(-maker_rate * fill // 10_000) if maker_rate else 0
-                self.seq += 1
+                    taker_fee = -(-taker_rate * price * fill // 10_000)
+                    maker_fee = -(-maker_rate * fill // 10_000)
+                seq += 1
+                maker_id = maker.order_id
                 append(
                     Trade(
                         symbol,
-                        self.seq,
+                        seq,
                         price,
                         fill,
-                        maker.order_id,
+                        maker_id,
                         order_id,
-                        maker.user_id,
+                        maker_user,
                         user_id,
                         side,
                         maker_fee,
@@ -946,14 +956,26 @@ class OrderBook:
                 )
                 remaining -= fill
                 level.total -= fill
-                maker.remaining -= fill
                 self.last_price = price
-                if not maker.remaining:
+                if fill == left:
+                    # Filled: out of its deque and the index, which are all that hold it.
                     orders.popleft()
-                    del index[maker.order_id]
-                    self.seq += 1
-                    append(Done(symbol, self.seq, maker.order_id, maker.user_id, maker.side))
+                    del index[maker_id]
+                    seq += 1
+                    append(Done(symbol, seq, maker_id, maker_user, maker_side))
+                else:
+                    maker.remaining = left - fill
+        self.seq = seq
         return remaining, False
+
+    def _prevent_self_trade(
+        self, maker: _Order, level: _Level, self_trade: SelfTrade, events: list[Event]
+    ) -> bool:
+        """The incoming order met its own user's `maker`: cancel the maker unless the mode
+        keeps it; True when the mode stops the incoming order too."""
+        if self_trade is not CANCEL_INCOMING:
+            self._cancel_resting(maker, level, events)
+        return self_trade is not CANCEL_RESTING
 
     def _cancel_resting(self, maker: _Order, level: _Level, events: list[Event]) -> None:
         events.append(
