@@ -270,10 +270,11 @@ class OrderBook:
         )
 
     def _place(self, cmd: Place, events: list[Event]) -> None:
-        """Most orders are a plain LIMIT (GTC, IOC or FOK) that passes every rule: that is
-        tested here in one expression, the rules in any order since all must hold.
-        Anything else, or anything that breaks a rule, takes `_place_checked`, which runs
-        the rules one by one, in the reference book's order, for the reason."""
+        """Most orders are a plain LIMIT, GTC or IOC, that passes every rule: that is tested
+        here in one expression (the rules in any order, since all must hold), and run here
+        as `_execute` would run it. Anything else, or anything that breaks a rule, takes
+        `_place_checked`, which runs the rules one by one, in the reference book's order,
+        for the reason."""
         price, quantity = cmd.price, cmd.quantity
         order_id, tif = cmd.order_id, cmd.time_in_force
         tick, lot = self._tick, self._lot
@@ -285,6 +286,7 @@ class OrderBook:
             or quantity < self._min_qty
             or quantity > self._max_qty
             or (lot and quantity % lot)
+            or tif is FOK
             or tif is GTD
             or cmd.post_only
             or cmd.stop_price is not None
@@ -298,22 +300,21 @@ class OrderBook:
         maker_rate, taker_rate = cmd.maker_fee_bps, cmd.taker_fee_bps
         if maker_rate is None and taker_rate is None:
             maker_rate, taker_rate = self._maker_fee_bps, self._taker_fee_bps
-        else:  # the order's own rates (its user's fee tier), each defaulting to the symbol's
-            if maker_rate is None:
-                maker_rate = self._maker_fee_bps
-            if taker_rate is None:
-                taker_rate = self._taker_fee_bps
-            if not fee_rates_valid(maker_rate, taker_rate):
+        else:
+            rates = self._own_rates(maker_rate, taker_rate)
+            if rates is None:
                 self._place_checked(cmd, events)
                 return
-        self.seq += 1
+            maker_rate, taker_rate = rates
+        user_id, side = cmd.user_id, cmd.side
+        self.seq = seq = self.seq + 1
         events.append(
             Accepted(
                 self.symbol,
-                self.seq,
+                seq,
                 order_id,
-                cmd.user_id,
-                cmd.side,
+                user_id,
+                side,
                 LIMIT,
                 price,
                 quantity,
@@ -322,9 +323,61 @@ class OrderBook:
                 cmd.client_order_id,
             )
         )
-        self._execute(cmd, False, price, maker_rate, taker_rate, events)
+        buy = side is BUY
+        heap = self._asks if buy else self._bids
+        remaining = quantity
+        if heap and (heap[0] <= price if buy else -heap[0] >= price):
+            remaining, stopped = self._match(
+                order_id, user_id, side, price, quantity, cmd.self_trade, taker_rate, events
+            )
+            if stopped:
+                self._cancel_incoming(
+                    order_id, user_id, side, price, remaining, CancelReason.SELF_TRADE, events
+                )
+                remaining = 0
+            elif not remaining:
+                self.seq += 1
+                events.append(Done(self.symbol, self.seq, order_id, user_id, side))
+        if remaining and tif is GTC:
+            resting = _Order(
+                order_id,
+                user_id,
+                side,
+                price,
+                remaining,
+                False,
+                cmd.self_trade,
+                maker_rate,
+                taker_rate,
+                None,
+            )
+            # _rest, inline: this is the path of most orders that rest.
+            if buy:
+                heap, levels, key = self._bids, self._bid_levels, -price
+            else:
+                heap, levels, key = self._asks, self._ask_levels, price
+            level = levels.get(key)
+            if level is None:
+                level = levels[key] = _Level()
+                heappush(heap, key)
+            level.orders.append(resting)
+            level.total += remaining
+            self._index[order_id] = resting
+        elif remaining:
+            self._cancel_incoming(
+                order_id, user_id, side, price, remaining, CancelReason.IOC_REMAINDER, events
+            )
         if self._stops:
             self._run_stops(events, 0)  # events holds this command's only
+
+    def _own_rates(self, maker: int | None, taker: int | None) -> tuple[int, int] | None:
+        """An order's own fee rates (its user's tier), each defaulting to the symbol's;
+        None when they break the rule."""
+        if maker is None:
+            maker = self._maker_fee_bps
+        if taker is None:
+            taker = self._taker_fee_bps
+        return (maker, taker) if fee_rates_valid(maker, taker) else None
 
     def _place_checked(self, cmd: Place, events: list[Event]) -> None:
         reason = self._check_place(cmd)
@@ -416,30 +469,20 @@ class OrderBook:
             )
         elif tif is GTC or tif is GTD:
             expire_at_ms = order.expire_at_ms
-            resting = _Order(
-                order_id,
-                user_id,
-                side,
-                order.price,  # type: ignore[arg-type]  # only a LIMIT rests: it has a price
-                remaining,
-                order.post_only,
-                order.self_trade,
-                maker_rate,
-                taker_rate,
-                expire_at_ms,
+            self._rest(
+                _Order(
+                    order_id,
+                    user_id,
+                    side,
+                    order.price,  # type: ignore[arg-type]  # only a LIMIT rests: it has a price
+                    remaining,
+                    order.post_only,
+                    order.self_trade,
+                    maker_rate,
+                    taker_rate,
+                    expire_at_ms,
+                )
             )
-            # _rest, inline: this is the path of every order that rests.
-            if buy:
-                heap, levels, key = self._bids, self._bid_levels, -resting.price
-            else:
-                heap, levels, key = self._asks, self._ask_levels, resting.price
-            level = levels.get(key)
-            if level is None:
-                level = levels[key] = _Level()
-                heappush(heap, key)
-            level.orders.append(resting)
-            level.total += remaining
-            self._index[order_id] = resting
             # A GTD stop has had its expiry entry since it was placed: same id and time.
             if expire_at_ms is not None and type(order) is Place:
                 self._push_expiry(expire_at_ms, order_id)
