@@ -185,9 +185,9 @@ class OrderBook:
         self._band = spec.band(spec.reference_price)
         self._band_price: int | None = None
         # The spec's rules and rates, read on every order: attributes of the book's own.
-        # A step of 1 holds for every integer: 0 skips its remainder test.
-        self._tick = 0 if spec.tick == 1 else spec.tick
-        self._lot = 0 if spec.lot == 1 else spec.lot
+        # A step of 1 holds for every integer: None skips its remainder test.
+        self._tick = None if spec.tick == 1 else spec.tick
+        self._lot = None if spec.lot == 1 else spec.lot
         self._min_qty, self._max_qty = spec.min_qty, spec.max_qty
         self._banded = spec.band_bps is not None
         self._maker_fee_bps, self._taker_fee_bps = spec.maker_fee_bps, spec.taker_fee_bps
@@ -242,11 +242,11 @@ class OrderBook:
     # -- commands ---------------------------------------------------------------------
 
     def apply(self, command: Command) -> list[Event]:
-        events: list[Event] = []
         kind = type(command)
         if kind is Place:
-            self._place(command, events)  # type: ignore[arg-type]
-        elif kind is Cancel:
+            return self._place(command)  # type: ignore[arg-type]
+        events: list[Event] = []
+        if kind is Cancel:
             self._cancel(command, events)  # type: ignore[arg-type]
         elif kind is Replace:
             self._replace(command, events)  # type: ignore[arg-type]
@@ -269,12 +269,13 @@ class OrderBook:
             )
         )
 
-    def _place(self, cmd: Place, events: list[Event]) -> None:
+    def _place(self, cmd: Place) -> list[Event]:
         """Most orders are a plain LIMIT, GTC or IOC, that passes every rule: that is tested
         here in one expression (the rules in any order, since all must hold), and run here
         as `_execute` would run it. Anything else, or anything that breaks a rule, takes
         `_place_checked`, which runs the rules one by one, in the reference book's order,
         for the reason."""
+        events: list[Event] = []
         price, quantity = cmd.price, cmd.quantity
         order_id, tif = cmd.order_id, cmd.time_in_force
         tick, lot = self._tick, self._lot
@@ -282,21 +283,21 @@ class OrderBook:
             cmd.type is not LIMIT
             or price is None
             or price <= 0
-            or (tick and price % tick)
+            or (tick is not None and price % tick)
             or quantity < self._min_qty
             or quantity > self._max_qty
-            or (lot and quantity % lot)
+            or (lot is not None and quantity % lot)
             or tif is FOK
             or tif is GTD
             or cmd.post_only
             or cmd.stop_price is not None
             or cmd.expire_at_ms is not None
             or order_id in self._index
-            or order_id in self._stops
+            or (self._stops and order_id in self._stops)
             or (self._banded and not self._in_band(price))
         ):
             self._place_checked(cmd, events)
-            return
+            return events
         maker_rate, taker_rate = cmd.maker_fee_bps, cmd.taker_fee_bps
         if maker_rate is None and taker_rate is None:
             maker_rate, taker_rate = self._maker_fee_bps, self._taker_fee_bps
@@ -304,7 +305,7 @@ class OrderBook:
             rates = self._own_rates(maker_rate, taker_rate)
             if rates is None:
                 self._place_checked(cmd, events)
-                return
+                return events
             maker_rate, taker_rate = rates
         user_id, side = cmd.user_id, cmd.side
         self.seq = seq = self.seq + 1
@@ -369,6 +370,7 @@ class OrderBook:
             )
         if self._stops:
             self._run_stops(events, 0)  # events holds this command's only
+        return events
 
     def _own_rates(self, maker: int | None, taker: int | None) -> tuple[int, int] | None:
         """An order's own fee rates (its user's tier), each defaulting to the symbol's;
