@@ -275,7 +275,6 @@ class OrderBook:
         as `_execute` would run it. Anything else, or anything that breaks a rule, takes
         `_place_checked`, which runs the rules one by one, in the reference book's order,
         for the reason."""
-        events: list[Event] = []
         price, quantity = cmd.price, cmd.quantity
         order_id, tif = cmd.order_id, cmd.time_in_force
         tick, lot = self._tick, self._lot
@@ -296,20 +295,18 @@ class OrderBook:
             or (self._stops and order_id in self._stops)
             or (self._banded and not self._in_band(price))
         ):
-            self._place_checked(cmd, events)
-            return events
+            return self._place_checked(cmd)
         maker_rate, taker_rate = cmd.maker_fee_bps, cmd.taker_fee_bps
         if maker_rate is None and taker_rate is None:
             maker_rate, taker_rate = self._maker_fee_bps, self._taker_fee_bps
         else:
             rates = self._own_rates(maker_rate, taker_rate)
             if rates is None:
-                self._place_checked(cmd, events)
-                return events
+                return self._place_checked(cmd)
             maker_rate, taker_rate = rates
         user_id, side = cmd.user_id, cmd.side
         self.seq = seq = self.seq + 1
-        events.append(
+        events: list[Event] = [
             Accepted(
                 self.symbol,
                 seq,
@@ -323,7 +320,7 @@ class OrderBook:
                 False,
                 cmd.client_order_id,
             )
-        )
+        ]
         buy = side is BUY
         heap = self._asks if buy else self._bids
         remaining = quantity
@@ -381,15 +378,16 @@ class OrderBook:
             taker = self._taker_fee_bps
         return (maker, taker) if fee_rates_valid(maker, taker) else None
 
-    def _place_checked(self, cmd: Place, events: list[Event]) -> None:
+    def _place_checked(self, cmd: Place) -> list[Event]:
+        events: list[Event] = []
         reason = self._check_place(cmd)
         if reason is not None:
             self._reject(cmd, Action.PLACE, reason, events)
-            return
+            return events
         order_type = cmd.type
         if order_type is STOP_LIMIT or order_type is STOP_MARKET:
             self._place_stop(cmd, events)
-            return
+            return events
         side = cmd.side
         market = order_type is MARKET
         if market:
@@ -398,7 +396,7 @@ class OrderBook:
             limit = cmd.price
         if cmd.post_only and self._crosses(side, limit):
             self._reject(cmd, Action.PLACE, RejectReason.POST_ONLY_WOULD_TRADE, events)
-            return
+            return events
         self.seq += 1
         events.append(
             Accepted(
@@ -427,6 +425,7 @@ class OrderBook:
         self._execute(cmd, market, limit, maker_rate, taker_rate, events)
         if self._stops:
             self._run_stops(events, start)
+        return events
 
     def _execute(
         self,
