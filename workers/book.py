@@ -242,39 +242,14 @@ class OrderBook:
     # -- commands ---------------------------------------------------------------------
 
     def apply(self, command: Command) -> list[Event]:
-        kind = type(command)
-        if kind is Place:
-            return self._place(command)  # type: ignore[arg-type]
-        events: list[Event] = []
-        if kind is Cancel:
-            self._cancel(command, events)  # type: ignore[arg-type]
-        elif kind is Replace:
-            self._replace(command, events)  # type: ignore[arg-type]
-        elif kind is Expire:
-            self._expire(command, events)  # type: ignore[arg-type]
-        else:
-            self._cancel_all(command, events)  # type: ignore[arg-type]
-        return events
-
-    def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def _reject(
-        self, command: Command, action: Action, reason: RejectReason, events: list[Event]
-    ) -> None:
-        events.append(
-            Rejected(
-                self.symbol, self._next_seq(), command.order_id, command.user_id, action, reason
-            )
-        )
-
-    def _place(self, cmd: Place) -> list[Event]:
-        """Most orders are a plain LIMIT, GTC or IOC, that passes every rule: that is tested
-        here in one expression (the rules in any order, since all must hold), and run here
-        as `_execute` would run it. Anything else, or anything that breaks a rule, takes
-        `_place_checked`, which runs the rules one by one, in the reference book's order,
-        for the reason."""
+        """The common command, a plain LIMIT (GTC or IOC) that passes every rule, is tested
+        here in one expression (the rules in any order, since all must hold) and run here
+        as `_execute` would run it: a call less on the path of most commands. Any other
+        command, or an order that breaks a rule, goes on to the step-by-step path, which
+        checks the rules one by one, in the reference book's order, for the reason."""
+        if type(command) is not Place:
+            return self._apply_other(command)
+        cmd = command
         price, quantity = cmd.price, cmd.quantity
         order_id, tif = cmd.order_id, cmd.time_in_force
         tick, lot = self._tick, self._lot
@@ -350,14 +325,12 @@ class OrderBook:
                 None,
             )
             # _rest, inline: this is the path of most orders that rest.
-            if buy:
-                heap, levels, key = self._bids, self._bid_levels, -price
-            else:
-                heap, levels, key = self._asks, self._ask_levels, price
+            key = -price if buy else price
+            levels = self._bid_levels if buy else self._ask_levels
             level = levels.get(key)
             if level is None:
                 level = levels[key] = _Level()
-                heappush(heap, key)
+                heappush(self._bids if buy else self._asks, key)
             level.orders.append(resting)
             level.total += remaining
             self._index[order_id] = resting
@@ -368,6 +341,34 @@ class OrderBook:
         if self._stops:
             self._run_stops(events, 0)  # events holds this command's only
         return events
+
+    def _apply_other(self, command: Command) -> list[Event]:
+        kind = type(command)
+        if kind is Place:
+            return self._place_checked(command)  # type: ignore[arg-type]
+        events: list[Event] = []
+        if kind is Cancel:
+            self._cancel(command, events)  # type: ignore[arg-type]
+        elif kind is Replace:
+            self._replace(command, events)  # type: ignore[arg-type]
+        elif kind is Expire:
+            self._expire(command, events)  # type: ignore[arg-type]
+        else:
+            self._cancel_all(command, events)  # type: ignore[arg-type]
+        return events
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _reject(
+        self, command: Command, action: Action, reason: RejectReason, events: list[Event]
+    ) -> None:
+        events.append(
+            Rejected(
+                self.symbol, self._next_seq(), command.order_id, command.user_id, action, reason
+            )
+        )
 
     def _own_rates(self, maker: int | None, taker: int | None) -> tuple[int, int] | None:
         """An order's own fee rates (its user's tier), each defaulting to the symbol's;
