@@ -364,10 +364,9 @@ class OrderBook:
     def _reject(
         self, command: Command, action: Action, reason: RejectReason, events: list[Event]
     ) -> None:
+        self.seq += 1
         events.append(
-            Rejected(
-                self.symbol, self._next_seq(), command.order_id, command.user_id, action, reason
-            )
+            Rejected(self.symbol, self.seq, command.order_id, command.user_id, action, reason)
         )
 
     def _own_rates(self, maker: int | None, taker: int | None) -> tuple[int, int] | None:
@@ -613,10 +612,11 @@ class OrderBook:
         """A resting order leaves the book (a cancel, a cancel-all, its expiry)."""
         remaining = order.remaining
         self._unrest(order)
+        self.seq += 1
         events.append(
             Canceled(
                 self.symbol,
-                self._next_seq(),
+                self.seq,
                 order.order_id,
                 order.user_id,
                 order.side,
@@ -1092,8 +1092,9 @@ class OrderBook:
         self._index[order.order_id] = order
 
     def _level_of(self, order: _Order) -> _Level:
-        _, levels, sign = self._side(order.side)
-        return levels[order.price * sign]
+        if order.side is BUY:
+            return self._bid_levels[-order.price]
+        return self._ask_levels[order.price]
 
     def _unrest(self, order: _Order) -> None:
         """Take a resting order out: it stays in its deque, dead, until it reaches the front."""
