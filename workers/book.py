@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from heapq import heapify, heappop, heappush, nsmallest
-from operator import attrgetter
 from typing import Any, ClassVar
 
 import msgspec
@@ -96,30 +95,6 @@ class _Order(msgspec.Struct, gc=False):
     expire_at_ms: int | None
 
 
-class _Stop(msgspec.Struct, frozen=True, gc=False):
-    """An untriggered stop: the incoming order it becomes, and where it is queued.
-    `placed` orders stops by arrival; only its order among stops matters."""
-
-    order_id: int
-    user_id: str
-    side: Side
-    type: OrderType
-    stop_price: int
-    price: int | None
-    quantity: int
-    time_in_force: TimeInForce
-    self_trade: SelfTrade
-    protection_price: int | None
-    maker_fee_bps: int
-    taker_fee_bps: int
-    expire_at_ms: int | None
-    placed: int
-    post_only: ClassVar[bool] = False  # refused on stops: what it rests with once triggered
-
-
-_placement = attrgetter("placed")
-
-
 class _Level:
     __slots__ = ("orders", "total")
 
@@ -141,7 +116,9 @@ class RestingOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class StopOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """An untriggered stop as snapshots and `stops()` show it."""
+    """An untriggered stop: the incoming order it becomes once triggered. The book holds
+    these as they are, and snapshots and `stops()` show them; its fee rates are settled
+    (the order's own or the symbol's) when it is placed."""
 
     order_id: int
     user_id: str
@@ -156,6 +133,11 @@ class StopOrder(msgspec.Struct, array_like=True, frozen=True, gc=False):
     maker_fee_bps: int
     taker_fee_bps: int
     expire_at_ms: int | None
+    post_only: ClassVar[bool] = False  # refused on stops: what it rests with once triggered
+
+
+# An untriggered stop in its bucket: (placement number, the stop).
+_Placed = tuple[int, StopOrder]
 
 
 class BookSnapshot(msgspec.Struct, array_like=True, frozen=True):
@@ -189,16 +171,26 @@ class OrderBook:
         self._ask_levels: dict[int, _Level] = {}
         self._index: dict[int, _Order] = {}
         # Untriggered stops: BUY stop prices as they are, SELL ones negated (module doc).
-        self._stops: dict[int, _Stop] = {}
+        # The index is in placement order (a stop enters it once and leaves for good); a
+        # bucket holds (placement number, stop) so that stops reached from several
+        # buckets sort back into placement order.
+        self._stops: dict[int, StopOrder] = {}
         self._buy_stops: list[int] = []
         self._sell_stops: list[int] = []
-        self._buy_stop_levels: dict[int, list[_Stop]] = {}
-        self._sell_stop_levels: dict[int, list[_Stop]] = {}
+        self._buy_stop_levels: dict[int, list[_Placed]] = {}
+        self._sell_stop_levels: dict[int, list[_Placed]] = {}
         self._placements = 0
         self._expiries: list[tuple[int, int]] = []  # (expire_at_ms, order_id), a min-heap
         # The price band moves with the last trade: cached, and refreshed when it moved.
         self._band = spec.band(spec.reference_price)
         self._band_price: int | None = None
+        # The spec's rules and rates, read on every order: attributes of the book's own.
+        # A step of 1 holds for every integer: None skips its remainder test.
+        self._tick = None if spec.tick == 1 else spec.tick
+        self._lot = None if spec.lot == 1 else spec.lot
+        self._min_qty, self._max_qty = spec.min_qty, spec.max_qty
+        self._banded = spec.band_bps is not None
+        self._maker_fee_bps, self._taker_fee_bps = spec.maker_fee_bps, spec.taker_fee_bps
 
     # -- reading ----------------------------------------------------------------------
 
@@ -211,6 +203,10 @@ class OrderBook:
             self._band_price = self.last_price
             self._band = self.spec.band(self.reference_price)
         return self._band
+
+    def _in_band(self, price: int) -> bool:
+        band = self._band if self._band_price == self.last_price else self._current_band()
+        return band is None or band[0] <= price <= band[1]
 
     def best_bid(self) -> int | None:
         key = self._top(self._bids, self._bid_levels)
@@ -225,12 +221,11 @@ class OrderBook:
         return None if o is None else _resting(o)
 
     def stop(self, order_id: int) -> StopOrder | None:
-        s = self._stops.get(order_id)
-        return None if s is None else _stop_order(s)
+        return self._stops.get(order_id)
 
     def stops(self) -> list[StopOrder]:
         """The untriggered stops in placement order (their trigger order)."""
-        return [_stop_order(s) for s in sorted(self._stops.values(), key=_placement)]
+        return list(self._stops.values())
 
     def __len__(self) -> int:
         return len(self._index)
@@ -247,11 +242,112 @@ class OrderBook:
     # -- commands ---------------------------------------------------------------------
 
     def apply(self, command: Command) -> list[Event]:
-        events: list[Event] = []
+        """The common command, a plain LIMIT (GTC or IOC) that passes every rule, is tested
+        here in one expression (the rules in any order, since all must hold) and run here
+        as `_execute` would run it: a call less on the path of most commands. Any other
+        command, or an order that breaks a rule, goes on to the step-by-step path, which
+        checks the rules one by one, in the reference book's order, for the reason."""
+        if type(command) is not Place:
+            return self._apply_other(command)
+        cmd = command
+        price, quantity = cmd.price, cmd.quantity
+        order_id, tif = cmd.order_id, cmd.time_in_force
+        tick, lot = self._tick, self._lot
+        if (
+            cmd.type is not LIMIT
+            or price is None
+            or price <= 0
+            or (tick is not None and price % tick)
+            or quantity < self._min_qty
+            or quantity > self._max_qty
+            or (lot is not None and quantity % lot)
+            or tif is FOK
+            or tif is GTD
+            or cmd.post_only
+            or cmd.stop_price is not None
+            or cmd.expire_at_ms is not None
+            or order_id in self._index
+            or (self._stops and order_id in self._stops)
+            or (self._banded and not self._in_band(price))
+        ):
+            return self._place_checked(cmd)
+        maker_rate, taker_rate = cmd.maker_fee_bps, cmd.taker_fee_bps
+        if maker_rate is None and taker_rate is None:
+            maker_rate, taker_rate = self._maker_fee_bps, self._taker_fee_bps
+        else:
+            rates = self._own_rates(maker_rate, taker_rate)
+            if rates is None:
+                return self._place_checked(cmd)
+            maker_rate, taker_rate = rates
+        user_id, side = cmd.user_id, cmd.side
+        self.seq = seq = self.seq + 1
+        events: list[Event] = [
+            Accepted(
+                self.symbol,
+                seq,
+                order_id,
+                user_id,
+                side,
+                LIMIT,
+                price,
+                quantity,
+                tif,
+                False,
+                cmd.client_order_id,
+            )
+        ]
+        buy = side is BUY
+        heap = self._asks if buy else self._bids
+        remaining = quantity
+        if heap and (heap[0] <= price if buy else -heap[0] >= price):
+            remaining, stopped = self._match(
+                order_id, user_id, side, price, quantity, cmd.self_trade, taker_rate, events
+            )
+            if stopped:
+                self._cancel_incoming(
+                    order_id, user_id, side, price, remaining, CancelReason.SELF_TRADE, events
+                )
+                remaining = 0
+            elif not remaining:
+                self.seq += 1
+                events.append(Done(self.symbol, self.seq, order_id, user_id, side))
+        if remaining and tif is GTC:
+            resting = _Order(
+                order_id,
+                user_id,
+                side,
+                price,
+                remaining,
+                False,
+                cmd.self_trade,
+                maker_rate,
+                taker_rate,
+                None,
+            )
+            # _rest, inline: this is the path of most orders that rest.
+            key = -price if buy else price
+            levels = self._bid_levels if buy else self._ask_levels
+            level = levels.get(key)
+            if level is None:
+                level = levels[key] = _Level()
+                heappush(self._bids if buy else self._asks, key)
+            level.orders.append(resting)
+            level.total += remaining
+            self._index[order_id] = resting
+        elif remaining:
+            self._cancel_incoming(
+                order_id, user_id, side, price, remaining, CancelReason.IOC_REMAINDER, events
+            )
+        if self._stops:
+            self._run_stops(events, 0)  # events holds this command's only
+        return events
+
+    def _apply_other(self, command: Command) -> list[Event]:
         kind = type(command)
         if kind is Place:
-            self._place(command, events)  # type: ignore[arg-type]
-        elif kind is Cancel:
+            return self._place_checked(command)  # type: ignore[arg-type]
+        events: list[Event] = []
+        if kind is Cancel:
             self._cancel(command, events)  # type: ignore[arg-type]
         elif kind is Replace:
             self._replace(command, events)  # type: ignore[arg-type]
@@ -268,21 +364,30 @@ class OrderBook:
     def _reject(
         self, command: Command, action: Action, reason: RejectReason, events: list[Event]
     ) -> None:
+        self.seq += 1
         events.append(
-            Rejected(
-                self.symbol, self._next_seq(), command.order_id, command.user_id, action, reason
-            )
+            Rejected(self.symbol, self.seq, command.order_id, command.user_id, action, reason)
         )
 
-    def _place(self, cmd: Place, events: list[Event]) -> None:
+    def _own_rates(self, maker: int | None, taker: int | None) -> tuple[int, int] | None:
+        """An order's own fee rates (its user's tier), each defaulting to the symbol's;
+        None when they break the rule."""
+        if maker is None:
+            maker = self._maker_fee_bps
+        if taker is None:
+            taker = self._taker_fee_bps
+        return (maker, taker) if fee_rates_valid(maker, taker) else None
+
+    def _place_checked(self, cmd: Place) -> list[Event]:
+        events: list[Event] = []
         reason = self._check_place(cmd)
         if reason is not None:
             self._reject(cmd, Action.PLACE, reason, events)
-            return
+            return events
         order_type = cmd.type
         if order_type is STOP_LIMIT or order_type is STOP_MARKET:
             self._place_stop(cmd, events)
-            return
+            return events
         side = cmd.side
         market = order_type is MARKET
         if market:
@@ -291,7 +396,7 @@ class OrderBook:
             limit = cmd.price
         if cmd.post_only and self._crosses(side, limit):
             self._reject(cmd, Action.PLACE, RejectReason.POST_ONLY_WOULD_TRADE, events)
-            return
+            return events
         self.seq += 1
         events.append(
             Accepted(
@@ -320,10 +425,11 @@ class OrderBook:
         self._execute(cmd, market, limit, maker_rate, taker_rate, events)
         if self._stops:
             self._run_stops(events, start)
+        return events
 
     def _execute(
         self,
-        order: Place | _Stop,
+        order: Place | StopOrder,
         market: bool,
         limit: int | None,
         maker_rate: int,
@@ -339,20 +445,29 @@ class OrderBook:
                 order_id, user_id, side, order.price, quantity, CancelReason.FOK_UNFILLABLE, events
             )
             return
-        remaining, stopped = self._match(
-            order_id, user_id, side, limit, quantity, order.self_trade, taker_rate, events
-        )
-        if stopped:
-            reason = CancelReason.SELF_TRADE
-        elif not remaining:
-            self.seq += 1
-            events.append(Done(self.symbol, self.seq, order_id, user_id, side))
-            return
-        elif market:
+        buy = side is BUY
+        # The far side's top: when even that does not cross, there is nothing to match (a
+        # dead level on top is the best price there was, so a live one crosses no more).
+        heap = self._asks if buy else self._bids
+        if heap and (limit is None or (heap[0] <= limit if buy else -heap[0] >= limit)):
+            remaining, stopped = self._match(
+                order_id, user_id, side, limit, quantity, order.self_trade, taker_rate, events
+            )
+            if stopped:
+                self._cancel_incoming(
+                    order_id, user_id, side, order.price, remaining, CancelReason.SELF_TRADE, events
+                )
+                return
+            if not remaining:
+                self.seq += 1
+                events.append(Done(self.symbol, self.seq, order_id, user_id, side))
+                return
+        else:
+            remaining = quantity
+        if market:
             self._cancel_incoming(
                 order_id, user_id, side, None, remaining, CancelReason.MARKET_REMAINDER, events
             )
-            return
         elif tif is GTC or tif is GTD:
             expire_at_ms = order.expire_at_ms
             self._rest(
@@ -372,10 +487,10 @@ class OrderBook:
             # A GTD stop has had its expiry entry since it was placed: same id and time.
             if expire_at_ms is not None and type(order) is Place:
                 self._push_expiry(expire_at_ms, order_id)
-            return
         else:
-            reason = CancelReason.IOC_REMAINDER
-        self._cancel_incoming(order_id, user_id, side, order.price, remaining, reason, events)
+            self._cancel_incoming(
+                order_id, user_id, side, order.price, remaining, CancelReason.IOC_REMAINDER, events
+            )
 
     def _check_place(self, cmd: Place) -> RejectReason | None:
         """The rules, in the order the reference book checks them too."""
@@ -497,10 +612,11 @@ class OrderBook:
         """A resting order leaves the book (a cancel, a cancel-all, its expiry)."""
         remaining = order.remaining
         self._unrest(order)
+        self.seq += 1
         events.append(
             Canceled(
                 self.symbol,
-                self._next_seq(),
+                self.seq,
                 order.order_id,
                 order.user_id,
                 order.side,
@@ -675,7 +791,7 @@ class OrderBook:
             )
         )
         spec = self.spec
-        stop = _Stop(
+        stop = StopOrder(
             cmd.order_id,
             cmd.user_id,
             side,
@@ -689,34 +805,34 @@ class OrderBook:
             spec.maker_fee_bps if cmd.maker_fee_bps is None else cmd.maker_fee_bps,
             spec.taker_fee_bps if cmd.taker_fee_bps is None else cmd.taker_fee_bps,
             cmd.expire_at_ms,
-            self._placements,
         )
-        self._add_stop(stop)
+        self._add_stop(stop, self._placements)
         if stop.expire_at_ms is not None:
             # The one entry for this id: it stays valid once the stop triggers and rests.
             self._push_expiry(stop.expire_at_ms, stop.order_id)
 
-    def _stop_side(self, side: Side) -> tuple[list[int], dict[int, list[_Stop]], int]:
+    def _stop_side(self, side: Side) -> tuple[list[int], dict[int, list[_Placed]], int]:
         if side is BUY:
             return self._buy_stops, self._buy_stop_levels, 1
         return self._sell_stops, self._sell_stop_levels, -1
 
-    def _add_stop(self, stop: _Stop) -> None:
+    def _add_stop(self, stop: StopOrder, placed: int) -> None:
         heap, levels, sign = self._stop_side(stop.side)
         key = stop.stop_price * sign
         bucket = levels.get(key)
         if bucket is None:
             bucket = levels[key] = []
             heappush(heap, key)
-        bucket.append(stop)
+        bucket.append((placed, stop))
         self._stops[stop.order_id] = stop
-        self._placements = max(self._placements, stop.placed + 1)
+        self._placements = max(self._placements, placed + 1)
 
-    def _cancel_stop(self, stop: _Stop, reason: CancelReason, events: list[Event]) -> None:
+    def _cancel_stop(self, stop: StopOrder, reason: CancelReason, events: list[Event]) -> None:
         """An untriggered stop leaves (a cancel, a cancel-all, its expiry). It never rested,
         so its whole quantity remains; a STOP_MARKET names the price it was held at."""
         _, levels, sign = self._stop_side(stop.side)
-        levels[stop.stop_price * sign].remove(stop)  # an emptied bucket goes when reached
+        bucket = levels[stop.stop_price * sign]  # an emptied bucket goes when reached
+        del bucket[next(i for i, (_, s) in enumerate(bucket) if s is stop)]
         del self._stops[stop.order_id]
         events.append(
             Canceled(
@@ -748,7 +864,7 @@ class OrderBook:
             if self._stops:
                 queue.extend(self._reached(events, start))
 
-    def _reached(self, events: list[Event], start: int) -> list[_Stop]:
+    def _reached(self, events: list[Event], start: int) -> list[StopOrder]:
         """Take out the stops that the trades in events[start:] reached, placement first."""
         low = high = 0  # trade prices are positive: 0 is "no trade"
         for i in range(start, len(events)):
@@ -763,20 +879,20 @@ class OrderBook:
                     low = price
         if not high:
             return []
-        reached: list[_Stop] = []
+        reached: list[_Placed] = []
         heap, levels = self._buy_stops, self._buy_stop_levels
         while heap and heap[0] <= high:  # a BUY stop fires on a trade at or above it
             reached += levels.pop(heappop(heap))
         heap, levels = self._sell_stops, self._sell_stop_levels
         while heap and -heap[0] >= low:  # a SELL stop on a trade at or below it
             reached += levels.pop(heappop(heap))
+        reached.sort()  # placement numbers are unique: stops themselves are never compared
         stops = self._stops
-        for stop in reached:
+        for _, stop in reached:
             del stops[stop.order_id]
-        reached.sort(key=_placement)
-        return reached
+        return [stop for _, stop in reached]
 
-    def _fire(self, stop: _Stop, events: list[Event]) -> None:
+    def _fire(self, stop: StopOrder, events: list[Event]) -> None:
         last_price = self.last_price
         assert last_price is not None  # only a trade triggers a stop
         events.append(
@@ -824,12 +940,13 @@ class OrderBook:
         """
         buy = side is BUY
         if buy:
-            heap, levels, sign = self._asks, self._ask_levels, 1
+            heap, levels, sign, maker_side = self._asks, self._ask_levels, 1, SELL
         else:
-            heap, levels, sign = self._bids, self._bid_levels, -1
+            heap, levels, sign, maker_side = self._bids, self._bid_levels, -1, BUY
         symbol = self.symbol
         index = self._index
         append = events.append
+        seq = self.seq  # a local here: written back before anything else stamps an event
         remaining = quantity
         while remaining and heap:
             key = heap[0]
@@ -844,34 +961,38 @@ class OrderBook:
             orders = level.orders
             while remaining and level.total:
                 maker = orders[0]
-                if not maker.remaining:
+                left = maker.remaining
+                if not left:
                     orders.popleft()
                     continue
-                if maker.user_id == user_id:
-                    if self_trade is not CANCEL_INCOMING:
-                        self._cancel_resting(maker, level, events)
-                    if self_trade is not CANCEL_RESTING:
+                maker_user = maker.user_id
+                if maker_user == user_id:
+                    self.seq = seq
+                    if self._prevent_self_trade(maker, level, self_trade, events):
                         return remaining, True
+                    seq = self.seq
                     continue
-                fill = remaining if remaining < maker.remaining else maker.remaining
-                # The buyer receives base (fill), the seller quote (price × fill).
+                fill = remaining if remaining < left else left
                 maker_rate = maker.maker_fee_bps
-                if buy:
-                    taker_fee = -(-taker_rate * fill // 10_000) if taker_rate else 0
-                    maker_fee = -(-maker_rate * price * fill // 10_000) if maker_rate else 0
+                if not (taker_rate or maker_rate):
+                    taker_fee = maker_fee = 0
+                elif buy:  # the buyer receives base (fill), the seller quote (price × fill)
+                    taker_fee = -(-taker_rate * fill // 10_000)
+                    maker_fee = -(-maker_rate * price * fill // 10_000)
                 else:
-                    taker_fee = -(-taker_rate * price * fill // 10_000) if taker_rate else 0
-                    maker_fee = -(-maker_rate * fill // 10_000) if maker_rate else 0
-                self.seq += 1
+                    taker_fee = -(-taker_rate * price * fill // 10_000)
+                    maker_fee = -(-maker_rate * fill // 10_000)
+                seq += 1
+                maker_id = maker.order_id
                 append(
                     Trade(
                         symbol,
-                        self.seq,
+                        seq,
                         price,
                         fill,
-                        maker.order_id,
+                        maker_id,
                         order_id,
-                        maker.user_id,
+                        maker_user,
                         user_id,
                         side,
                         maker_fee,
@@ -880,14 +1001,26 @@ class OrderBook:
                 )
                 remaining -= fill
                 level.total -= fill
-                maker.remaining -= fill
                 self.last_price = price
-                if not maker.remaining:
+                if fill == left:
+                    # Filled: out of its deque and the index, which are all that hold it.
                     orders.popleft()
-                    del index[maker.order_id]
-                    self.seq += 1
-                    append(Done(symbol, self.seq, maker.order_id, maker.user_id, maker.side))
+                    del index[maker_id]
+                    seq += 1
+                    append(Done(symbol, seq, maker_id, maker_user, maker_side))
+                else:
+                    maker.remaining = left - fill
+        self.seq = seq
         return remaining, False
+
+    def _prevent_self_trade(
+        self, maker: _Order, level: _Level, self_trade: SelfTrade, events: list[Event]
+    ) -> bool:
+        """The incoming order met its own user's `maker`: cancel the maker unless the mode
+        keeps it; True when the mode stops the incoming order too."""
+        if self_trade is not CANCEL_INCOMING:
+            self._cancel_resting(maker, level, events)
+        return self_trade is not CANCEL_RESTING
 
     def _cancel_resting(self, maker: _Order, level: _Level, events: list[Event]) -> None:
         events.append(
@@ -914,7 +1047,7 @@ class OrderBook:
         best = self.best_bid()
         return best is not None and (limit is None or best >= limit)
 
-    def _fillable(self, cmd: Place | _Stop, limit: int | None) -> int:
+    def _fillable(self, cmd: Place | StopOrder, limit: int | None) -> int:
         """How much of `cmd` would fill right now, counting self-trade prevention."""
         if cmd.side is BUY:
             levels, sign = self._ask_levels, 1
@@ -959,8 +1092,9 @@ class OrderBook:
         self._index[order.order_id] = order
 
     def _level_of(self, order: _Order) -> _Level:
-        _, levels, sign = self._side(order.side)
-        return levels[order.price * sign]
+        if order.side is BUY:
+            return self._bid_levels[-order.price]
+        return self._ask_levels[order.price]
 
     def _unrest(self, order: _Order) -> None:
         """Take a resting order out: it stays in its deque, dead, until it reaches the front."""
@@ -1021,25 +1155,8 @@ class OrderBook:
                         r.expire_at_ms,
                     )
                 )
-        for placed, s in enumerate(snap.stops):
-            self._add_stop(
-                _Stop(
-                    s.order_id,
-                    s.user_id,
-                    s.side,
-                    s.type,
-                    s.stop_price,
-                    s.price,
-                    s.quantity,
-                    s.time_in_force,
-                    s.self_trade,
-                    s.protection_price,
-                    s.maker_fee_bps,
-                    s.taker_fee_bps,
-                    s.expire_at_ms,
-                    placed,
-                )
-            )
+        for placed, stop in enumerate(snap.stops):
+            self._add_stop(stop, placed)
         self._expiries = self._live_expiries()
 
     def state_hash(self) -> str:
@@ -1069,18 +1186,20 @@ class OrderBook:
 
     def _validate_stops(self) -> None:
         waiting = 0
+        queued: list[_Placed] = []
         reference = self.reference_price
         for side in (BUY, SELL):
             heap, levels, sign = self._stop_side(side)
             _check_heap(heap, set(levels), f"{side} stop")
             for key, bucket in levels.items():
-                placed = [s.placed for s in bucket]
-                _check(placed == sorted(set(placed)), f"{side} stops at {key} out of placement")
-                for s in bucket:
+                placements = [placed for placed, _ in bucket]
+                _check(placements == sorted(set(placements)), f"{side} stops at {key} out of order")
+                queued += bucket
+                for placed, s in bucket:
                     _check(self._stops.get(s.order_id) is s, f"stop {s.order_id} not indexed")
                     _check(s.side is side and s.stop_price * sign == key, f"stop {s.order_id}")
                     _check(s.order_id not in self._index, f"stop {s.order_id} also rests")
-                    _check(s.placed < self._placements, f"stop {s.order_id} placed ahead")
+                    _check(placed < self._placements, f"stop {s.order_id} placed ahead")
                     # A stop the last trade reached would have triggered; one the reference
                     # reached on arrival was refused.
                     _check(
@@ -1089,6 +1208,11 @@ class OrderBook:
                     )
                 waiting += len(bucket)
         _check(waiting == len(self._stops), "stop index holds stops in no bucket")
+        queued.sort()  # placement numbers are unique
+        _check(
+            [s for _, s in queued] == list(self._stops.values()),
+            "stop index out of placement order",
+        )
 
     def _validate_expiries(self) -> None:
         entries = set(self._expiries)
@@ -1115,24 +1239,6 @@ def _resting(o: _Order) -> RestingOrder:
         o.maker_fee_bps,
         o.taker_fee_bps,
         o.expire_at_ms,
-    )
-
-
-def _stop_order(s: _Stop) -> StopOrder:
-    return StopOrder(
-        s.order_id,
-        s.user_id,
-        s.side,
-        s.type,
-        s.stop_price,
-        s.price,
-        s.quantity,
-        s.time_in_force,
-        s.self_trade,
-        s.protection_price,
-        s.maker_fee_bps,
-        s.taker_fee_bps,
-        s.expire_at_ms,
     )
 
 
