@@ -107,7 +107,8 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
     from spot.supervisor import Supervisor, child_env, children
     from store import db
 
-    with Stack(settings) as (redis_url, database_url):
+    stack = Stack(settings)
+    with stack as (redis_url, database_url):
         db.upgrade(database_url)
         if args.seed:
             _with_redis(redis_url, lambda redis: _seed_into(redis, settings, args.users))
@@ -120,7 +121,13 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
             f"Ctrl-C stops everything (workers snapshot their books first).",
             flush=True,
         )
-        Supervisor(children(settings), child_env(redis_url, database_url)).run()
+        supervisor = Supervisor(
+            children(settings),
+            child_env(redis_url, database_url),
+            servers=dict(stack.embedded()),
+            data_dir=settings.data_dir,
+        )
+        supervisor.run()
     return 0
 
 
