@@ -28,15 +28,32 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "no such order or symbol",
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
-        422: "a rule of the symbol is broken, or insufficient balance",
+        422: "a rule of the symbol is broken, insufficient balance, or too many open orders",
         503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
 
 
+# Every /v1 request may be refused by a rate limit (api/limits.py).
+RATE_LIMITED = {
+    "429": {
+        **_json(
+            "Error",
+            "RATE_LIMITED: past a rate limit of the user, its order commands or "
+            "the client's address",
+        ),
+        "headers": {
+            "Retry-After": {"schema": {"type": "integer", "minimum": 1}},
+            "RateLimit": {"schema": {"type": "string"}},
+            "RateLimit-Policy": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
 def _op(summary: str, ok: tuple[int, str, str], errors: tuple[int, ...], **extra: Any) -> Any:
     status, schema, description = ok
-    responses = {str(status): _json(schema, description), **_errors(*errors)}
+    responses = {str(status): _json(schema, description), **_errors(*errors), **RATE_LIMITED}
     return {"summary": summary, "responses": responses, **extra}
 
 
@@ -74,6 +91,7 @@ MIGRATION_ERRORS = {
     "401": _json("Error", "missing, invalid or expired token"),
     "403": _json("Error", "admin token needed"),
     "503": _json("Error", "storage unavailable"),
+    **RATE_LIMITED,
 }
 
 
@@ -240,6 +258,8 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "101": {"description": "switching to WebSocket"},
                     "426": {"description": "a plain HTTP request: upgrade required"},
+                    "429": {"description": "this address has SPOT_WS_CONNECTIONS_PER_IP open"},
+                    "503": {"description": "the process has SPOT_WS_MAX_CONNECTIONS open"},
                 },
             }
         },

@@ -27,6 +27,10 @@ from store.scripts import CANCEL, PLACE, REPLACE, TRANSFER
 # Amounts travel through Lua as doubles: exact up to 2^53 minor units.
 MAX_AMOUNT = MAX_INTEGER
 RECENT_ORDERS = 200  # per user, kept in Redis for read-your-writes (the PLACE script trims)
+# A user's open orders at most, per symbol and in all: the API passes its settings'
+# (SPOT_MAX_OPEN_ORDERS_PER_SYMBOL, SPOT_MAX_OPEN_ORDERS); a gateway used on its own (tests,
+# benchmarks' generators) caps nothing unless told to.
+NO_CAP = MAX_INTEGER
 
 
 class GatewayResult(msgspec.Struct, frozen=True, gc=False):
@@ -69,8 +73,17 @@ class OrderGateway:
     """PLACE, CANCEL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
     the request path's plain reads share)."""
 
-    def __init__(self, redis: Redis, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        max_batch: int = 512,
+        *,
+        max_open_per_symbol: int = NO_CAP,
+        max_open: int = NO_CAP,
+    ) -> None:
         self.redis = redis
+        self.max_open_per_symbol = max_open_per_symbol
+        self.max_open = max_open
         self.pipeline = PipelinedRedis(redis, max_batch)
         self.order_ids = OrderIds(redis)
         # A map by field name, as the PLACE script reads it (Place is not array_like).
@@ -97,6 +110,10 @@ class OrderGateway:
             keys.locked(asset),
             asset,
             created_ms,
+            keys.open_orders(place.symbol),
+            keys.OPEN_ORDERS,
+            self.max_open_per_symbol,
+            self.max_open,
         )
         return _result(reply)
 

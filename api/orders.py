@@ -21,13 +21,14 @@ from api.errors import (
 )
 from api.history import HISTORY_LIMIT, ORDER_BY_ID, ORDERS_QUERIES, History, row_view
 from api.market import Listing
-from api.order_gateway import RECENT_ORDERS, OrderGateway, hold_for
+from api.order_gateway import RECENT_ORDERS, GatewayResult, OrderGateway, hold_for
 from api.request import (
     JSON,
     Body,
     Reply,
     ascii_int,
     encode,
+    order_principal,
     principal,
     query,
     query_int,
@@ -74,7 +75,7 @@ class OrderRoutes:
         self.max_body = max_body
 
     async def place(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
-        user = principal(self.auth, scope).user_id
+        user = order_principal(self.auth, scope).user_id
         order = _place_body.decode(await read_body(scope, proto, self.max_body))
         market = self.listing.market
         symbol = order.symbol
@@ -126,22 +127,34 @@ class OrderRoutes:
             protection_price=protection,
         )
         result = await self.gateway.place(spec, command, time.time_ns() // 1_000_000)
-        status = result.status
-        if status is ScriptStatus.OK:
+        if result.status is ScriptStatus.OK:
             accepted = OrderAccepted(
                 order_id=order_id, status=OrderStatus.NEW, client_order_id=order.client_order_id
             )
             return 202, encode(accepted), JSON
+        raise self._place_refused(result, spec, command)
+
+    def _place_refused(self, result: GatewayResult, spec: SymbolSpec, place: Place) -> HTTPError:
+        status = result.status
         if status is ScriptStatus.DUPLICATE:
-            raise HTTPError(
+            return HTTPError(
                 RejectReason.DUPLICATE_CLIENT_ORDER_ID,
-                f"client_order_id {order.client_order_id!r} is taken by an earlier order",
+                f"client_order_id {place.client_order_id!r} is taken by an earlier order",
                 order_id=int(result.detail or 0),
             )
         if status is ScriptStatus.INSUFFICIENT_BALANCE:
-            asset, hold = hold_for(spec, command)
-            raise insufficient(asset, hold, result.detail)
-        raise script_failure(status, symbol)
+            asset, hold = hold_for(spec, place)
+            return insufficient(asset, hold, result.detail)
+        if status is ScriptStatus.TOO_MANY_OPEN:
+            gateway = self.gateway
+            if result.detail == "SYMBOL":
+                what = f"{gateway.max_open_per_symbol} open orders on {spec.symbol}"
+            else:
+                what = f"{gateway.max_open} open orders"
+            return HTTPError(
+                RejectReason.TOO_MANY_OPEN_ORDERS, f"you have {what}, the most allowed"
+            )
+        return script_failure(status, spec.symbol)
 
     async def order(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = principal(self.auth, scope).user_id
@@ -205,7 +218,7 @@ class OrderRoutes:
         }
 
     async def cancel(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
-        user = principal(self.auth, scope).user_id
+        user = order_principal(self.auth, scope).user_id
         order_id = _order_id(param)
         # The script finds the symbol in the order record, atomically with the enqueue.
         result = await self.gateway.cancel(Cancel(order_id=order_id, user_id=user, symbol=""))
@@ -219,7 +232,7 @@ class OrderRoutes:
         raise script_failure(status, "")
 
     async def replace(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
-        user = principal(self.auth, scope).user_id
+        user = order_principal(self.auth, scope).user_id
         order_id = _order_id(param)
         change = _replace_body.decode(await read_body(scope, proto, self.max_body))
         if change.price is None and change.quantity is None:

@@ -19,6 +19,7 @@ import socket
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 
 from schema.settings import PREFIX, Settings
 from spot.lifetime import die_with_parent
@@ -94,6 +95,12 @@ def serve(settings: Settings) -> None:
         http=HTTPModes.http1,
         websockets=True,  # GET /v1/ws: market data (api/market_data.py)
         backlog=BACKLOG,
+        # Connections a worker serves at once (Granian's "backpressure", 2,048 by default
+        # with this backlog): slow sockets by the thousand would take every one otherwise.
+        backpressure=settings.http_max_connections,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(settings.http_header_timeout_s * 1000)
+        ),
         log_access=False,
         factory=True,
     ).serve()

@@ -343,6 +343,8 @@ class Worker:
             keys.locked(""),
             keys.ORDER,
             self.order_kept_s,
+            keys.open_orders(""),
+            keys.OPEN_ORDERS,
         ]
         # A handed-over book is stored before the watermark passes its DRAIN marker, so a
         # crash in between re-applies the marker and stores the same bytes again.
