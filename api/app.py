@@ -102,6 +102,7 @@ class App:
             redis,
             max_open_per_symbol=settings.max_open_orders_per_symbol,
             max_open=settings.max_open_orders,
+            client_order_id_window_s=settings.client_order_id_window_s,
         )
         self.limits = RateLimits.from_settings(settings)
         self.auth = auth = Authenticator(settings.jwt_secret, budget=self.limits)

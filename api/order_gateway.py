@@ -31,6 +31,7 @@ RECENT_ORDERS = 200  # per user, kept in Redis for read-your-writes (the PLACE s
 # (SPOT_MAX_OPEN_ORDERS_PER_SYMBOL, SPOT_MAX_OPEN_ORDERS); a gateway used on its own (tests,
 # benchmarks' generators) caps nothing unless told to.
 NO_CAP = MAX_INTEGER
+CLIENT_ORDER_ID_WINDOW_S = 3_600  # SPOT_CLIENT_ORDER_ID_WINDOW_S's default
 
 
 class GatewayResult(msgspec.Struct, frozen=True, gc=False):
@@ -80,8 +81,10 @@ class OrderGateway:
         *,
         max_open_per_symbol: int = NO_CAP,
         max_open: int = NO_CAP,
+        client_order_id_window_s: int = CLIENT_ORDER_ID_WINDOW_S,
     ) -> None:
         self.redis = redis
+        self.client_order_id_window_s = client_order_id_window_s
         self.max_open_per_symbol = max_open_per_symbol
         self.max_open = max_open
         self.pipeline = PipelinedRedis(redis, max_batch)
@@ -114,6 +117,7 @@ class OrderGateway:
             keys.OPEN_ORDERS,
             self.max_open_per_symbol,
             self.max_open,
+            self.client_order_id_window_s,
         )
         return _result(reply)
 

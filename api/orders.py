@@ -160,7 +160,7 @@ class OrderRoutes:
         user = principal(self.auth, scope).user_id
         order_id = _order_id(param)
         # Redis first: its record is never behind the database's row, and lasts until
-        # 24 h after the order ended.
+        # the batcher has committed the order's end (SPOT_FINISHED_ORDER_KEPT_S after).
         record = await self.reads.hgetall(keys.order(order_id))
         owner = record.get(b"user_id")
         if owner is not None:
@@ -201,8 +201,8 @@ class OrderRoutes:
 
     async def _recent_orders(self, user: str) -> dict[int, OrderView]:
         """The user's newest orders as Redis holds them, which may be ahead of the database
-        or not in it yet (the batcher writes every 100 ms). An id whose record has expired
-        (24 h after the order ended) is left to the database."""
+        or not in it yet (the batcher writes every 100 ms). An id whose record has gone
+        (its end committed) is left to the database."""
         recent = await self.redis.lrange(keys.user_orders(user), 0, RECENT_ORDERS - 1)
         ids = [int(i) for i in recent]
         if not ids:
@@ -226,7 +226,7 @@ class OrderRoutes:
         if status is ScriptStatus.OK:
             return 202, encode(OrderAccepted(order_id=order_id, status="CANCEL_REQUESTED")), JSON
         if status is ScriptStatus.NOT_FOUND:
-            raise unknown_order(order_id)
+            raise await self._ended_or_unknown(user, order_id)
         if status is ScriptStatus.NOT_OPEN:
             raise not_open(order_id, result.detail)
         raise script_failure(status, "")
@@ -240,7 +240,9 @@ class OrderRoutes:
         owner, symbol, kind = await self.reads.hmget(
             keys.order(order_id), "user_id", "symbol", "type"
         )
-        if owner is None or owner.decode() != user:
+        if owner is None:
+            raise await self._ended_or_unknown(user, order_id)
+        if owner.decode() != user:
             raise unknown_order(order_id)
         if kind == _MARKET:
             raise HTTPError(ApiError.ORDER_NOT_OPEN, f"order {order_id} is a MARKET order")
@@ -263,20 +265,36 @@ class OrderRoutes:
                 quantity=change.quantity,
             )
         )
-        status = result.status
-        if status is ScriptStatus.OK:
+        if result.status is ScriptStatus.OK:
             return 202, encode(OrderAccepted(order_id=order_id, status="REPLACE_REQUESTED")), JSON
-        if status is ScriptStatus.NOT_FOUND:
-            raise unknown_order(order_id)
-        if status is ScriptStatus.NOT_OPEN:
-            raise not_open(order_id, result.detail)
-        if status is ScriptStatus.PENDING:
-            raise HTTPError(
-                ApiError.REPLACE_PENDING, f"an earlier replace of order {order_id} is still queued"
-            )
-        if status is ScriptStatus.INSUFFICIENT_BALANCE:
-            raise insufficient("", None, result.detail)
-        raise script_failure(status, name)
+        raise _replace_refused(result, order_id, name)
+
+    async def _ended_or_unknown(self, user: str, order_id: int) -> HTTPError:
+        """No record in Redis: no such order, or one that ended and is in the database only
+        (the batcher lets a finished order's record go once committed): 409 as while its
+        record was there. Without the database to ask: 404."""
+        try:
+            rows = await self.history.fetch(ORDER_BY_ID, order_id)
+        except HTTPError:
+            return unknown_order(order_id)
+        if rows and rows[0]["user_id"] == user:
+            return not_open(order_id, rows[0]["status"])
+        return unknown_order(order_id)
+
+
+def _replace_refused(result: GatewayResult, order_id: int, symbol: str) -> HTTPError:
+    status = result.status
+    if status is ScriptStatus.NOT_FOUND:
+        return unknown_order(order_id)
+    if status is ScriptStatus.NOT_OPEN:
+        return not_open(order_id, result.detail)
+    if status is ScriptStatus.PENDING:
+        return HTTPError(
+            ApiError.REPLACE_PENDING, f"an earlier replace of order {order_id} is still queued"
+        )
+    if status is ScriptStatus.INSUFFICIENT_BALANCE:
+        return insufficient("", None, result.detail)
+    return script_failure(status, symbol)
 
 
 def _check_price(spec: SymbolSpec, price: int, band: tuple[int, int] | None) -> None:

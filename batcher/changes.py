@@ -20,7 +20,7 @@ from schema.messages import (
     Replaced,
     Trade,
 )
-from schema.orders import OrderEvent, OrderStatus, advance
+from schema.orders import TERMINAL, OrderEvent, OrderStatus, advance
 
 
 @dataclass
@@ -88,6 +88,11 @@ class Changes:
                 change.price, change.remaining = replaced.price, replaced.quantity
             elif kind is Rejected and event.action is Action.PLACE:  # type: ignore[union-attr]
                 self.rejected_places[event.order_id] = event  # type: ignore[union-attr, assignment]
+
+    def finished(self) -> list[int]:
+        """The orders that ended in this flush (filled, canceled, rejected)."""
+        ended = [order_id for order_id, c in self.orders.items() if c.status in TERMINAL]
+        return ended + list(self.rejected_places)
 
     def add_balances(self, deltas: list[tuple[str, str, int, int]]) -> None:
         for user, asset, available, locked in deltas:

@@ -93,6 +93,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # 131-170 ms. 0.05 halved the events per flush and nearly doubled Postgres's CPU.
     batcher_interval_s: Seconds = 0.1
 
+    # Redis holds what open orders need, and these windows of what finished ones leave
+    # (README's sizing table): a finished order's record stays this long after the
+    # batcher has committed it, for clients still polling it there (the database answers
+    # after); a client_order_id is refused as a repeat this long after its order's place,
+    # which covers any retry. Each id costs ~80 bytes for the window: 24 h of 5,000
+    # orders/s with ids would be ~35 GB, one hour is ~1.4 GB.
+    finished_order_kept_s: Positive = 10
+    client_order_id_window_s: Positive = 3_600
+
     # A finished (DONE or ROLLED_BACK) migration's record expires this long after it
     # ended: long enough to look into last week's migrations, no longer.
     migration_ttl_s: Positive = 7 * 24 * 3600

@@ -27,6 +27,7 @@
     ARGV[10] its count of the user's open orders in all (open)
     ARGV[11] the most open orders a user may have on one symbol
     ARGV[12] the most open orders a user may have in all
+    ARGV[13] seconds the client order id stays taken
 
   Returns:
     {'OK', shard}
@@ -61,7 +62,7 @@ end
 enqueue(route, ARGV[2], c.symbol, ARGV[1], 'c', ARGV[3], 'h', ARGV[4], 's', c.side)
 redis.call('HINCRBY', KEYS[2], ARGV[9], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[10], 1)
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], order_id, 'EX', 86400) end
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], order_id, 'EX', ARGV[13]) end
 local quantity = string.format('%d', c.quantity)
 -- schema.orders.OrderRecord's fields, as strings (its from_hash reads them back).
 redis.call('HSET', KEYS[3], 'user_id', c.user_id, 'symbol', c.symbol, 'side', c.side,

@@ -95,6 +95,7 @@ def _run_place(
             keys.open_orders(place.symbol),
             keys.OPEN_ORDERS,
             *max_open,
+            3_600,
         ],
     )
 
@@ -188,7 +189,7 @@ async def test_place_holds_enqueues_and_records_the_order(redis: Redis) -> None:
         created_ms=CREATED_MS,
     )
     assert await redis.get(keys.client_order(USER, "c-1")) == b"11"
-    assert 0 < await redis.ttl(keys.client_order(USER, "c-1")) <= 86_400
+    assert 0 < await redis.ttl(keys.client_order(USER, "c-1")) <= 3_600
     assert await redis.hget(f"{keys.RATE}42", SYMBOL) == b"1"
     assert 0 < await redis.ttl(f"{keys.RATE}42") <= 120
     assert await redis.lrange(keys.user_orders(USER), 0, -1) == [b"11"]
