@@ -149,7 +149,6 @@ async def _seed_into(redis: Any, settings: Any, users: int) -> None:
 
 
 def _status(args: argparse.Namespace, settings: Any) -> int:
-    from spot.stack import Stack
     from spot.status import (
         batcher_status,
         migration_status,
@@ -164,9 +163,22 @@ def _status(args: argparse.Namespace, settings: Any) -> int:
         print(await migration_status(redis))
         print(await rebalancer_status(redis))
 
-    with Stack(settings) as (redis_url, _):
-        _with_redis(redis_url, show)
+    urls = _running(settings, "status", database=False)
+    if urls is None:
+        return 1
+    _with_redis(urls[0], show)
     return 0
+
+
+def _running(settings: Any, command: str, *, database: bool) -> tuple[str, Any] | None:
+    """The running stack's URLs (spot/stack.py `Stack.running`), or None, said on stderr."""
+    from spot.stack import NotRunning, Stack
+
+    try:
+        return Stack(settings).running(database=database)
+    except NotRunning as exc:
+        print(f"spot {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def _api(args: argparse.Namespace, settings: Any) -> int:
@@ -210,7 +222,6 @@ def _audit(args: argparse.Namespace, settings: Any) -> int:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 
     from spot.audit import audit, render, wait_caught_up
-    from spot.stack import Stack
 
     verdict: list[bool] = []
 
@@ -224,8 +235,11 @@ def _audit(args: argparse.Namespace, settings: Any) -> int:
         print(render(found, behind))
         verdict.append(not behind and not any(found.values()))
 
-    with Stack(settings) as (redis_url, database_url):
-        _with_redis(redis_url, check)
+    urls = _running(settings, "audit", database=True)
+    if urls is None:
+        return 1
+    redis_url, database_url = urls
+    _with_redis(redis_url, check)
     print("audit: clean" if verdict[0] else "audit: DIFFERENCES FOUND")
     return 0 if verdict[0] else 1
 
@@ -280,7 +294,6 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
 
 def _migrate(args: argparse.Namespace, settings: Any) -> int:
     from control import migration, wiring
-    from spot.stack import Stack
 
     if not 0 <= args.to_shard < settings.shards:
         print(f"spot migrate: --to must be within 0..{settings.shards - 1}", file=sys.stderr)
@@ -291,12 +304,14 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
         orchestrator = wiring.orchestrator(redis, settings)
         result.update(await orchestrator.migrate(args.symbol, args.to_shard, args.timeout))
 
-    with Stack(settings) as (redis_url, _):
-        try:
-            _with_redis(redis_url, move)
-        except migration.MigrationError as e:
-            print(f"spot migrate: {e}", file=sys.stderr)
-            return 1
+    urls = _running(settings, "migrate", database=False)
+    if urls is None:
+        return 1
+    try:
+        _with_redis(urls[0], move)
+    except migration.MigrationError as e:
+        print(f"spot migrate: {e}", file=sys.stderr)
+        return 1
     print(
         f"migration {result['id']}: {result['symbol']} shard {result['from']} -> "
         f"{result['to']}: {result['state']}"
@@ -311,7 +326,6 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
 def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
     from control import wiring
     from control.rebalancer import Rebalancer, run_rebalancer
-    from spot.stack import Stack
 
     if args.interval <= 0:
         print("spot rebalancer: --interval must be positive", file=sys.stderr)
@@ -321,24 +335,27 @@ def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
         return wiring.rebalancer(redis, settings, interval_s=args.interval, dry_run=args.dry_run)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with Stack(settings) as (redis_url, _):
-        if not args.once:
-            run_rebalancer(redis_url, build)
-            return 0
+    urls = _running(settings, "rebalancer", database=False)
+    if urls is None:
+        return 1
+    redis_url = urls[0]
+    if not args.once:
+        run_rebalancer(redis_url, build)
+        return 0
 
-        async def once(redis: Any) -> None:
-            rebalancer = build(redis)
-            await rebalancer.start()
-            decision = await rebalancer.evaluate()
-            for n in range(settings.shards):
-                symbols = ",".join(sorted(rebalancer.last_loads[n].rates)) or "-"
-                print(
-                    f"shard {n:>3}  {rebalancer.rebalance.levels[n].name:<7}  "
-                    f"{rebalancer.last_loads[n].load:>6.1%}  {symbols}"
-                )
-            print(f"{decision.code}: {decision.reason}")
+    async def once(redis: Any) -> None:
+        rebalancer = build(redis)
+        await rebalancer.start()
+        decision = await rebalancer.evaluate()
+        for n in range(settings.shards):
+            symbols = ",".join(sorted(rebalancer.last_loads[n].rates)) or "-"
+            print(
+                f"shard {n:>3}  {rebalancer.rebalance.levels[n].name:<7}  "
+                f"{rebalancer.last_loads[n].load:>6.1%}  {symbols}"
+            )
+        print(f"{decision.code}: {decision.reason}")
 
-        _with_redis(redis_url, once)
+    _with_redis(redis_url, once)
     return 0
 
 

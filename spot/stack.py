@@ -291,6 +291,15 @@ def with_database(url: str, name: str) -> str:
     return f"{scheme}://{authority}/{name}{sep}{query}"
 
 
+class NotRunning(RuntimeError):
+    def __init__(self, server: str, folder: Path) -> None:
+        super().__init__(
+            f"no Spot stack is running here: no embedded {server} runs in {folder} "
+            "(start one with `spot up`, or name the servers with SPOT_REDIS_URL and "
+            "SPOT_DATABASE_URL, or the data folder with SPOT_DATA_DIR)"
+        )
+
+
 class Stack:
     """The Redis and PostgreSQL a Spot process talks to: the configured URLs, or embedded
     servers in `data_dir` for the ones left unset.
@@ -330,6 +339,25 @@ class Stack:
             if server is not None and server.started:
                 server.stop()
                 server.started = False
+
+    def running(self, *, database: bool = True) -> tuple[str, str | None]:
+        """The URLs of the stack that is running, for commands that look at it (`spot
+        status`, `spot audit`): the configured ones, or those of the embedded servers that
+        `spot up` runs in the data folder. Starts nothing: an empty server of its own would
+        only report nonsense. NotRunning when an embedded one that is needed is not up;
+        without `database`, the database URL is None unless configured."""
+        redis_url = self.settings.redis_url
+        if self.redis is not None:
+            if not self.redis.running():
+                raise NotRunning("Redis", self.redis.folder)
+            redis_url = self.redis.url
+        database_url = self.settings.database_url
+        if self.postgres is not None and database:
+            if self.postgres.port() is None:
+                raise NotRunning("PostgreSQL", self.postgres.folder)
+            database_url = self.postgres.url()
+        assert redis_url is not None
+        return redis_url, database_url
 
     def __enter__(self) -> tuple[str, str]:
         return self.start()
