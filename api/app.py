@@ -144,7 +144,7 @@ class App:
             max_body=max_body,
         )
         self._unmatched = self.metrics.route("*", "unmatched")
-        self._openapi = encode(openapi.document())
+        self._openapi = encode(openapi.document(settings.shards))
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v1/orders", orders.place),
             ("GET", "/v1/orders", orders.orders),

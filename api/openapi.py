@@ -148,12 +148,16 @@ def _migration_paths() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
+def document(shards: int | None = None) -> dict[str, Any]:
+    """The document; with `shards` (SPOT_SHARDS), a migration's to_shard is bounded by it."""
     _, components = msgspec.json.schema_components(
         [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES], ref_template=REF
     )
+    components = _plain_tuples(components)
+    if shards is not None:
+        components["StartMigration"]["properties"]["to_shard"]["maximum"] = shards - 1
     order = (400, 401, 404, 413, 503)
-    paths = {
+    paths: dict[str, Any] = {
         "/v1/orders": {
             "post": _op(
                 "Place an order",
@@ -286,6 +290,8 @@ def document() -> dict[str, Any]:
             "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
         },
     }
+    _name_operations(paths)
+    paths["/v1/orders"]["post"]["responses"]["202"]["links"] = ORDER_LINKS
     return {
         "openapi": "3.1.0",
         "info": {"title": "Spot", "version": "1"},
@@ -297,3 +303,40 @@ def document() -> dict[str, Any]:
             },
         },
     }
+
+
+# What the order id a place returns leads to (OpenAPI links: a client, or a fuzzer's
+# stateful phase, follows them).
+ORDER_LINKS = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/order_id"}}
+    for name, operation in (
+        ("GetOrder", "getV1OrdersId"),
+        ("CancelOrder", "deleteV1OrdersId"),
+        ("ReplaceOrder", "patchV1OrdersId"),
+    )
+}
+
+
+def _name_operations(paths: dict[str, Any]) -> None:
+    """operationId from method and path: GET /v1/orders/{id} -> getV1OrdersId."""
+    for path, operations in paths.items():
+        words = [w.strip("{}") for w in path.replace(".", "/").split("/") if w]
+        suffix = "".join(w[:1].upper() + w[1:] for w in words)
+        for method, operation in operations.items():
+            operation["operationId"] = method + suffix
+
+
+def _plain_tuples(schema: Any) -> Any:
+    """msgspec gives a tuple[int, int] as prefixItems; one whose items are all alike is the
+    same as an array of that item, of that length, which every OpenAPI tool reads (a
+    fuzzer once took the prefixItems of a response for a malformed schema)."""
+    if isinstance(schema, list):
+        return [_plain_tuples(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _plain_tuples(value) for key, value in schema.items()}
+    prefix = out.get("prefixItems")
+    if prefix and all(item == prefix[0] for item in prefix) and out.get("items") is False:
+        del out["prefixItems"]
+        out["items"] = prefix[0]
+    return out
