@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     rebalance.add_argument("--once", action="store_true", help="one evaluation, then exit")
     rebalance.add_argument("--dry-run", action="store_true", help="decide and log, move nothing")
 
+    chaos = commands.add_parser(
+        "chaos", help="SIGKILL the processes of a spot up at random under load, then audit"
+    )
+    chaos.add_argument("--kills", type=int, default=10, help="processes to kill, one at a time")
+    chaos.add_argument("--interval", type=float, default=5.0, help="seconds of load between")
+    chaos.add_argument("--traders", type=int, default=8, help="trading threads")
+    chaos.add_argument("--seed", type=int, default=1, help="of the kills' random order")
+
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
     return parser
 
@@ -359,6 +367,12 @@ def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _chaos(args: argparse.Namespace, settings: Any) -> int:
+    from spot.chaos import chaos
+
+    return chaos(args.kills, args.interval, args.traders, args.seed)
+
+
 def _with_redis(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
     from redis.asyncio import Redis
 
@@ -386,6 +400,7 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {
     "bench": _bench,
     "migrate": _migrate,
     "rebalancer": _rebalancer,
+    "chaos": _chaos,
 }
 
 if __name__ == "__main__":
