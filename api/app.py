@@ -32,6 +32,7 @@ from api.admin import AdminRoutes
 from api.auth import Authenticator, AuthError
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
+from api.ledger import LedgerRoutes
 from api.limits import RateLimits
 from api.market import Listing, PublicMarketData
 from api.market_data import MarketData, SocketLimits
@@ -73,10 +74,11 @@ class App:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.configure(Settings.from_env())
         loop.run_until_complete(self.listing.first_refresh())
+        loop.run_until_complete(self.gateway.fee_tiers.first_refresh())
         if self.settings.database_url is not None:
             loop.run_until_complete(self.history.open())
-        task = loop.create_task(self.listing.refresh_forever())
-        self._tasks.add(task)
+        self._tasks.add(loop.create_task(self.listing.refresh_forever()))
+        self._tasks.add(loop.create_task(self.gateway.fee_tiers.refresh_forever()))
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in self._tasks:
@@ -114,6 +116,7 @@ class App:
             settings.shards,
             auth,
             listing.is_listed,
+            listing.spec,
             limits=SocketLimits(
                 per_user=settings.ws_connections_per_user,
                 per_address=settings.ws_connections_per_ip,
@@ -134,6 +137,7 @@ class App:
             max_body=max_body,
         )
         accounts = Accounts(auth, gateway.pipeline, history)
+        ledger = LedgerRoutes(auth, history)
         public = PublicMarketData(listing, gateway.pipeline)
         self.admin = admin = AdminRoutes(
             auth=auth,
@@ -153,12 +157,16 @@ class App:
             ("PATCH", "/v1/orders/{id}", orders.replace),
             ("GET", "/v1/fills", accounts.fills),
             ("GET", "/v1/balances", accounts.balances),
+            ("GET", "/v1/ledger", ledger.ledger),
             ("GET", "/v1/symbols", public.symbols),
             ("GET", "/v1/book/{symbol}", public.book),
             ("GET", "/v1/trades/{symbol}", public.trades),
             ("GET", "/v1/ws", public.websocket_only),
             ("POST", "/v1/admin/deposits", admin.deposit),
             ("POST", "/v1/admin/withdrawals", admin.withdrawal),
+            ("PUT", "/v1/admin/fee-tiers/{user_id}", admin.put_fee_tier),
+            ("GET", "/v1/admin/fee-tiers/{user_id}", admin.get_fee_tier),
+            ("DELETE", "/v1/admin/fee-tiers/{user_id}", admin.delete_fee_tier),
             ("POST", "/v1/admin/migrations", admin.start_migration),
             ("GET", "/v1/admin/migrations", admin.list_migrations),
             ("GET", "/v1/admin/migrations/{id}", admin.show_migration),

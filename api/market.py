@@ -64,6 +64,9 @@ class Listing:
     def is_listed(self, symbol: str) -> bool:
         return symbol in self.market.specs  # the market is swapped whole by each refresh
 
+    def spec(self, symbol: str) -> SymbolSpec | None:
+        return self.market.specs.get(symbol)
+
     def listed(self, symbol: str) -> None:
         if symbol not in self.market.specs:
             raise symbol_not_listed(symbol)

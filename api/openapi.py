@@ -25,10 +25,11 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "malformed body or query",
         401: "missing, invalid or expired token",
         403: "admin token needed",
-        404: "no such order or symbol",
+        404: "no such order or symbol (or fee tier)",
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
-        422: "a rule of the symbol is broken, insufficient balance, or too many open orders",
+        422: "a rule of the symbol is broken, insufficient balance, too many open orders "
+        "(or fee rates broken)",
         503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
@@ -86,6 +87,13 @@ SYMBOL = _path_param("symbol", "string")
 SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32, pattern=wire.TEXT_PATTERN)
 STATUS_FILTER = _query_text("status", "only orders in this status", enum=list(wire.ORDER_STATUSES))
 HISTORY_LIMIT = _query_param("limit", 1, 500, 100)
+ASSET_FILTER = _query_text("asset", "only this asset's entries", minLength=1, maxLength=16)
+CURSOR = _query_text(
+    "cursor",
+    "the next_cursor of the page before (opaque)",
+    maxLength=256,
+    pattern=r"^[A-Za-z0-9_-]+$",
+)
 MIGRATION_ERRORS = {
     "400": _json("Error", "malformed body or query"),
     "401": _json("Error", "missing, invalid or expired token"),
@@ -148,6 +156,37 @@ def _migration_paths() -> dict[str, Any]:
     }
 
 
+def _fee_tier_paths() -> dict[str, Any]:
+    user = [{**_path_param("user_id", "string")[0], "schema": {"type": "string",
+             "pattern": wire.USER_ID_PATTERN}}]  # fmt: skip
+    found = (400, 401, 403, 503)
+    return {
+        "put": _op(
+            "Set a user's fee tier: its rates in place of every symbol's, for the orders it "
+            "places from now on (every API process within 1 s) (admin)",
+            (200, "FeeTierView", "set"),
+            (*found, 413, 422),
+            parameters=user,
+            requestBody=_body("FeeRates"),
+            security=AUTH,
+        ),
+        "get": _op(
+            "A user's fee tier (admin); 404 NO_FEE_TIER: the symbols' rates apply",
+            (200, "FeeTierView", "the tier"),
+            (*found, 404),
+            parameters=user,
+            security=AUTH,
+        ),
+        "delete": _op(
+            "Remove a user's fee tier: the symbols' rates apply again (admin)",
+            (200, "FeeTierView", "the tier removed"),
+            (*found, 404),
+            parameters=user,
+            security=AUTH,
+        ),
+    }
+
+
 def document(shards: int | None = None) -> dict[str, Any]:
     """The document; with `shards` (SPOT_SHARDS), a migration's to_shard is bounded by it."""
     _, components = msgspec.json.schema_components(
@@ -200,10 +239,22 @@ def document(shards: int | None = None) -> dict[str, Any]:
         },
         "/v1/fills": {
             "get": _op(
-                "The caller's fills, newest first, as maker or taker",
+                "The caller's fills, newest first, as maker or taker, each with its fee "
+                "(in the asset received: base for a BUY, quote for a SELL; negative: a rebate)",
                 (200, "Fills", "fills"),
                 (400, 401, 503),
                 parameters=[SYMBOL_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            )
+        },
+        "/v1/ledger": {
+            "get": _op(
+                "The caller's ledger, newest first: deposits, withdrawals, and each trade's "
+                "TRADE entries (received, paid) and FEE or REBATE, one asset's change each; "
+                "per asset they add up to the balance (available + locked)",
+                (200, "Ledger", "one page; next_cursor, if any, gives the next"),
+                (400, 401, 503),
+                parameters=[ASSET_FILTER, HISTORY_LIMIT, CURSOR],
                 security=AUTH,
             )
         },
@@ -250,14 +301,16 @@ def document(shards: int | None = None) -> dict[str, Any]:
                 security=AUTH,
             )
         },
+        "/v1/admin/fee-tiers/{user_id}": _fee_tier_paths(),
         "/v1/ws": {
             "get": {
                 "summary": "Market data over WebSocket (api/market_data.py has the protocol)",
                 "description": (
                     'Upgrade to WebSocket, then send {"op": "subscribe", "channels": [...]}. '
                     "Public channels: trades:{symbol}, depth:{symbol}. Private: orders (the "
-                    'user\'s own order events and fills), after {"op": "auth", "token": ...} '
-                    "or with an Authorization: Bearer header on the upgrade."
+                    "user's own order events and fills, each fill with its fee and fee_asset), "
+                    'after {"op": "auth", "token": ...} or with an Authorization: Bearer '
+                    "header on the upgrade."
                 ),
                 "responses": {
                     "101": {"description": "switching to WebSocket"},

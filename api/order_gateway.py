@@ -16,6 +16,7 @@ import time
 import msgspec
 from redis.asyncio import Redis
 
+from api.fee_tiers import FeeTiers
 from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.codes import ScriptStatus
@@ -89,10 +90,15 @@ class OrderGateway:
         self.max_open = max_open
         self.pipeline = PipelinedRedis(redis, max_batch)
         self.order_ids = OrderIds(redis)
+        self.fee_tiers = FeeTiers(redis)  # refreshed by the app's background task
         # A map by field name, as the PLACE script reads it (Place is not array_like).
         self._encode = msgspec.msgpack.Encoder().encode
 
     async def place(self, spec: SymbolSpec, place: Place, created_ms: int) -> GatewayResult:
+        """Queue `place`, with its user's fee tier if it has one and names no rates."""
+        tier = self.fee_tiers.rates.get(place.user_id)
+        if tier is not None and place.maker_fee_bps is None and place.taker_fee_bps is None:
+            place = msgspec.structs.replace(place, maker_fee_bps=tier[0], taker_fee_bps=tier[1])
         asset, hold = hold_for(spec, place)
         if hold >= MAX_AMOUNT:
             return GatewayResult(ScriptStatus.TOO_LARGE)

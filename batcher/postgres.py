@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 
 from batcher.changes import Changes
+from batcher.rows import TRADE_COLUMNS, symbol_columns, trade_record
 from schema.orders import OrderEvent, OrderStatus, next_status
 from schema.symbols import SymbolSpec
 
@@ -26,11 +27,6 @@ ORDER_COLUMNS = (
     "remaining", "notional", "status", "reason", "time_in_force", "post_only",
     "client_order_id", "seq", "created_at", "updated_at",
 )  # fmt: skip
-TRADE_COLUMNS = (
-    "symbol", "seq", "price", "quantity", "maker_order_id", "taker_order_id",
-    "maker_user_id", "taker_user_id", "taker_side", "created_at",
-)  # fmt: skip
-
 UPDATE_ORDERS = """
 UPDATE orders AS o SET
     filled = o.filled + u.filled,
@@ -80,29 +76,26 @@ ON CONFLICT (symbol) DO UPDATE SET seq = excluded.seq, updated_at = excluded.upd
 WHERE p.seq IS NULL OR p.seq < excluded.seq
 """
 
+# SYMBOL_COLUMNS (batcher/rows.py), in that order: tests/unit/test_rows.py checks it.
 SAVE_SYMBOLS = """
 INSERT INTO symbols AS s (symbol, base, quote, tick, lot, min_qty, max_qty, band_bps,
-                          reference_price, created_at)
-SELECT u.*, $10 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-                            $6::bigint[], $7::bigint[], $8::int[], $9::bigint[])
-    AS u(symbol, base, quote, tick, lot, min_qty, max_qty, band_bps, reference_price)
+                          reference_price, maker_fee_bps, taker_fee_bps, created_at)
+SELECT u.*, $12 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
+                            $6::bigint[], $7::bigint[], $8::int[], $9::bigint[], $10::int[],
+                            $11::int[])
+    AS u(symbol, base, quote, tick, lot, min_qty, max_qty, band_bps, reference_price,
+         maker_fee_bps, taker_fee_bps)
 ON CONFLICT (symbol) DO UPDATE SET
     tick = excluded.tick, lot = excluded.lot, min_qty = excluded.min_qty,
     max_qty = excluded.max_qty, band_bps = excluded.band_bps,
-    reference_price = excluded.reference_price
+    reference_price = excluded.reference_price, maker_fee_bps = excluded.maker_fee_bps,
+    taker_fee_bps = excluded.taker_fee_bps
 """
-
-
-# What the symbols table keeps of a spec, in SAVE_SYMBOLS's order (the fee rates are not
-# columns yet: issue #14's fee work adds them with a migration).
-SYMBOL_COLUMNS = ("symbol", "base", "quote", "tick", "lot", "min_qty", "max_qty", "band_bps",
-                  "reference_price")  # fmt: skip
 
 
 async def save_symbols(conn: asyncpg.Connection, specs: list[SymbolSpec]) -> None:
     if specs:
-        columns = [[getattr(spec, name) for spec in specs] for name in SYMBOL_COLUMNS]
-        await conn.execute(SAVE_SYMBOLS, *columns, datetime.now(UTC))
+        await conn.execute(SAVE_SYMBOLS, *symbol_columns(specs), datetime.now(UTC))
 
 
 async def load_offsets(
@@ -167,21 +160,7 @@ async def write(
     if changes.trades:
         await conn.copy_records_to_table(
             "trades",
-            records=[
-                (
-                    t.symbol,
-                    t.seq,
-                    t.price,
-                    t.quantity,
-                    t.maker_order_id,
-                    t.taker_order_id,
-                    t.maker_user_id,
-                    t.taker_user_id,
-                    t.taker_side.value,
-                    now,
-                )
-                for t in changes.trades
-            ],  # fmt: skip
+            records=[trade_record(t, now) for t in changes.trades],
             columns=TRADE_COLUMNS,
         )
     if changes.ledger:

@@ -133,6 +133,7 @@ class ApiError(Enum):
     # stop holding every integer
     BALANCE_TOO_LARGE = "BALANCE_TOO_LARGE", 422
     SHARD_OUT_OF_RANGE = "SHARD_OUT_OF_RANGE", 422
+    NO_FEE_TIER = "NO_FEE_TIER", 404  # the user pays the symbols' rates
     UNKNOWN_MIGRATION = "UNKNOWN_MIGRATION", 404
     MIGRATION_RUNNING = "MIGRATION_RUNNING", 409  # the symbol is being moved already
     ALREADY_ON_SHARD = "ALREADY_ON_SHARD", 409

@@ -24,6 +24,8 @@ ORDER = "order:"  # order:{id} -> hash of what the user sees of the order
 USER_ORDERS = "user_orders:"  # user_orders:{user} -> list of recent order ids, newest first
 CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate check)
 LEDGER = "ledger"  # stream of deposits and withdrawals, for the batcher
+FEE_TIERS = "fee_tiers"  # hash user -> schema.fees.FeeTier JSON: the user's own fee rates
+FEE_TIERS_VERSION = "fee_tiers:version"  # counter, bumped with every change to FEE_TIERS
 
 # -- matching workers ---------------------------------------------------------------------
 EVENTS = "events:"  # events:{shard} -> stream of events

@@ -82,6 +82,9 @@ symbols = Table(
     Column("band_bps", Integer, nullable=True),
     Column("reference_price", BigInteger, nullable=True),
     _created_at(),
+    # Basis points (schema/symbols.py); after created_at because migration 0003 added them.
+    Column("maker_fee_bps", Integer, nullable=False, server_default=ZERO),
+    Column("taker_fee_bps", Integer, nullable=False, server_default=ZERO),
     **MYSQL,
 )
 
@@ -114,7 +117,7 @@ orders = Table(
     # the batcher measured ~22 µs a row with four of them.
     Index(None, "user_id", "order_id"),
     # Not unique: the PLACE script refuses a repeat within SPOT_CLIENT_ORDER_ID_WINDOW_S,
-    # and after it the id may be used again (alembic 0003).
+    # and after it the id may be used again (alembic 0004).
     Index(None, "user_id", "client_order_id"),
     **MYSQL,
 )
@@ -134,6 +137,11 @@ trades = Table(
     Column("taker_user_id", String(USER_ID), nullable=False),
     Column("taker_side", String(4), nullable=False),
     _created_at(),
+    # What each side paid, in the asset it received (the buyer's in the symbol's base, the
+    # seller's in its quote: schema/fees.py); negative for a maker's rebate. After
+    # created_at because migration 0003 added them.
+    Column("maker_fee", BigInteger, nullable=False, server_default=ZERO),
+    Column("taker_fee", BigInteger, nullable=False, server_default=ZERO),
     PrimaryKeyConstraint("symbol", "seq"),
     Index(None, "maker_user_id", "created_at"),
     Index(None, "taker_user_id", "created_at"),

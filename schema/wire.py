@@ -79,6 +79,15 @@ class Withdrawal(Deposit, **_request):
     pass
 
 
+class FeeRates(msgspec.Struct, **_request):
+    """A user's fee tier, in place of every symbol's rates: basis points of what each side
+    receives, the maker's negative for a rebate. The rule (schema.symbols.fee_rates_valid:
+    0 <= taker <= 10000, -taker <= maker <= 10000) is a 422, not a malformed body."""
+
+    maker_fee_bps: Integer
+    taker_fee_bps: Integer
+
+
 # -- replies ------------------------------------------------------------------------------
 
 
@@ -129,12 +138,49 @@ class Fill(msgspec.Struct, **_reply):
     liquidity: Liquidity  # MAKER: the order rested in the book; TAKER: it came in and crossed
     seq: int  # the trade's symbol sequence number
     created_ms: int  # when the trade was written to the database
+    # What this side paid, in what it received (base for a BUY, quote for a SELL), in that
+    # asset's minor units; negative for a maker's rebate. Already taken from the balance.
+    fee: int
+    fee_asset: str
 
 
 class Fills(msgspec.Struct, **_reply):
     """The caller's fills, newest first."""
 
     fills: list[Fill]
+
+
+LedgerType = Literal["DEPOSIT", "WITHDRAWAL", "TRADE", "FEE", "REBATE"]
+
+
+class LedgerEntry(msgspec.Struct, **_reply):
+    """One change to one of the caller's balances (available + locked: a hold moves nothing
+    between them that the ledger counts). A trade is two entries, what the side received
+    and what it paid, and a third when it had a fee (FEE, negative) or a rebate (REBATE,
+    positive); `id` names the entry for good."""
+
+    id: str
+    type: LedgerType
+    asset: str
+    amount: int  # signed, in the asset's minor units
+    created_ms: int  # when the batcher wrote it to the database
+    reference: str | None = None  # DEPOSIT, WITHDRAWAL: who or what asked for it
+    # TRADE, FEE, REBATE: the trade and the caller's side of it
+    symbol: str | None = None
+    seq: int | None = None  # the trade's symbol sequence number
+    order_id: int | None = None
+    side: Side | None = None
+    price: int | None = None
+    quantity: int | None = None
+    liquidity: Liquidity | None = None
+
+
+class Ledger(msgspec.Struct, **_reply):
+    """The caller's ledger, newest first; `next_cursor` (absent on the last page) is passed
+    back as ?cursor= for the page after."""
+
+    entries: list[LedgerEntry]
+    next_cursor: str | None = None
 
 
 class Balance(msgspec.Struct, **_reply):
@@ -154,6 +200,14 @@ class Transferred(msgspec.Struct, **_reply):
     user_id: str
     asset: str
     available: int
+
+
+class FeeTierView(msgspec.Struct, **_reply):
+    """A user's fee tier, as set (PUT), found (GET) or removed (DELETE)."""
+
+    user_id: str
+    maker_fee_bps: int
+    taker_fee_bps: int
 
 
 class Symbols(msgspec.Struct, **_reply):
@@ -204,14 +258,16 @@ class Error(msgspec.Struct, forbid_unknown_fields=True, **_reply):
     order_id: int | None = None
 
 
-REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal)
+REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal, FeeRates)
 REPLIES = (
     OrderAccepted,
     OrderView,
     Orders,
     Fills,
+    Ledger,
     Balances,
     Transferred,
+    FeeTierView,
     Symbols,
     Book,
     Trades,

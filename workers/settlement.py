@@ -6,7 +6,9 @@ the quantity of the base asset; a replace holds its new size in full). Here the
 events decide where locked money goes:
 
 - a trade moves the buyer's locked quote to the seller's available quote and the
-  seller's locked base to the buyer's available base, at the trade's price;
+  seller's locked base to the buyer's available base, at the trade's price, less each
+  side's fee, which goes to the fee account (schema/fees.py) in the asset that side
+  receives; a rebate (a negative maker fee) comes from the fee account;
 - an incoming order that ends (filled, canceled, rejected) releases what is left of
   its hold, so a buy that traded below its limit gets the improvement back;
 - an incoming order that rests keeps exactly what it needs to rest (price ×
@@ -23,6 +25,7 @@ script writes it as given.
 
 from __future__ import annotations
 
+from schema.fees import FEE_ACCOUNT
 from schema.messages import (
     Accepted,
     Cancel,
@@ -174,15 +177,24 @@ class Settlement:
         return 0
 
     def _trade(self, spec: SymbolSpec, trade: Trade) -> None:
+        # The book charges each side on what it receives (the buyer base, the seller quote).
         if trade.taker_side is BUY:
             buyer, seller = trade.taker_user_id, trade.maker_user_id
+            buyer_fee, seller_fee = trade.taker_fee, trade.maker_fee
         else:
             buyer, seller = trade.maker_user_id, trade.taker_user_id
+            buyer_fee, seller_fee = trade.maker_fee, trade.taker_fee
         notional = trade.price * trade.quantity
+        if buyer_fee > trade.quantity or seller_fee > notional:
+            raise SettlementError(f"trade {trade.symbol} {trade.seq}: a fee above its receipt")
         self._move(buyer, spec.quote, 0, -notional)
-        self._move(buyer, spec.base, trade.quantity, 0)
+        self._move(buyer, spec.base, trade.quantity - buyer_fee, 0)
         self._move(seller, spec.base, 0, -trade.quantity)
-        self._move(seller, spec.quote, notional, 0)
+        self._move(seller, spec.quote, notional - seller_fee, 0)
+        if buyer_fee:
+            self._move(FEE_ACCOUNT, spec.base, buyer_fee, 0)
+        if seller_fee:
+            self._move(FEE_ACCOUNT, spec.quote, seller_fee, 0)
         for order_id in (trade.maker_order_id, trade.taker_order_id):
             state = self._order(order_id)
             state.filled += trade.quantity

@@ -18,10 +18,14 @@ Sent = list[tuple[Place | Cancel | Replace, int]]
 
 
 async def random_flow(
-    router: OrderGateway, rng: random.Random, sent: Sent, done: Callable[[int], bool]
+    router: OrderGateway,
+    rng: random.Random,
+    sent: Sent,
+    done: Callable[[int], bool],
+    spec: SymbolSpec = SPEC,
 ) -> None:
-    """Random places and cancels by alice and bob, recorded in `sent` with their holds,
-    until done(count)."""
+    """Random places and cancels by alice and bob in `spec`'s symbol, recorded in `sent`
+    with their holds, until done(count)."""
     placed: list[tuple[int, str]] = []
     n = 0
     while not done(n):
@@ -30,7 +34,7 @@ async def random_flow(
             await asyncio.sleep(0.01)  # a steady flow, so kills land mid-stream
         if placed and rng.random() < 0.2:
             order_id, user = placed.pop(rng.randrange(len(placed)))
-            command = Cancel(order_id=order_id, user_id=user, symbol=SPEC.symbol)
+            command = Cancel(order_id=order_id, user_id=user, symbol=spec.symbol)
             if (await router.cancel(command)).status == "OK":
                 sent.append((command, 0))
             continue
@@ -38,15 +42,15 @@ async def random_flow(
         place = Place(
             order_id=await router.order_ids.take(),
             user_id=user,
-            symbol=SPEC.symbol,
+            symbol=spec.symbol,
             side=rng.choice(list(Side)),
             price=rng.randrange(9_900, 10_100, 10),
             quantity=rng.randrange(1, 20),
             time_in_force=rng.choice((TimeInForce.GTC, TimeInForce.GTC, TimeInForce.IOC)),
         )
-        result = await router.place(SPEC, place, 0)
+        result = await router.place(spec, place, 0)
         assert result.status == "OK", result
-        sent.append((place, hold_for(SPEC, place)[1]))
+        sent.append((place, hold_for(spec, place)[1]))
         placed.append((place.order_id, user))
 
 

@@ -22,6 +22,7 @@ from batcher.batcher import Batcher
 from control import migration
 from schema import keys
 from schema.codes import CancelReason, RejectReason
+from schema.fees import FEE_ACCOUNT
 from schema.messages import (
     Accepted,
     Action,
@@ -116,6 +117,41 @@ async def test_trades_land_once_and_the_database_agrees_with_redis(redis, pool, 
         assert await conn.fetchval("SELECT count(*) FROM trades") == len(trades)
 
 
+FEE_SPEC = msgspec.structs.replace(SPEC, symbol="FEE", maker_fee_bps=7, taker_fee_bps=25)
+
+
+async def test_trades_carry_their_fees_and_the_fee_account_is_persisted(redis, pool, market):
+    router, _, _ = market
+    shard = await list_symbol(redis, FEE_SPEC, SHARDS)
+    worker = Worker(redis, [shard], batch=50)
+    await worker._acquire_leases(asyncio.Event())
+    await worker.load_specs()
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    sent: list = []
+    await random_flow(router, random.Random(5), sent, lambda n: n >= 300, FEE_SPEC)
+    async with pool.acquire() as conn:
+        await drain(worker, batcher, redis, conn)
+        _, expected, settlement = never_crashed(sent, [FEE_SPEC])
+        trades = [e for e in expected if type(e) is Trade]
+        assert len(trades) > 20 and all(t.taker_fee > 0 for t in trades)
+        rows = await conn.fetch(
+            "SELECT seq, maker_fee, taker_fee FROM trades WHERE symbol = 'FEE' ORDER BY seq"
+        )
+        assert [tuple(r) for r in rows] == [(t.seq, t.maker_fee, t.taker_fee) for t in trades]
+        fees = await conn.fetch(
+            "SELECT asset, available, locked FROM balances WHERE user_id = $1 ORDER BY asset",
+            FEE_ACCOUNT,
+        )
+        collected = {a: d for (u, a), d in settlement.balances.items() if u == FEE_ACCOUNT}
+        assert [tuple(r) for r in fees] == [(a, *collected[a]) for a in sorted(collected)]
+        assert collected["AAPL"][0] > 0 and collected["USD"][0] > 0
+        assert (await conn.fetchrow("SELECT * FROM symbols WHERE symbol = 'FEE'"))[
+            "taker_fee_bps"
+        ] == 25
+        assert await audit(redis, conn) == {name: [] for name in await audit(redis, conn)}
+
+
 async def test_every_flush_plans_its_statements_for_the_values_it_writes(
     redis, migrated, pool, market
 ):
@@ -155,7 +191,43 @@ async def test_audit_catches_a_corrupted_balance(redis, pool, market):
         await redis.hincrby(keys.balance("bob"), keys.available("USD"), 7)
         found = await audit(redis, conn)
         assert any("('bob', 'USD')" in p for p in found["balances"])
-        assert any("USD" in p for p in found["conservation"])
+        assert any("USD: redis" in p for p in found["conservation"])
+        assert not any("USD: database" in p for p in found["conservation"])
+
+
+REBATE_SPEC = msgspec.structs.replace(SPEC, symbol="REBATE", maker_fee_bps=-9, taker_fee_bps=9)
+
+
+async def test_audit_counts_the_fee_account_and_catches_fees_gone_astray(redis, pool, market):
+    router, _, _ = market
+    shard = await list_symbol(redis, REBATE_SPEC, SHARDS)
+    worker = Worker(redis, [shard], batch=50)
+    await worker._acquire_leases(asyncio.Event())
+    await worker.load_specs()
+    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    await random_flow(router, random.Random(11), [], lambda n: n >= 200, REBATE_SPEC)
+    async with pool.acquire() as conn:
+        await drain(worker, batcher, redis, conn)
+        # Rebates as large as the fees, paid in the other asset: the fee account is short
+        # of one of them, which is no failure.
+        account = await redis.hgetall(keys.balance(FEE_ACCOUNT))
+        assert min(int(v) for v in account.values()) < 0
+        assert not any((await audit(redis, conn)).values()), await audit(redis, conn)
+
+        # A fee paid out to a user, in both stores alike: conserved, and yet caught.
+        for user, amount in ((FEE_ACCOUNT, -3), ("bob", 3)):
+            await redis.hincrby(keys.balance(user), keys.available("USD"), amount)
+            await conn.execute(
+                "UPDATE balances SET available = available + $3 WHERE user_id = $1 AND asset = $2",
+                user,
+                "USD",
+                amount,
+            )
+        found = await audit(redis, conn)
+        assert [name for name, problems in found.items() if problems] == ["fees"]
+        assert any(p.startswith("USD: redis fee account") for p in found["fees"])
+        assert any(p.startswith("USD: database fee account") for p in found["fees"])
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

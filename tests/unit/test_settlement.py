@@ -1,14 +1,26 @@
 """Settlement keeps money conserved: random trading through the real book, with holds
 taken the way the router takes them, must never create or lose a unit of any asset,
 never drive a balance negative, and leave every user's locked funds equal to what
-their resting orders need."""
+their resting orders need. With fees, the fee account joins the users: per asset, the
+users and the fee account together hold what was funded, and the fee account holds
+exactly the fees the trades charged less the rebates they paid."""
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from schema.messages import Cancel, OrderType, Place, Replace, SelfTrade, Side, TimeInForce
+from schema.fees import FEE_ACCOUNT, fee_asset
+from schema.messages import (
+    Cancel,
+    OrderType,
+    Place,
+    Replace,
+    SelfTrade,
+    Side,
+    TimeInForce,
+    Trade,
+)
 from schema.orders import OrderStatus
-from schema.symbols import SymbolSpec
+from schema.symbols import MAX_FEE_BPS, SymbolSpec
 from workers.book import OrderBook
 from workers.settlement import Settlement
 
@@ -17,17 +29,20 @@ SPEC = SymbolSpec(
 )
 USERS = ["alice", "bob", "carol"]
 FUNDS = {"BTC": 400, "USD": 400_000}
+ACCOUNTS = [*USERS, FEE_ACCOUNT]
 
 
 class Exchange:
     """The book plus a toy router that holds funds exactly as the real one does."""
 
-    def __init__(self) -> None:
-        self.book = OrderBook(SPEC)
-        self.available = {(u, a): n for u in USERS for a, n in FUNDS.items()}
-        self.locked = {(u, a): 0 for u in USERS for a in FUNDS}
+    def __init__(self, spec: SymbolSpec = SPEC) -> None:
+        self.spec = spec
+        self.book = OrderBook(spec)
+        self.available = {(u, a): FUNDS[a] if u in USERS else 0 for u in ACCOUNTS for a in FUNDS}
+        self.locked = {(u, a): 0 for u in ACCOUNTS for a in FUNDS}
         # The database's view: funded, then only what settlements say, holds included.
-        self.database = {(u, a): [n, 0] for u in USERS for a, n in FUNDS.items()}
+        self.database = {k: [n, 0] for k, n in self.available.items()}
+        self.fees = dict.fromkeys(FUNDS, 0)  # per asset: the trades' fees less their rebates
 
     def hold_for(self, command) -> tuple[Side | None, int]:
         if isinstance(command, Place):
@@ -46,8 +61,9 @@ class Exchange:
         return None, 0
 
     def submit(self, command) -> None:
+        spec = self.spec
         side, hold = self.hold_for(command)
-        asset = SPEC.quote if side is Side.BUY else SPEC.base
+        asset = spec.quote if side is Side.BUY else spec.base
         if hold < 0 or (hold and self.available[(command.user_id, asset)] < hold):
             return  # the router refuses it: insufficient balance or nonsense
         if hold:
@@ -57,13 +73,18 @@ class Exchange:
         resting = self.book.order(command.order_id)
         settlement = Settlement()
         settlement.add(
-            SPEC,
+            spec,
             command,
             side,
             hold,
             events,
             None if resting is None else (resting.price, resting.remaining),
         )
+        for event in events:
+            if isinstance(event, Trade):
+                maker_side = Side.SELL if event.taker_side is Side.BUY else Side.BUY
+                self.fees[fee_asset(spec, event.taker_side)] += event.taker_fee
+                self.fees[fee_asset(spec, maker_side)] += event.maker_fee
         for (user, asset), (d_avail, d_locked) in settlement.balances.items():
             self.available[(user, asset)] += d_avail
             self.locked[(user, asset)] += d_locked
@@ -73,16 +94,20 @@ class Exchange:
 
     def check(self) -> None:
         for asset, per_user in FUNDS.items():
-            total = sum(self.available[(u, asset)] + self.locked[(u, asset)] for u in USERS)
+            total = sum(self.available[(u, asset)] + self.locked[(u, asset)] for u in ACCOUNTS)
             assert total == per_user * len(USERS), f"{asset} not conserved"
-        assert min(self.available.values()) >= 0 and min(self.locked.values()) >= 0
+            assert self.available[(FEE_ACCOUNT, asset)] == self.fees[asset]
+            assert self.locked[(FEE_ACCOUNT, asset)] == 0
+        users = [(u, a) for u in USERS for a in FUNDS]
+        assert min(self.available[k] for k in users) >= 0
+        assert min(self.locked[k] for k in users) >= 0
         needed = {key: 0 for key in self.locked}
         for side in Side:
             for order in self.book.resting(side):
                 if side is Side.BUY:
-                    needed[(order.user_id, SPEC.quote)] += order.price * order.remaining
+                    needed[(order.user_id, self.spec.quote)] += order.price * order.remaining
                 else:
-                    needed[(order.user_id, SPEC.base)] += order.remaining
+                    needed[(order.user_id, self.spec.base)] += order.remaining
         assert self.locked == needed
         assert self.database == {k: [self.available[k], self.locked[k]] for k in self.locked}
 
@@ -143,10 +168,19 @@ REPLACE_WITHOUT_CHANGE = [
 @given(st.lists(commands, max_size=60))
 @example(REPLACE_WITHOUT_CHANGE)
 def test_money_is_conserved_and_locks_match_resting_orders(script):
-    exchange = Exchange()
+    _run(Exchange(), script)
+
+
+def _run(exchange: Exchange, script, tiers: dict[str, tuple[int, int]] | None = None) -> None:
+    """Number the places, aim cancels and replaces at their orders' users, give each place
+    its user's fee tier (if any), and check the exchange after every command."""
     for number, item in enumerate(script, 1):
         if isinstance(item, Place):
-            command = Place(**{**_fields(item), "order_id": number})
+            fields = {**_fields(item), "order_id": number}
+            tier = (tiers or {}).get(item.user_id)
+            if tier is not None:
+                fields["maker_fee_bps"], fields["taker_fee_bps"] = tier
+            command = Place(**fields)
         else:
             order = exchange.book.order(item[1])
             user = order.user_id if order is not None else USERS[0]
@@ -162,6 +196,59 @@ def test_money_is_conserved_and_locks_match_resting_orders(script):
                 )
         exchange.submit(command)
         exchange.check()
+
+
+# Valid (maker, taker) pairs: the taker's 0..100%, the maker's from a rebate as large as the
+# taker's fee up to 100%; the small rates exchanges use drawn as often as the whole range.
+_TAKER = st.one_of(st.integers(0, 50), st.integers(0, MAX_FEE_BPS))
+RATES = _TAKER.flatmap(
+    lambda taker: st.tuples(
+        st.one_of(st.integers(-taker, min(taker, 50)), st.integers(-taker, MAX_FEE_BPS)),
+        st.just(taker),
+    )
+)
+# Everyone takes and makes at a rebate: buyers take, so the fee account gains base and pays
+# its rebates in quote - it ends short of USD, and the assets are conserved all the same.
+REBATES_IN_QUOTE = [
+    Place(order_id=0, user_id="alice", symbol="BTC-USD", side=Side.SELL, price=1000, quantity=7),
+    Place(order_id=0, user_id="bob", symbol="BTC-USD", side=Side.BUY, price=1000, quantity=7),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(RATES, st.dictionaries(st.sampled_from(USERS), RATES), st.lists(commands, max_size=60))
+@example((-5, 5), {}, REBATES_IN_QUOTE)
+@example((10_000, 10_000), {"carol": (-3, 3)}, REBATES_IN_QUOTE)
+def test_settlement_with_fees_conserves_every_asset(rates, tiers, script):
+    maker, taker = rates
+    spec = SymbolSpec(
+        symbol="BTC-USD",
+        base="BTC",
+        quote="USD",
+        band_bps=500,
+        reference_price=1000,
+        maker_fee_bps=maker,
+        taker_fee_bps=taker,
+    )
+    _run(Exchange(spec), script, tiers)
+
+
+def test_each_side_pays_its_fee_in_what_it_receives_and_the_fee_account_gets_it():
+    spec = SymbolSpec(symbol="BTC-USD", base="BTC", quote="USD", maker_fee_bps=-2, taker_fee_bps=30)
+    exchange = Exchange(spec)
+    exchange.submit(Place(order_id=1, user_id="alice", symbol="BTC-USD", side=Side.SELL,
+                          price=1_000, quantity=100))  # fmt: skip
+    exchange.submit(Place(order_id=2, user_id="bob", symbol="BTC-USD", side=Side.BUY,
+                          price=1_000, quantity=100))  # fmt: skip
+    exchange.check()
+    # bob took: 30 bps of the 100 BTC he receives, 0.3 -> 1 (rounded up); alice made: a
+    # rebate of 2 bps of the 100_000 USD she receives, 20.
+    assert exchange.available[("bob", "BTC")] == 400 + 100 - 1
+    assert exchange.available[("bob", "USD")] == 400_000 - 100_000
+    assert exchange.available[("alice", "USD")] == 400_000 + 100_000 + 20
+    assert exchange.available[("alice", "BTC")] == 400 - 100
+    assert exchange.available[(FEE_ACCOUNT, "BTC")] == 1
+    assert exchange.available[(FEE_ACCOUNT, "USD")] == -20  # the rebate, paid in quote
 
 
 def _fields(struct) -> dict:

@@ -7,9 +7,9 @@ constraint turned such a reuse into a batch the database refused (the batcher's 
 failing on it, and every order after it waiting). The index stays for lookups by a
 user's client order id; it costs each COPY'd row what the constraint's did.
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-04 00:00:00+00:00
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-16 00:00:00+00:00
 """
 
 from collections.abc import Sequence
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
