@@ -35,8 +35,9 @@ from api.binance.routes import BinanceRoutes
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
 from api.ledger import LedgerRoutes
+from api.limits import RateLimits
 from api.market import Listing, PublicMarketData
-from api.market_data import MarketData
+from api.market_data import MarketData, SocketLimits
 from api.metrics import Metrics, RouteStats
 from api.order_gateway import OrderGateway
 from api.orders import OrderRoutes
@@ -52,6 +53,9 @@ REDIS_POOL_SIZE = 64  # the pipeline needs one connection, the other reads one e
 REDIS_WAIT_S = 5.0  # for a free pooled connection, then 503
 
 Handler = Callable[[Scope, HTTPProtocol, str], Awaitable[Reply]]
+# Operations (probes, scrapes) have no rate limit (api/limits.py); every other route has.
+UNLIMITED = {"/healthz", "/readyz", "/metrics"}
+Route = tuple[Handler, RouteStats, bool]  # the handler, its metrics, whether rate limited
 
 
 class App:
@@ -60,8 +64,8 @@ class App:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
-        self._exact: dict[str, dict[str, tuple[Handler, RouteStats]]] = {}
-        self._param: dict[str, dict[str, tuple[Handler, RouteStats]]] = {}
+        self._exact: dict[str, dict[str, Route]] = {}
+        self._param: dict[str, dict[str, Route]] = {}
         self._unavailable = Unavailable()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -98,12 +102,31 @@ class App:
             socket_timeout=REDIS_WAIT_S,
         )
         self.redis = redis = Redis(connection_pool=pool)
-        self.gateway = gateway = OrderGateway(redis)
-        self.auth = auth = Authenticator(settings.jwt_secret)
+        self.gateway = gateway = OrderGateway(
+            redis,
+            max_open_per_symbol=settings.max_open_orders_per_symbol,
+            max_open=settings.max_open_orders,
+            client_order_id_window_s=settings.client_order_id_window_s,
+        )
+        self.limits = RateLimits.from_settings(settings)
+        self.auth = auth = Authenticator(settings.jwt_secret, budget=self.limits)
         self.listing = listing = Listing(redis)
         self.history = history = History(settings.database_url, self._unavailable)
         self.market_data = MarketData(
-            settings.redis_url, redis, settings.shards, auth, listing.is_listed, listing.spec
+            settings.redis_url,
+            redis,
+            settings.shards,
+            auth,
+            listing.is_listed,
+            listing.spec,
+            limits=SocketLimits(
+                per_user=settings.ws_connections_per_user,
+                per_address=settings.ws_connections_per_ip,
+                total=settings.ws_max_connections,
+                channels=settings.ws_max_channels,
+                idle_s=settings.ws_idle_timeout_s,
+            ),
+            trusted=self.limits.trusted,
         )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes
@@ -139,9 +162,10 @@ class App:
             keys=keys,
             max_body=max_body,
             unavailable=self._unavailable,
+            budget=self.limits,
         )
         self._unmatched = self.metrics.route("*", "unmatched")
-        self._openapi = encode(openapi.document())
+        self._openapi = encode(openapi.document(settings.shards))
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v1/orders", orders.place),
             ("GET", "/v1/orders", orders.orders),
@@ -176,7 +200,8 @@ class App:
         for method, route, handler in routes:
             prefix, _, last = route.rpartition("/")
             table, path = (self._param, prefix) if last.startswith("{") else (self._exact, route)
-            table.setdefault(path, {})[method] = (handler, self.metrics.route(method, route))
+            stats = self.metrics.route(method, route)
+            table.setdefault(path, {})[method] = (handler, stats, route not in UNLIMITED)
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -202,12 +227,13 @@ class App:
                 )
                 headers = [*headers, ("allow", ", ".join(sorted(methods)))]
         else:
-            handler, stats = entry
+            handler, stats, limited = entry
             try:
+                self.limits.admit(scope, limited)
                 status, body, headers = await handler(scope, proto, param)
             except HTTPError as exc:
                 status = exc.status
-                headers = UNAVAILABLE if status == 503 else JSON
+                headers = exc.headers or (UNAVAILABLE if status == 503 else JSON)
                 if exc.migration_id is not None:
                     body = encode(
                         MigrationConflict(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Protocol
 
 import jwt
 
@@ -46,12 +47,16 @@ class AuthError(Exception):
 
 
 class Principal:
-    __slots__ = ("user_id", "admin", "valid_until")
+    """Who a token proves. `valid_until` (epoch seconds) is how long the cache may answer
+    for it; `expires` is the token's own `exp` (a WebSocket closes then)."""
 
-    def __init__(self, user_id: str, admin: bool, valid_until: float) -> None:
+    __slots__ = ("user_id", "admin", "valid_until", "expires")
+
+    def __init__(self, user_id: str, admin: bool, valid_until: float, expires: float) -> None:
         self.user_id = user_id
         self.admin = admin
         self.valid_until = valid_until
+        self.expires = expires
 
 
 def make_token(
@@ -67,15 +72,31 @@ def make_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+class Budget(Protocol):
+    """What a proven user's request is charged to (api/limits.py): raises to refuse it."""
+
+    def charge(self, user_id: str, order_command: bool) -> None: ...
+
+
 class Authenticator:
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, budget: Budget | None = None) -> None:
         _check_secret(secret)
         self._secret = secret
         self._cache: dict[str, Principal] = {}
         self._cached_chars = 0
+        # Charged here, where every authenticated request proves its user anyway: a
+        # limiter of its own would look the token up a second time.
+        self.budget = budget
 
-    def principal(self, authorization: str | None) -> Principal:
-        """The user an `Authorization` header value proves, or AuthError."""
+    def principal(self, authorization: str | None, order_command: bool = False) -> Principal:
+        """The user an `Authorization` header value proves, or AuthError; the request is
+        charged to the user's budget (an order command to its order budget too)."""
+        found = self._principal(authorization)
+        if self.budget is not None:
+            self.budget.charge(found.user_id, order_command)
+        return found
+
+    def _principal(self, authorization: str | None) -> Principal:
         if authorization is None:
             raise AuthError(
                 ApiError.UNAUTHENTICATED, "an Authorization: Bearer <token> header is needed"
@@ -130,7 +151,7 @@ class Authenticator:
         if type(expires) is not int:
             raise AuthError(ApiError.INVALID_TOKEN, "invalid token: exp must be an integer")
         admin = claims.get("role") == ADMIN_ROLE
-        return Principal(user_id, admin, min(float(expires), now + CACHE_TTL_S))
+        return Principal(user_id, admin, min(float(expires), now + CACHE_TTL_S), float(expires))
 
 
 def _check_secret(secret: str) -> None:

@@ -23,7 +23,7 @@ log = logging.getLogger("spot.api")
 class HTTPError(Exception):
     """`{"error": code, "message": ...}` with the code's status. `order_id` goes with a
     repeated client order id (the order it belongs to), `migration_id` with a symbol
-    being moved already (the migration moving it)."""
+    being moved already (the migration moving it), `headers` with a 429 (Retry-After)."""
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class HTTPError(Exception):
         *,
         order_id: int | None = None,
         migration_id: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         if isinstance(error, RejectReason):
@@ -41,6 +42,7 @@ class HTTPError(Exception):
         self.message = message
         self.order_id = order_id
         self.migration_id = migration_id
+        self.headers = headers  # the reply's, when not the status's usual (a 429's)
 
 
 class Unavailable:

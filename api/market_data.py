@@ -27,8 +27,21 @@ Errors are {"type": "error", "error": CODE, "message": ...} and leave the connec
 usable: MALFORMED, MESSAGE_TOO_LARGE, UNKNOWN_OP, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL,
 TOO_MANY_CHANNELS, UNAUTHENTICATED, INVALID_TOKEN, TOKEN_EXPIRED, ALREADY_AUTHENTICATED.
 SLOW_CONSUMER is the last message of a connection that fell QUEUE_SIZE messages behind:
-the server closes it rather than let it hold up the others. A token is checked once, when
-it is presented; an open `orders` subscription outlives the token's expiry.
+the server closes it rather than let it hold up the others.
+
+Limits (schema/settings.py, per API process): past SPOT_WS_MAX_CONNECTIONS in all or
+SPOT_WS_CONNECTIONS_PER_IP from one address outside SPOT_RATE_LIMIT_TRUSTED, the upgrade is
+refused (HTTP 503, 429). These end a connection with an error message, then a close:
+TOO_MANY_CONNECTIONS, a token whose user has SPOT_WS_CONNECTIONS_PER_USER connections
+already; IDLE_TIMEOUT, no subscription and nothing sent for SPOT_WS_IDLE_TIMEOUT_S (what
+closes a client that holds a socket open, or trickles a frame in, for nothing);
+TOKEN_EXPIRED, when the token of an authenticated connection expires. Channels per
+connection are at most SPOT_WS_MAX_CHANNELS (TOO_MANY_CHANNELS, the connection stays).
+
+Granian's RSGI closes an accepted WebSocket without a close code (its close(status) sets
+the HTTP status of a refused upgrade only), so the error message is what says why. It also
+buffers a whole frame before the app sees it (up to 16 MB, tungstenite's default, which
+Granian does not let us lower): the connection limits bound how many such buffers exist.
 
 One fan-out task per API process, started by the first subscription and ended once nobody
 is subscribed (so it costs the order path nothing while nobody listens): one blocking
@@ -44,7 +57,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -54,9 +70,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT, StreamIdT
 
 from api.auth import Authenticator, AuthError, Principal
+from api.limits import Trusted, client_address
 from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
 from schema import keys
-from schema.codes import SocketError
+from schema.codes import ApiError, SocketError
 from schema.fees import fee_asset
 from schema.messages import Event, Side, Trade
 from schema.symbols import SymbolSpec
@@ -72,9 +89,7 @@ DEPTH_S = 0.05  # the workers' own depth throttle: reading faster finds nothing 
 DEPTH_PATIENCE_S = 2.0  # a depth cache that never catches up with the events is let be
 QUEUE_SIZE = 1_000  # messages a connection may fall behind before it is closed
 MAX_MESSAGE_BYTES = 4_096  # of a client's message
-MAX_CHANNELS = 100  # per connection
 CLIENT_NAME = "spot-market-data"  # the fan-out's Redis connection, in CLIENT LIST
-CLOSE_POLICY = 1008  # WebSocket close code: policy violation (a slow consumer)
 
 TRADES = "trades:"
 DEPTH = "depth:"
@@ -94,32 +109,48 @@ _request = msgspec.json.Decoder(_Request)
 _depth = msgspec.json.Decoder(DepthCache)
 
 
+@dataclass(frozen=True)
+class SocketLimits:
+    """Per API process; schema/settings.py's SPOT_WS_* say what each is for."""
+
+    per_user: int = 10
+    per_address: int = 50
+    total: int = 10_000
+    channels: int = 100
+    idle_s: float = 30.0
+
+
 class Connection:
     """One client: what it listens to and what is waiting to be sent to it."""
 
-    __slots__ = ("queue", "channels", "principal", "closing")
+    __slots__ = ("queue", "channels", "principal", "closing", "timer")
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
         self.channels: set[str] = set()
         self.principal: Principal | None = None
         self.closing = False
+        self.timer: asyncio.TimerHandle | None = None  # the idle timeout or token expiry
 
     def push(self, message: str) -> None:
         """Queue a message; a connection that fell QUEUE_SIZE behind gets an error and is
-        closed (None tells its writer to stop), so one slow client never holds up the rest."""
+        closed, so one slow client never holds up the rest."""
         if self.closing:
             return
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
-            self.closing = True
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(
-                _error(SocketError.SLOW_CONSUMER, f"more than {QUEUE_SIZE} behind")
-            )
-            self.queue.put_nowait(None)
+            self.close_with(_error(SocketError.SLOW_CONSUMER, f"more than {QUEUE_SIZE} behind"))
+
+    def close_with(self, message: str) -> None:
+        """Drop what waits, send `message` and close (None tells the writer to)."""
+        if self.closing:
+            return
+        self.closing = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(message)
+        self.queue.put_nowait(None)
 
 
 class MarketData:
@@ -131,7 +162,15 @@ class MarketData:
         auth: Authenticator,
         listed: Callable[[str], bool],
         spec_of: Callable[[str], SymbolSpec | None],
+        *,
+        limits: SocketLimits = SocketLimits(),  # noqa: B008  (frozen: shared safely)
+        trusted: Trusted | None = None,
     ) -> None:
+        self._limits = limits
+        self._trusted = trusted if trusted is not None else Trusted("")
+        self._open = 0  # connections of this process
+        self._per_address: dict[str, int] = {}  # of addresses outside the trusted networks
+        self._per_user: dict[str, int] = {}  # authenticated connections
         self._url = redis_url
         self._redis = redis  # the API's pool: short reads (depth)
         self._shards = shards
@@ -150,7 +189,32 @@ class MarketData:
     # -- a connection ---------------------------------------------------------------------
 
     async def serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
-        """Run one WebSocket connection until the client leaves or is closed as too slow."""
+        """Run one WebSocket connection until the client leaves or is closed."""
+        address = client_address(scope)
+        counted = address not in self._trusted
+        refused = self._admit(address if counted else None)
+        if refused is not None:
+            proto.close(refused)  # before the upgrade: an HTTP status
+            return
+        try:
+            await self._serve(scope, proto)
+        finally:
+            self._open -= 1
+            if counted:
+                _count_down(self._per_address, address)
+
+    def _admit(self, address: str | None) -> int | None:
+        """Count a new connection in, or the HTTP status that refuses it."""
+        if self._open >= self._limits.total:
+            return 503
+        if address is not None:
+            if self._per_address.get(address, 0) >= self._limits.per_address:
+                return 429
+            self._per_address[address] = self._per_address.get(address, 0) + 1
+        self._open += 1
+        return None
+
+    async def _serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
         try:
             transport = await proto.accept()
         except (ProtocolClosed, ProtocolError):  # gone during the handshake
@@ -161,6 +225,7 @@ class MarketData:
             authorization = scope.headers.get("authorization")
             if authorization is not None:
                 self._authenticate(conn, authorization)
+            self._arm(conn)
             while not conn.closing:
                 message = await transport.receive()
                 if message.kind == WebsocketMessageType.close:
@@ -172,12 +237,17 @@ class MarketData:
                 except Exception:
                     log.exception("WebSocket message failed")
                     conn.push(_error(SocketError.INTERNAL, "internal error"))
+                self._arm(conn)
         except ProtocolClosed:
             pass
         except Exception:
             log.exception("WebSocket handler failed")
         finally:
+            if conn.timer is not None:
+                conn.timer.cancel()
             self._forget(conn)
+            if conn.principal is not None:
+                _count_down(self._per_user, conn.principal.user_id)
             if conn.closing:  # the writer sends the error and closes
                 await asyncio.wait([writer], timeout=RETRY_S)
             writer.cancel()
@@ -189,7 +259,36 @@ class MarketData:
                 await transport.send_str(message)
         except (ProtocolClosed, ProtocolError):  # the client is gone
             return
-        proto.close(CLOSE_POLICY)
+        proto.close(None)
+
+    def _arm(self, conn: Connection) -> None:
+        """(Re)set the connection's one timer: the idle timeout while it has no
+        subscription (from its last message), its token's expiry once authenticated."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if conn.closing:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        when, expired = math.inf, False
+        if not conn.channels:
+            when = now + self._limits.idle_s
+        if conn.principal is not None:
+            expiry = now + conn.principal.expires - time.time()
+            if expiry < when:
+                when, expired = expiry, True
+        if when < math.inf:
+            conn.timer = loop.call_at(when, self._expire, conn, expired)
+
+    def _expire(self, conn: Connection, token: bool) -> None:
+        if token:
+            conn.close_with(_error(ApiError.TOKEN_EXPIRED.code, "the token has expired"))
+        else:
+            idle = self._limits.idle_s
+            conn.close_with(
+                _error(SocketError.IDLE_TIMEOUT, f"no subscription and nothing sent for {idle:g} s")
+            )
 
     async def _handle(self, conn: Connection, data: bytes | str) -> None:
         if len(data if isinstance(data, bytes) else data.encode()) > MAX_MESSAGE_BYTES:
@@ -223,11 +322,20 @@ class MarketData:
             conn.push(_error(SocketError.ALREADY_AUTHENTICATED, "this connection is authenticated"))
             return
         try:
-            conn.principal = self._auth.principal(authorization)
+            principal = self._auth.principal(authorization)
         except AuthError as exc:
             conn.push(_error(exc.code, exc.message))
             return
-        conn.push(_encode({"type": "authenticated", "user_id": conn.principal.user_id}).decode())
+        user = principal.user_id
+        if self._per_user.get(user, 0) >= self._limits.per_user:
+            limit = self._limits.per_user
+            conn.close_with(
+                _error(SocketError.TOO_MANY_CONNECTIONS, f"{user} has {limit} connections already")
+            )
+            return
+        self._per_user[user] = self._per_user.get(user, 0) + 1
+        conn.principal = principal
+        conn.push(_encode({"type": "authenticated", "user_id": user}).decode())
 
     async def _subscribe(self, conn: Connection, channels: list[str]) -> None:
         added: list[str] = []
@@ -261,10 +369,9 @@ class MarketData:
 
     def _refusal(self, conn: Connection, channel: str) -> str | None:
         """The error message that refuses this subscription, or None."""
-        if len(conn.channels) >= MAX_CHANNELS:
-            return _error(
-                SocketError.TOO_MANY_CHANNELS, f"at most {MAX_CHANNELS} channels", channel
-            )
+        if len(conn.channels) >= self._limits.channels:
+            most = self._limits.channels
+            return _error(SocketError.TOO_MANY_CHANNELS, f"at most {most} channels", channel)
         if channel == ORDERS:
             if conn.principal is None:
                 return _error(
@@ -471,6 +578,14 @@ class MarketData:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 def _push_order(listeners: set[Connection], event: Event, fields: dict[str, Any]) -> None:

@@ -30,16 +30,33 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
         422: "a rule of the symbol or of the order is broken (STOP_WOULD_TRIGGER, "
-        "STOP_NOT_REPLACEABLE, EXPIRE_AT_PASSED...), or insufficient balance (or fee rates "
-        "broken)",
+        "STOP_NOT_REPLACEABLE, EXPIRE_AT_PASSED...), insufficient balance, too many "
+        "open orders (or fee rates broken)",
         503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
 
 
+# Every /v1 request may be refused by a rate limit (api/limits.py).
+RATE_LIMITED = {
+    "429": {
+        **_json(
+            "Error",
+            "RATE_LIMITED: past a rate limit of the user, its order commands or "
+            "the client's address",
+        ),
+        "headers": {
+            "Retry-After": {"schema": {"type": "integer", "minimum": 1}},
+            "RateLimit": {"schema": {"type": "string"}},
+            "RateLimit-Policy": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
 def _op(summary: str, ok: tuple[int, str, str], errors: tuple[int, ...], **extra: Any) -> Any:
     status, schema, description = ok
-    responses = {str(status): _json(schema, description), **_errors(*errors)}
+    responses = {str(status): _json(schema, description), **_errors(*errors), **RATE_LIMITED}
     return {"summary": summary, "responses": responses, **extra}
 
 
@@ -84,6 +101,7 @@ MIGRATION_ERRORS = {
     "401": _json("Error", "missing, invalid or expired token"),
     "403": _json("Error", "admin token needed"),
     "503": _json("Error", "storage unavailable"),
+    **RATE_LIMITED,
 }
 
 
@@ -245,14 +263,18 @@ def _fee_tier_paths() -> dict[str, Any]:
     }
 
 
-def document() -> dict[str, Any]:
+def document(shards: int | None = None) -> dict[str, Any]:
+    """The document; with `shards` (SPOT_SHARDS), a migration's to_shard is bounded by it."""
     _, components = msgspec.json.schema_components(
         [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES, *wire.API_KEY_TYPES],
         ref_template=REF,
     )
+    components = _plain_tuples(components)
+    if shards is not None:
+        components["StartMigration"]["properties"]["to_shard"]["maximum"] = shards - 1
     components["BinanceError"] = BINANCE_ERROR
     order = (400, 401, 404, 413, 503)
-    paths = {
+    paths: dict[str, Any] = {
         "/v1/orders": {
             "post": _op(
                 "Place an order: LIMIT, MARKET, or a stop (STOP_LIMIT, STOP_MARKET), GTD "
@@ -390,6 +412,8 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "101": {"description": "switching to WebSocket"},
                     "426": {"description": "a plain HTTP request: upgrade required"},
+                    "429": {"description": "this address has SPOT_WS_CONNECTIONS_PER_IP open"},
+                    "503": {"description": "the process has SPOT_WS_MAX_CONNECTIONS open"},
                 },
             }
         },
@@ -418,6 +442,8 @@ def document() -> dict[str, Any]:
             "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
         },
     }
+    _name_operations(paths)
+    paths["/v1/orders"]["post"]["responses"]["202"]["links"] = ORDER_LINKS
     return {
         "openapi": "3.1.0",
         "info": {"title": "Spot", "version": "1"},
@@ -430,3 +456,40 @@ def document() -> dict[str, Any]:
             },
         },
     }
+
+
+# What the order id a place returns leads to (OpenAPI links: a client, or a fuzzer's
+# stateful phase, follows them).
+ORDER_LINKS = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/order_id"}}
+    for name, operation in (
+        ("GetOrder", "getV1OrdersId"),
+        ("CancelOrder", "deleteV1OrdersId"),
+        ("ReplaceOrder", "patchV1OrdersId"),
+    )
+}
+
+
+def _name_operations(paths: dict[str, Any]) -> None:
+    """operationId from method and path: GET /v1/orders/{id} -> getV1OrdersId."""
+    for path, operations in paths.items():
+        words = [w.strip("{}") for w in path.replace(".", "/").split("/") if w]
+        suffix = "".join(w[:1].upper() + w[1:] for w in words)
+        for method, operation in operations.items():
+            operation["operationId"] = method + suffix
+
+
+def _plain_tuples(schema: Any) -> Any:
+    """msgspec gives a tuple[int, int] as prefixItems; one whose items are all alike is the
+    same as an array of that item, of that length, which every OpenAPI tool reads (a
+    fuzzer once took the prefixItems of a response for a malformed schema)."""
+    if isinstance(schema, list):
+        return [_plain_tuples(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _plain_tuples(value) for key, value in schema.items()}
+    prefix = out.get("prefixItems")
+    if prefix and all(item == prefix[0] for item in prefix) and out.get("items") is False:
+        del out["prefixItems"]
+        out["items"] = prefix[0]
+    return out

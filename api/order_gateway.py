@@ -29,6 +29,11 @@ from store.scripts import CANCEL, CANCEL_ALL, PLACE, REPLACE, TRANSFER
 # Amounts travel through Lua as doubles: exact up to 2^53 minor units.
 MAX_AMOUNT = MAX_INTEGER
 RECENT_ORDERS = 200  # per user, kept in Redis for read-your-writes (the PLACE script trims)
+# A user's open orders at most, per symbol and in all: the API passes its settings'
+# (SPOT_MAX_OPEN_ORDERS_PER_SYMBOL, SPOT_MAX_OPEN_ORDERS); a gateway used on its own (tests,
+# benchmarks' generators) caps nothing unless told to.
+NO_CAP = MAX_INTEGER
+CLIENT_ORDER_ID_WINDOW_S = 3_600  # SPOT_CLIENT_ORDER_ID_WINDOW_S's default
 
 
 class GatewayResult(msgspec.Struct, frozen=True, gc=False):
@@ -69,8 +74,19 @@ class OrderGateway:
     """PLACE, CANCEL, CANCEL_ALL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
     the request path's plain reads share)."""
 
-    def __init__(self, redis: Redis, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        max_batch: int = 512,
+        *,
+        max_open_per_symbol: int = NO_CAP,
+        max_open: int = NO_CAP,
+        client_order_id_window_s: int = CLIENT_ORDER_ID_WINDOW_S,
+    ) -> None:
         self.redis = redis
+        self.client_order_id_window_s = client_order_id_window_s
+        self.max_open_per_symbol = max_open_per_symbol
+        self.max_open = max_open
         self.pipeline = PipelinedRedis(redis, max_batch)
         self.order_ids = OrderIds(redis)
         self.fee_tiers = FeeTiers(redis)  # refreshed by the app's background task
@@ -102,6 +118,11 @@ class OrderGateway:
             keys.locked(asset),
             asset,
             created_ms,
+            keys.open_orders(place.symbol),
+            keys.OPEN_ORDERS,
+            self.max_open_per_symbol,
+            self.max_open,
+            self.client_order_id_window_s,
         )
         return _result(reply)
 

@@ -20,7 +20,7 @@ from api.errors import (
 )
 from api.history import HISTORY_LIMIT, ORDER_BY_ID, ORDERS_QUERIES, History, row_view
 from api.market import Listing
-from api.order_gateway import RECENT_ORDERS, OrderGateway, hold_for
+from api.order_gateway import RECENT_ORDERS, GatewayResult, OrderGateway, hold_for
 from api.order_rules import STOPS, check_place, check_price, check_quantity
 from api.request import (
     JSON,
@@ -28,6 +28,7 @@ from api.request import (
     Reply,
     ascii_int,
     encode,
+    order_principal,
     principal,
     query,
     query_int,
@@ -40,6 +41,7 @@ from schema import keys
 from schema.codes import ApiError, RejectReason, ScriptStatus
 from schema.messages import Cancel, OrderType, Place, Replace
 from schema.orders import OrderRecord, OrderStatus
+from schema.symbols import SymbolSpec
 from schema.wire import (
     ORDER_STATUSES,
     CancelAllAccepted,
@@ -83,7 +85,7 @@ class OrderRoutes:
         self.max_body = max_body
 
     async def place(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
-        user = principal(self.auth, scope).user_id
+        user = order_principal(self.auth, scope).user_id
         order = _place_body.decode(await read_body(scope, proto, self.max_body))
         order_id = await self.submit(user, order)
         accepted = OrderAccepted(
@@ -121,25 +123,37 @@ class OrderRoutes:
             expire_at_ms=order.expire_at_ms,
         )
         result = await self.gateway.place(spec, command, now_ms)
-        status = result.status
-        if status is ScriptStatus.OK:
+        if result.status is ScriptStatus.OK:
             return order_id
+        raise self._place_refused(result, spec, command)
+
+    def _place_refused(self, result: GatewayResult, spec: SymbolSpec, place: Place) -> HTTPError:
+        status = result.status
         if status is ScriptStatus.DUPLICATE:
-            raise HTTPError(
+            return HTTPError(
                 RejectReason.DUPLICATE_CLIENT_ORDER_ID,
-                f"client_order_id {order.client_order_id!r} is taken by an earlier order",
+                f"client_order_id {place.client_order_id!r} is taken by an earlier order",
                 order_id=int(result.detail or 0),
             )
         if status is ScriptStatus.INSUFFICIENT_BALANCE:
-            asset, hold = hold_for(spec, command)
-            raise insufficient(asset, hold, result.detail)
-        raise script_failure(status, symbol)
+            asset, hold = hold_for(spec, place)
+            return insufficient(asset, hold, result.detail)
+        if status is ScriptStatus.TOO_MANY_OPEN:
+            gateway = self.gateway
+            if result.detail == "SYMBOL":
+                what = f"{gateway.max_open_per_symbol} open orders on {spec.symbol}"
+            else:
+                what = f"{gateway.max_open} open orders"
+            return HTTPError(
+                RejectReason.TOO_MANY_OPEN_ORDERS, f"you have {what}, the most allowed"
+            )
+        return script_failure(status, spec.symbol)
 
     async def order(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = principal(self.auth, scope).user_id
         order_id = _order_id(param)
         # Redis first: its record is never behind the database's row, and lasts until
-        # 24 h after the order ended.
+        # the batcher has committed the order's end (SPOT_FINISHED_ORDER_KEPT_S after).
         record = await self.reads.hgetall(keys.order(order_id))
         owner = record.get(b"user_id")
         if owner is not None:
@@ -185,7 +199,7 @@ class OrderRoutes:
     async def recent_records(self, user: str) -> dict[int, dict[bytes, bytes]]:
         """The user's newest order records as Redis holds them, newest first, which may be
         ahead of the database or not in it yet (the batcher writes every 100 ms). An id
-        whose record has expired (24 h after the order ended) is left to the database."""
+        whose record has gone (its end committed) is left to the database."""
         recent = await self.redis.lrange(keys.user_orders(user), 0, RECENT_ORDERS - 1)
         ids = [int(i) for i in recent]
         if not ids:
@@ -201,7 +215,7 @@ class OrderRoutes:
         }
 
     async def cancel(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
-        user = principal(self.auth, scope).user_id
+        user = order_principal(self.auth, scope).user_id
         order_id = _order_id(param)
         await self.cancel_order(user, order_id)
         return 202, encode(OrderAccepted(order_id=order_id, status="CANCEL_REQUESTED")), JSON
@@ -214,7 +228,7 @@ class OrderRoutes:
         if status is ScriptStatus.OK:
             return
         if status is ScriptStatus.NOT_FOUND:
-            raise unknown_order(order_id)
+            raise await self._ended_or_unknown(user, order_id)
         if status is ScriptStatus.NOT_OPEN:
             raise not_open(order_id, result.detail)
         raise script_failure(status, "")
@@ -236,7 +250,7 @@ class OrderRoutes:
         return 202, encode(accepted), JSON
 
     async def replace(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
-        user = principal(self.auth, scope).user_id
+        user = order_principal(self.auth, scope).user_id
         order_id = _order_id(param)
         change = _replace_body.decode(await read_body(scope, proto, self.max_body))
         if change.price is None and change.quantity is None:
@@ -244,7 +258,9 @@ class OrderRoutes:
         owner, symbol, kind, state = await self.reads.hmget(
             keys.order(order_id), "user_id", "symbol", "type", "status"
         )
-        if owner is None or owner.decode() != user:
+        if owner is None:
+            raise await self._ended_or_unknown(user, order_id)
+        if owner.decode() != user:
             raise unknown_order(order_id)
         _check_replaceable(order_id, kind, state)
         assert symbol is not None  # written with user_id, by the PLACE script
@@ -266,20 +282,36 @@ class OrderRoutes:
                 quantity=change.quantity,
             )
         )
-        status = result.status
-        if status is ScriptStatus.OK:
+        if result.status is ScriptStatus.OK:
             return 202, encode(OrderAccepted(order_id=order_id, status="REPLACE_REQUESTED")), JSON
-        if status is ScriptStatus.NOT_FOUND:
-            raise unknown_order(order_id)
-        if status is ScriptStatus.NOT_OPEN:
-            raise not_open(order_id, result.detail)
-        if status is ScriptStatus.PENDING:
-            raise HTTPError(
-                ApiError.REPLACE_PENDING, f"an earlier replace of order {order_id} is still queued"
-            )
-        if status is ScriptStatus.INSUFFICIENT_BALANCE:
-            raise insufficient("", None, result.detail)
-        raise script_failure(status, name)
+        raise _replace_refused(result, order_id, name)
+
+    async def _ended_or_unknown(self, user: str, order_id: int) -> HTTPError:
+        """No record in Redis: no such order, or one that ended and is in the database only
+        (the batcher lets a finished order's record go once committed): 409 as while its
+        record was there. Without the database to ask: 404."""
+        try:
+            rows = await self.history.fetch(ORDER_BY_ID, order_id)
+        except HTTPError:
+            return unknown_order(order_id)
+        if rows and rows[0]["user_id"] == user:
+            return not_open(order_id, rows[0]["status"])
+        return unknown_order(order_id)
+
+
+def _replace_refused(result: GatewayResult, order_id: int, symbol: str) -> HTTPError:
+    status = result.status
+    if status is ScriptStatus.NOT_FOUND:
+        return unknown_order(order_id)
+    if status is ScriptStatus.NOT_OPEN:
+        return not_open(order_id, result.detail)
+    if status is ScriptStatus.PENDING:
+        return HTTPError(
+            ApiError.REPLACE_PENDING, f"an earlier replace of order {order_id} is still queued"
+        )
+    if status is ScriptStatus.INSUFFICIENT_BALANCE:
+        return insufficient("", None, result.detail)
+    return script_failure(status, symbol)
 
 
 def _check_replaceable(order_id: int, kind: bytes | None, status: bytes | None) -> None:

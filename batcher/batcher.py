@@ -53,6 +53,7 @@ GATHER_S = 0.02
 # (or another batcher that owns the older stream is down).
 HOLD_WARN_S = 5.0
 HOLD_STATS_INTERVAL_S = 1.0  # how often the stats show a wait while nothing is flushed
+FINISHED_ORDER_KEPT_S = 10  # a finished order's record in Redis once committed (Settings)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -97,6 +98,7 @@ class Batcher:
         gather_s: float = GATHER_S,
         hold_warn_s: float = HOLD_WARN_S,
         hold_stats_interval_s: float = HOLD_STATS_INTERVAL_S,
+        finished_order_kept_s: int = FINISHED_ORDER_KEPT_S,
     ) -> None:
         self.redis = redis
         self.pool = pool
@@ -110,6 +112,7 @@ class Batcher:
         self.gather_s = gather_s
         self.hold_warn_s = hold_warn_s
         self.hold_stats_interval_s = hold_stats_interval_s
+        self.finished_order_kept_s = finished_order_kept_s
         self.positions: dict[str, str] = {}
         self.symbols: set[str] = set()
         self.flushes = 0
@@ -128,6 +131,7 @@ class Batcher:
             shards,
             batch=settings.batcher_batch,
             interval_s=settings.batcher_interval_s,
+            finished_order_kept_s=settings.finished_order_kept_s,
         )
 
     async def start(self) -> None:
@@ -320,6 +324,10 @@ class Batcher:
         pipe = self.redis.pipeline(transaction=False)
         for stream, last in flush.offsets.items():
             pipe.xtrim(stream, minid=last, approximate=True)
+        # An order that ended is in the database now: its record leaves Redis soon (reads
+        # fall back to the database), so Redis holds open orders, not a day of history.
+        for order_id in flush.changes.finished():
+            pipe.expire(keys.order(order_id), self.finished_order_kept_s)
         # From the oldest order's acceptance to its rows committed: the flush's worst case.
         lag_ms = time.time() * 1000 - (flush.oldest_ms or 0)
         stats = {

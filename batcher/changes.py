@@ -21,7 +21,7 @@ from schema.messages import (
     Trade,
     Triggered,
 )
-from schema.orders import OrderEvent, OrderStatus, advance
+from schema.orders import TERMINAL, OrderEvent, OrderStatus, advance
 
 # An Accepted's event for the transition table: a stop's (stop_price set) waits untriggered.
 _ACCEPTS = {False: OrderEvent.ACCEPT, True: OrderEvent.ACCEPT_STOP}
@@ -99,6 +99,11 @@ class Changes:
                 change.price, change.remaining = replaced.price, replaced.quantity
             elif kind is Rejected and event.action is Action.PLACE:  # type: ignore[union-attr]
                 self.rejected_places[event.order_id] = event  # type: ignore[union-attr, assignment]
+
+    def finished(self) -> list[int]:
+        """The orders that ended in this flush (filled, canceled, rejected)."""
+        ended = [order_id for order_id, c in self.orders.items() if c.status in TERMINAL]
+        return ended + list(self.rejected_places)
 
     def add_balances(self, deltas: list[tuple[str, str, int, int]]) -> None:
         for user, asset, available, locked in deltas:

@@ -40,6 +40,9 @@ class RejectReason(StrEnum):
     FEE_RATE_INVALID = "FEE_RATE_INVALID"
     # risk (the router)
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    # the user has SPOT_MAX_OPEN_ORDERS_PER_SYMBOL open orders on the symbol, or
+    # SPOT_MAX_OPEN_ORDERS in all (Binance: -2010 "too many open orders")
+    TOO_MANY_OPEN_ORDERS = "TOO_MANY_OPEN_ORDERS"
     DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
     # matching
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
@@ -84,6 +87,7 @@ class ScriptStatus(StrEnum):
     NOT_OPEN = "NOT_OPEN"  # the order has ended (detail: its status), or is a MARKET order
     PENDING = "PENDING"  # an earlier replace of the order is still queued
     TOO_LARGE = "TOO_LARGE"  # an amount past what Lua's doubles hold exactly (2^53)
+    TOO_MANY_OPEN = "TOO_MANY_OPEN"  # detail: the cap reached (SYMBOL or ALL)
 
 
 class ApiError(Enum):
@@ -106,6 +110,8 @@ class ApiError(Enum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED", 405
     BODY_TOO_LARGE = "BODY_TOO_LARGE", 413  # past SPOT_MAX_BODY_BYTES
     UPGRADE_REQUIRED = "UPGRADE_REQUIRED", 426  # /v1/ws without a WebSocket upgrade
+    # past a request rate limit (api/limits.py), with Retry-After; Binance's -1003
+    RATE_LIMITED = "RATE_LIMITED", 429
     # -- authentication (api/auth.py)
     UNAUTHENTICATED = "UNAUTHENTICATED", 401  # no bearer token
     INVALID_TOKEN = "INVALID_TOKEN", 401
@@ -158,5 +164,8 @@ class SocketError(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"  # `orders` before op auth
     ALREADY_AUTHENTICATED = "ALREADY_AUTHENTICATED"
     SLOW_CONSUMER = "SLOW_CONSUMER"  # the last message before the server closes
+    # the last message before the server closes, too
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"  # the user's, past SPOT_WS_CONNECTIONS_PER_USER
+    IDLE_TIMEOUT = "IDLE_TIMEOUT"  # no subscription and nothing sent for SPOT_WS_IDLE_TIMEOUT_S
     UNAVAILABLE = "UNAVAILABLE"  # Redis cannot be reached; the fan-out retries
     INTERNAL = "INTERNAL"

@@ -18,7 +18,8 @@ HANDOFF_KEPT_S = 3_600  # after its migration ended: outlives any recovery that 
 ORDER_IDS = "seq:order_id"  # counter; API processes take blocks of ids from it
 
 # -- accounts -----------------------------------------------------------------------------
-BALANCE = "balance:"  # balance:{user} -> hash "avail:{asset}" / "locked:{asset}"
+BALANCE = "balance:"  # balance:{user} -> hash "avail:{asset}" / "locked:{asset}", and
+OPEN_ORDERS = "open"  # its count of the user's open orders: "open" in all, "open:{symbol}"
 ORDER = "order:"  # order:{id} -> hash of what the user sees of the order
 USER_ORDERS = "user_orders:"  # user_orders:{user} -> list of recent order ids, newest first
 CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate check)
@@ -107,6 +108,11 @@ def api_key(key: str) -> str:
 
 def user_api_keys(user: str) -> str:
     return USER_API_KEYS + user
+
+
+def open_orders(symbol: str) -> str:
+    """The balance hash's field counting the user's open orders on `symbol`."""
+    return f"{OPEN_ORDERS}:{symbol}"
 
 
 def order(order_id: int) -> str:

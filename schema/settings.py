@@ -20,6 +20,7 @@ DEV_JWT_SECRET = "spot-dev-secret-not-for-production"
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+PerSecond = Annotated[float, msgspec.Meta(ge=0)]  # a rate limit; 0 turns it off
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -45,6 +46,37 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # A place order is ~200 bytes; anything near this limit is not an order (413).
     max_body_bytes: Positive = 4096
 
+    # -- abuse limits (api/limits.py) ------------------------------------------------------
+    # Requests per second, as token buckets that hold two seconds of their rate, counted by
+    # each API process on its own (see api/limits.py for why): every request of a user;
+    # the user's order commands (place, cancel, replace), a smaller budget of their own;
+    # and every request from one client address outside `rate_limit_trusted`. Past them,
+    # 429 RATE_LIMITED with Retry-After. Binance allows 100 orders per 10 s per account.
+    rate_limit_user: PerSecond = 100.0
+    rate_limit_orders: PerSecond = 50.0
+    rate_limit_ip: PerSecond = 200.0
+    # Networks without a per-address limit, comma-separated, or "none": this machine by
+    # default (a load generator; a reverse proxy in front, behind which every client has
+    # the proxy's address).
+    rate_limit_trusted: str = "127.0.0.0/8,::1/128"
+    # Open orders a user may have (Binance's MAX_NUM_ORDERS filter is 200 per symbol);
+    # past either, 422 TOO_MANY_OPEN_ORDERS. Counted by the order scripts, exactly.
+    max_open_orders_per_symbol: Positive = 200
+    max_open_orders: Positive = 1000
+    # WebSocket (/v1/ws), per API process: connections of one user, of one client address
+    # outside `rate_limit_trusted`, of everyone; channels per connection; a connection with
+    # no subscription that sends nothing for this long is closed.
+    ws_connections_per_user: Positive = 10
+    ws_connections_per_ip: Positive = 50
+    ws_max_connections: Positive = 10_000
+    ws_max_channels: Positive = 100
+    ws_idle_timeout_s: Seconds = 30.0
+    # HTTP/1: a client has this long to send a request's headers, or is cut off (slowloris),
+    # and each Granian worker holds at most this many connections at once (more wait in the
+    # kernel's backlog): slow sockets by the thousand leave room for everyone else.
+    http_header_timeout_s: Seconds = 10.0
+    http_max_connections: Positive = 10_000
+
     # Matching worker processes `spot up` starts (None: one per CPU core); the shards are
     # dealt out among them, so each shard still has exactly one owner. On 2 cores, 2
     # processes carried ~20% more orders than 10: more processes than cores only add
@@ -64,6 +96,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # the flush's own time later: Locust at 800-1,200 orders/s on 2 cores, committed p99
     # 131-170 ms. 0.05 halved the events per flush and nearly doubled Postgres's CPU.
     batcher_interval_s: Seconds = 0.1
+
+    # Redis holds what open orders need, and these windows of what finished ones leave
+    # (README's sizing table): a finished order's record stays this long after the
+    # batcher has committed it, for clients still polling it there (the database answers
+    # after); a client_order_id is refused as a repeat this long after its order's place,
+    # which covers any retry. Each id costs ~80 bytes for the window: 24 h of 5,000
+    # orders/s with ids would be ~35 GB, one hour is ~1.4 GB.
+    finished_order_kept_s: Positive = 10
+    client_order_id_window_s: Positive = 3_600
 
     # A finished (DONE or ROLLED_BACK) migration's record expires this long after it
     # ended: long enough to look into last week's migrations, no longer.

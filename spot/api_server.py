@@ -4,20 +4,28 @@ Each worker process builds its own app state from the environment (`api.app.App.
 __rsgi_init__` calls Settings.from_env()), so `serve` puts the settings it was given
 into the environment first: a worker always sees what the caller decided, including
 URLs `spot up` filled in. `python -m spot.api_server` serves from the environment alone.
+
+Each Granian worker is a multiprocessing child of the server process: `worker_app` (the
+factory Granian calls in the worker) has it die with the server, so a SIGKILL of `spot api`
+cannot leave a worker orphaned and still listening on the port (issue #19).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import multiprocessing
 import os
 import socket
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 
 from schema.settings import PREFIX, Settings
+from spot.lifetime import die_with_parent
 
-TARGET = "api.app:app"
+# A factory (Granian's factory=True): called in each worker process, before it serves.
+TARGET = "spot.api_server:worker_app"
 # Pending connections the kernel holds per listener; a load test opens hundreds at once.
 BACKLOG = 2048
 
@@ -87,8 +95,27 @@ def serve(settings: Settings) -> None:
         http=HTTPModes.http1,
         websockets=True,  # GET /v1/ws: market data (api/market_data.py)
         backlog=BACKLOG,
+        # Connections a worker serves at once (Granian's "backpressure", 2,048 by default
+        # with this backlog): slow sockets by the thousand would take every one otherwise.
+        backpressure=settings.http_max_connections,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=round(settings.http_header_timeout_s * 1000)
+        ),
         log_access=False,
+        factory=True,
     ).serve()
+
+
+def worker_app() -> object:
+    """The app, in a Granian worker set to get SIGTERM when the server process dies. The
+    worker's loop handles SIGTERM as Granian's own shutdown: it stops listening at once and
+    finishes the requests in hand."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid is not None:
+        die_with_parent(parent.pid)
+    from api.app import app
+
+    return app
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ CHECKS = {
     "fills": "every order's filled quantity equals the sum of its trades",
 }
 
+# The balance hash's money fields, by their prefix: avail:{asset} and locked:{asset}.
+BALANCE_KINDS = {keys.available("").rstrip(":"): 0, keys.locked("").rstrip(":"): 1}
+
 # Per asset, what the trades charged: each side's fee is in the asset it received (the
 # buyer's in base, the seller's in quote), a maker's rebate negative.
 FEES_CHARGED = """
@@ -97,7 +100,8 @@ async def redis_balances(redis: Any) -> dict[tuple[str, str], list[int]]:
         user = key.decode()[len(keys.BALANCE) :]
         for field, value in (await redis.hgetall(key)).items():
             kind, _, asset = field.decode().partition(":")
-            out.setdefault((user, asset), [0, 0])[0 if kind == "avail" else 1] = int(value)
+            if kind in BALANCE_KINDS:  # not the open-order counts that share the hash
+                out.setdefault((user, asset), [0, 0])[BALANCE_KINDS[kind]] = int(value)
     return out
 
 

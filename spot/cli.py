@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     rebalance.add_argument("--once", action="store_true", help="one evaluation, then exit")
     rebalance.add_argument("--dry-run", action="store_true", help="decide and log, move nothing")
 
+    chaos = commands.add_parser(
+        "chaos", help="SIGKILL the processes of a spot up at random under load, then audit"
+    )
+    chaos.add_argument("--kills", type=int, default=10, help="processes to kill, one at a time")
+    chaos.add_argument("--interval", type=float, default=5.0, help="seconds of load between")
+    chaos.add_argument("--traders", type=int, default=8, help="trading threads")
+    chaos.add_argument("--seed", type=int, default=1, help="of the kills' random order")
+
     commands.add_parser("cost", help="monthly AWS cost of infra/terraform (see spot cost -h)")
     return parser
 
@@ -124,7 +132,8 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
     from spot.supervisor import Supervisor, child_env, children
     from store import db
 
-    with Stack(settings) as (redis_url, database_url):
+    stack = Stack(settings)
+    with stack as (redis_url, database_url):
         db.upgrade(database_url)
         if args.seed:
             _with_redis(redis_url, lambda redis: _seed_into(redis, settings, args.users))
@@ -137,7 +146,13 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
             f"Ctrl-C stops everything (workers snapshot their books first).",
             flush=True,
         )
-        Supervisor(children(settings), child_env(redis_url, database_url)).run()
+        supervisor = Supervisor(
+            children(settings),
+            child_env(redis_url, database_url),
+            servers=dict(stack.embedded()),
+            data_dir=settings.data_dir,
+        )
+        supervisor.run()
     return 0
 
 
@@ -159,7 +174,6 @@ async def _seed_into(redis: Any, settings: Any, users: int) -> None:
 
 
 def _status(args: argparse.Namespace, settings: Any) -> int:
-    from spot.stack import Stack
     from spot.status import (
         batcher_status,
         migration_status,
@@ -174,9 +188,22 @@ def _status(args: argparse.Namespace, settings: Any) -> int:
         print(await migration_status(redis))
         print(await rebalancer_status(redis))
 
-    with Stack(settings) as (redis_url, _):
-        _with_redis(redis_url, show)
+    urls = _running(settings, "status", database=False)
+    if urls is None:
+        return 1
+    _with_redis(urls[0], show)
     return 0
+
+
+def _running(settings: Any, command: str, *, database: bool) -> tuple[str, Any] | None:
+    """The running stack's URLs (spot/stack.py `Stack.running`), or None, said on stderr."""
+    from spot.stack import NotRunning, Stack
+
+    try:
+        return Stack(settings).running(database=database)
+    except NotRunning as exc:
+        print(f"spot {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def _api(args: argparse.Namespace, settings: Any) -> int:
@@ -220,7 +247,6 @@ def _audit(args: argparse.Namespace, settings: Any) -> int:
     import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 
     from spot.audit import audit, render, wait_caught_up
-    from spot.stack import Stack
 
     verdict: list[bool] = []
 
@@ -234,8 +260,11 @@ def _audit(args: argparse.Namespace, settings: Any) -> int:
         print(render(found, behind))
         verdict.append(not behind and not any(found.values()))
 
-    with Stack(settings) as (redis_url, database_url):
-        _with_redis(redis_url, check)
+    urls = _running(settings, "audit", database=True)
+    if urls is None:
+        return 1
+    redis_url, database_url = urls
+    _with_redis(redis_url, check)
     print("audit: clean" if verdict[0] else "audit: DIFFERENCES FOUND")
     return 0 if verdict[0] else 1
 
@@ -369,7 +398,6 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
 
 def _migrate(args: argparse.Namespace, settings: Any) -> int:
     from control import migration, wiring
-    from spot.stack import Stack
 
     if not 0 <= args.to_shard < settings.shards:
         print(f"spot migrate: --to must be within 0..{settings.shards - 1}", file=sys.stderr)
@@ -380,12 +408,14 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
         orchestrator = wiring.orchestrator(redis, settings)
         result.update(await orchestrator.migrate(args.symbol, args.to_shard, args.timeout))
 
-    with Stack(settings) as (redis_url, _):
-        try:
-            _with_redis(redis_url, move)
-        except migration.MigrationError as e:
-            print(f"spot migrate: {e}", file=sys.stderr)
-            return 1
+    urls = _running(settings, "migrate", database=False)
+    if urls is None:
+        return 1
+    try:
+        _with_redis(urls[0], move)
+    except migration.MigrationError as e:
+        print(f"spot migrate: {e}", file=sys.stderr)
+        return 1
     print(
         f"migration {result['id']}: {result['symbol']} shard {result['from']} -> "
         f"{result['to']}: {result['state']}"
@@ -400,7 +430,6 @@ def _migrate(args: argparse.Namespace, settings: Any) -> int:
 def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
     from control import wiring
     from control.rebalancer import Rebalancer, run_rebalancer
-    from spot.stack import Stack
 
     if args.interval <= 0:
         print("spot rebalancer: --interval must be positive", file=sys.stderr)
@@ -410,25 +439,34 @@ def _rebalancer(args: argparse.Namespace, settings: Any) -> int:
         return wiring.rebalancer(redis, settings, interval_s=args.interval, dry_run=args.dry_run)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with Stack(settings) as (redis_url, _):
-        if not args.once:
-            run_rebalancer(redis_url, build)
-            return 0
+    urls = _running(settings, "rebalancer", database=False)
+    if urls is None:
+        return 1
+    redis_url = urls[0]
+    if not args.once:
+        run_rebalancer(redis_url, build)
+        return 0
 
-        async def once(redis: Any) -> None:
-            rebalancer = build(redis)
-            await rebalancer.start()
-            decision = await rebalancer.evaluate()
-            for n in range(settings.shards):
-                symbols = ",".join(sorted(rebalancer.last_loads[n].rates)) or "-"
-                print(
-                    f"shard {n:>3}  {rebalancer.rebalance.levels[n].name:<7}  "
-                    f"{rebalancer.last_loads[n].load:>6.1%}  {symbols}"
-                )
-            print(f"{decision.code}: {decision.reason}")
+    async def once(redis: Any) -> None:
+        rebalancer = build(redis)
+        await rebalancer.start()
+        decision = await rebalancer.evaluate()
+        for n in range(settings.shards):
+            symbols = ",".join(sorted(rebalancer.last_loads[n].rates)) or "-"
+            print(
+                f"shard {n:>3}  {rebalancer.rebalance.levels[n].name:<7}  "
+                f"{rebalancer.last_loads[n].load:>6.1%}  {symbols}"
+            )
+        print(f"{decision.code}: {decision.reason}")
 
-        _with_redis(redis_url, once)
+    _with_redis(redis_url, once)
     return 0
+
+
+def _chaos(args: argparse.Namespace, settings: Any) -> int:
+    from spot.chaos import chaos
+
+    return chaos(args.kills, args.interval, args.traders, args.seed)
 
 
 def _with_redis(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
@@ -460,6 +498,7 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {
     "bench": _bench,
     "migrate": _migrate,
     "rebalancer": _rebalancer,
+    "chaos": _chaos,
 }
 
 if __name__ == "__main__":

@@ -85,7 +85,25 @@ class EmbeddedRedis:
         if self.running():
             return self.url
         self.folder.mkdir(parents=True, exist_ok=True)
-        port = _reusable_port(self.conf)
+        self._launch(_reusable_port(self.conf))
+        return self.url
+
+    def alive(self) -> bool:
+        """Whether its process exists (it may be frozen or still loading: not dead)."""
+        pid = _read_pid(self.pidfile)
+        return pid is not None and _alive(pid)
+
+    def restart(self) -> str:
+        """After it died: the same port, which every process of the stack has in its URL,
+        and the same folder, so the AOF brings back everything it acknowledged (a write
+        is in the AOF file, if not yet fsynced, before its reply is sent)."""
+        port = self.port
+        if not _port_free(port):
+            raise RuntimeError(f"port {port} of the embedded Redis is taken")
+        self._launch(port)
+        return self.url
+
+    def _launch(self, port: int) -> None:
         self.conf.write_text(self._config(port))
         # daemonize: redis-server forks, setsid()s and the parent exits at once, so nothing
         # of ours waits on it; it is ready when it answers PING.
@@ -93,7 +111,6 @@ class EmbeddedRedis:
         subprocess.run([str(binary), str(self.conf)], check=True)
         _wait(lambda: _ping(port), f"redis-server, see {self.folder / 'redis.log'}")
         self.started = True
-        return self.url
 
     def stop(self) -> None:
         pid = _read_pid(self.pidfile)
@@ -148,6 +165,22 @@ class EmbeddedPostgres:
         except (OSError, ValueError, IndexError):
             return None
         return port if status == "ready" and _alive(pid) else None
+
+    def alive(self) -> bool:
+        """Whether its postmaster exists (starting, recovering or frozen: not dead)."""
+        try:
+            pid = int((self.folder / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return _alive(pid)
+
+    def restart(self) -> str:
+        """After it died: the same port (in every URL of the stack) and cluster; crash
+        recovery replays the WAL, so every committed transaction is there."""
+        port = _port_in(self.port_file)
+        if port is not None and not _port_free(port):
+            raise RuntimeError(f"port {port} of the embedded PostgreSQL is taken")
+        return self.start()
 
     def url(self, database: str = DATABASE) -> str:
         port = self.port()
@@ -258,6 +291,15 @@ def with_database(url: str, name: str) -> str:
     return f"{scheme}://{authority}/{name}{sep}{query}"
 
 
+class NotRunning(RuntimeError):
+    def __init__(self, server: str, folder: Path) -> None:
+        super().__init__(
+            f"no Spot stack is running here: no embedded {server} runs in {folder} "
+            "(start one with `spot up`, or name the servers with SPOT_REDIS_URL and "
+            "SPOT_DATABASE_URL, or the data folder with SPOT_DATA_DIR)"
+        )
+
+
 class Stack:
     """The Redis and PostgreSQL a Spot process talks to: the configured URLs, or embedded
     servers in `data_dir` for the ones left unset.
@@ -282,12 +324,40 @@ class Stack:
         assert redis_url is not None and database_url is not None
         return redis_url, database_url
 
+    def embedded(self) -> dict[str, EmbeddedRedis | EmbeddedPostgres]:
+        """Its embedded servers by name, which `spot up` supervises (restarts them)."""
+        servers: dict[str, EmbeddedRedis | EmbeddedPostgres] = {}
+        if self.redis is not None:
+            servers["the embedded Redis"] = self.redis
+        if self.postgres is not None:
+            servers["the embedded PostgreSQL"] = self.postgres
+        return servers
+
     def stop(self) -> None:
         """Stop the servers this Stack started; reused ones keep running."""
         for server in (self.postgres, self.redis):
             if server is not None and server.started:
                 server.stop()
                 server.started = False
+
+    def running(self, *, database: bool = True) -> tuple[str, str | None]:
+        """The URLs of the stack that is running, for commands that look at it (`spot
+        status`, `spot audit`): the configured ones, or those of the embedded servers that
+        `spot up` runs in the data folder. Starts nothing: an empty server of its own would
+        only report nonsense. NotRunning when an embedded one that is needed is not up;
+        without `database`, the database URL is None unless configured."""
+        redis_url = self.settings.redis_url
+        if self.redis is not None:
+            if not self.redis.running():
+                raise NotRunning("Redis", self.redis.folder)
+            redis_url = self.redis.url
+        database_url = self.settings.database_url
+        if self.postgres is not None and database:
+            if self.postgres.port() is None:
+                raise NotRunning("PostgreSQL", self.postgres.folder)
+            database_url = self.postgres.url()
+        assert redis_url is not None
+        return redis_url, database_url
 
     def __enter__(self) -> tuple[str, str]:
         return self.start()
@@ -309,14 +379,22 @@ def _port_in(path: Path) -> int | None:
 def _reusable_port(path: Path) -> int:
     """The port the last run used if it is still free, so URLs survive restarts."""
     port = _port_in(path)
+    if port is not None and _port_free(port):
+        return port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
     with socket.socket() as sock:
         # As the servers do: a closed port's TIME_WAIT connections must not make it look taken.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port or 0))
+            sock.bind(("127.0.0.1", port))
         except OSError:
-            sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+            return False
+        return True
 
 
 def _ping(port: int) -> bool:

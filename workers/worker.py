@@ -74,7 +74,9 @@ DEPTH_INTERVAL_S = 0.05
 # 437 -> 339 µs at 800 orders/s, 365 -> 299 µs at 1,000; `spot bench pipeline` unhurt.
 GATHER_BELOW = 64
 GATHER_S = 0.004
-ORDER_KEPT_S = 86_400  # how long a finished order's record stays readable in Redis
+# A finished order's record expires this long after it ended, should the batcher never
+# commit it; once it has, the batcher shortens that to SPOT_FINISHED_ORDER_KEPT_S.
+ORDER_KEPT_S = 86_400
 # The GTD deadlines a shard tracks are rebuilt from its books once they outnumber the live
 # GTD orders (at the last rebuild) twice over and by this many: an order that filled keeps
 # its deadline there until it comes due.
@@ -379,6 +381,8 @@ class Worker:
             keys.locked(""),
             keys.ORDER,
             self.order_kept_s,
+            keys.open_orders(""),
+            keys.OPEN_ORDERS,
         ]
         # A handed-over book is stored before the watermark passes its DRAIN marker, so a
         # crash in between re-applies the marker and stores the same bytes again.

@@ -136,6 +136,7 @@ TRANSLATION: dict[str, tuple[Binance, str | None]] = {
     _R.FEE_RATE_INVALID: (Binance.NEW_ORDER_REJECTED, _KEEP),
     # risk (the router)
     _R.INSUFFICIENT_BALANCE: (Binance.NEW_ORDER_REJECTED, INSUFFICIENT),
+    _R.TOO_MANY_OPEN_ORDERS: (Binance.NEW_ORDER_REJECTED, "Account has too many open orders."),
     _R.DUPLICATE_CLIENT_ORDER_ID: (Binance.NEW_ORDER_REJECTED, DUPLICATE),
     _A.AMOUNT_TOO_LARGE.code: (Binance.INVALID_MESSAGE, NOTIONAL),
     _A.MARKET_BUY_WITHOUT_BAND.code: (Binance.NEW_ORDER_REJECTED, _KEEP),

@@ -39,8 +39,6 @@ TIME_IN_FORCE = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInFo
 RESPONSE_TYPES = frozenset(("ACK", "RESULT", "FULL"))
 # Binance parameters Spot has nothing for: refused rather than silently ignored.
 UNSERVED_PARAMS = ("quoteOrderQty", "icebergQty", "trailingDelta", "pegPriceType")
-# Whether PlaceOrder takes a stop price yet (the stops work adds it to /v1).
-STOP_PRICE_SERVED = "stop_price" in PlaceOrder.__struct_fields__
 
 
 def place_order(
@@ -77,8 +75,6 @@ def place_order(
     else:
         params.refuse("timeInForce")
     if order_type in STOPS:
-        if not STOP_PRICE_SERVED:
-            raise BinanceError(Binance.NEW_ORDER_REJECTED, "Stop orders are not served yet.")
         fields["stop_price"] = _units(params, "stopPrice", scale.price, spec, "PRICE_FILTER")
     else:
         params.refuse("stopPrice")

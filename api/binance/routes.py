@@ -12,6 +12,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from api.apikeys import READ, TRADE, ApiKey, ApiKeyStore
+from api.auth import Budget
 from api.binance.account import AccountRoutes
 from api.binance.errors import Binance, BinanceError, reply, translate
 from api.binance.market import PublicRoutes
@@ -77,8 +78,10 @@ class BinanceRoutes:
         keys: ApiKeyStore,
         max_body: int,
         unavailable: Unavailable,
+        budget: Budget,
     ) -> None:
         self.signer = Signer(keys, max_body)
+        self.budget = budget  # the per-user rate limits /v1 charges (api/limits.py)
         self.unavailable = unavailable
         market = PublicRoutes(listing, reads, history)
         trading = TradingRoutes(orders, listing, reads, history)
@@ -116,7 +119,9 @@ class BinanceRoutes:
             if endpoint.permission is None:
                 handler = self._serve_public(self.public[where])
             else:
-                handler = self._serve_signed(self.signed[where], endpoint.permission)
+                # placing and cancelling are order commands, as on /v1
+                order_command = endpoint.method != "GET" and endpoint.permission == TRADE
+                handler = self._serve_signed(self.signed[where], endpoint.permission, order_command)
             served.append((endpoint.method, PREFIX + endpoint.path, handler))
         return served
 
@@ -129,10 +134,13 @@ class BinanceRoutes:
 
         return serve
 
-    def _serve_signed(self, handler: SignedHandler, permission: str) -> Handler:
+    def _serve_signed(
+        self, handler: SignedHandler, permission: str, order_command: bool
+    ) -> Handler:
         async def serve(scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
             try:
                 key, params = await self.signer.signed(scope, proto, permission)
+                self.budget.charge(key.user_id, order_command)
                 return 200, _encode(await handler(key, params)), JSON
             except Exception as exc:
                 return self._failed(exc)

@@ -25,7 +25,13 @@ from redis.asyncio import Redis
 from api.auth import make_token
 from api.order_gateway import OrderGateway
 from schema.settings import Settings
-from spot.processes import cpu_seconds, pid_listening, spot_environment, wait_ready
+from spot.processes import (
+    cpu_seconds,
+    pid_listening,
+    spot_environment,
+    unlimited,
+    wait_ready,
+)
 from spot.seed import DEMO_SYMBOLS
 from spot.stack import Stack
 from spot.status import shard_status
@@ -100,7 +106,7 @@ def _measure(
     seconds: int,
     connections: int,
 ) -> int:
-    env = child_env(redis_url, database_url)
+    env = unlimited(child_env(redis_url, database_url))
     procs = {
         c.name: subprocess.Popen(c.argv, env=env, start_new_session=True)
         for c in children(settings)

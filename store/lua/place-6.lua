@@ -23,12 +23,19 @@
     ARGV[6] that asset's locked field
     ARGV[7] that asset
     ARGV[8] created, ms since the epoch
+    ARGV[9] the balance hash's count of the user's open orders on the symbol (open:{symbol})
+    ARGV[10] its count of the user's open orders in all (open)
+    ARGV[11] the most open orders a user may have on one symbol
+    ARGV[12] the most open orders a user may have in all
+    ARGV[13] seconds the client order id stays taken
 
   Returns:
     {'OK', shard}
     {'NO_ROUTE'}                          the symbol has no route
     {'DUPLICATE', order id}               the client order id is the earlier order's
     {'INSUFFICIENT_BALANCE', available}   nothing held
+    {'TOO_MANY_OPEN', 'SYMBOL' or 'ALL'}  the user has ARGV[11] open orders on the
+                                          symbol, or ARGV[12] in all
 ]]
 -- include: enqueue
 
@@ -40,6 +47,11 @@ if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return {'DUPLICATE', existing} end
 end
+-- Open orders, counted up here and down by the SETTLE script as each one ends: exact, and
+-- in the balance hash the script touches anyway. Every order counts until it has ended.
+local open = redis.call('HMGET', KEYS[2], ARGV[9], ARGV[10])
+if tonumber(open[1] or '0') >= tonumber(ARGV[11]) then return {'TOO_MANY_OPEN', 'SYMBOL'} end
+if tonumber(open[2] or '0') >= tonumber(ARGV[12]) then return {'TOO_MANY_OPEN', 'ALL'} end
 local hold = tonumber(ARGV[4])
 if hold > 0 then
   local available = redis.call('HGET', KEYS[2], ARGV[5]) or '0'
@@ -48,7 +60,9 @@ if hold > 0 then
   redis.call('HINCRBY', KEYS[2], ARGV[6], ARGV[4])
 end
 enqueue(route, ARGV[2], c.symbol, ARGV[1], 'c', ARGV[3], 'h', ARGV[4], 's', c.side)
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], order_id, 'EX', 86400) end
+redis.call('HINCRBY', KEYS[2], ARGV[9], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[10], 1)
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], order_id, 'EX', ARGV[13]) end
 local quantity = string.format('%d', c.quantity)
 -- schema.orders.OrderRecord's fields, as strings (its from_hash reads them back).
 redis.call('HSET', KEYS[3], 'user_id', c.user_id, 'symbol', c.symbol, 'side', c.side,

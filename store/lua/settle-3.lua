@@ -28,6 +28,9 @@
 -- ARGV[9]  locked field prefix (locked:{asset})
 -- ARGV[10] order key prefix (order:{id})
 -- ARGV[11] seconds a finished order's record is kept
+-- ARGV[12] the balance hash's field prefix counting a user's open orders on a symbol
+--          (open:{symbol}); a finished order counts one down there and in ARGV[13]
+-- ARGV[13] the balance hash's field counting a user's open orders in all (open)
 --
 -- Returns: 1 settled; 0 already settled (the watermark is at or past ARGV[2]);
 --          error LEASE_LOST if the lease is not ARGV[1]'s (nothing written)
@@ -67,8 +70,23 @@ for _, o in ipairs(changes[2]) do
   if o[8] ~= '' then fields[#fields + 1] = 'reason'; fields[#fields + 1] = o[8] end
   if o[2] ~= '' then fields[#fields + 1] = 'status'; fields[#fields + 1] = o[2] end
   if o[10] then fields[#fields + 1] = 'triggered'; fields[#fields + 1] = '1' end
-  if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
-  if o[9] then redis.call('EXPIRE', key, ARGV[11]) end
+  -- A record the batcher has deleted (its order ended and is in the database) is not
+  -- made again by a late change that moves no status (a replace that lost to a fill).
+  if #fields > 0 and (o[2] ~= '' or redis.call('EXISTS', key) == 1) then
+    redis.call('HSET', key, unpack(fields))
+  end
+  if o[9] then
+    redis.call('EXPIRE', key, ARGV[11])
+    local who = redis.call('HMGET', key, 'user_id', 'symbol')
+    if who[1] then
+      local owner = balance .. who[1]
+      for _, field in ipairs({ARGV[12] .. who[2], ARGV[13]}) do
+        -- Gone at 0, so the fields last as long as open orders do; never below (orders
+        -- placed before the count existed end too).
+        if redis.call('HINCRBY', owner, field, -1) <= 0 then redis.call('HDEL', owner, field) end
+      end
+    end
+  end
 end
 
 if ARGV[3] ~= '' then

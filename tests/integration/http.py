@@ -21,6 +21,11 @@ from api.market import REFRESH_S
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-for-the-api-tests-only"
 START_TIMEOUT_S = 30.0
+NO_RATE_LIMITS = {
+    "SPOT_RATE_LIMIT_USER": "0",
+    "SPOT_RATE_LIMIT_ORDERS": "0",
+    "SPOT_RATE_LIMIT_IP": "0",
+}
 
 
 @dataclass
@@ -83,6 +88,7 @@ def start_api(folder: Path, **settings: str) -> Server:
     JWT secret, and nothing else of the caller's SPOT_* environment; up once /healthz is."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPOT_")}
+    env |= NO_RATE_LIMITS  # tests send bursts as one user; test_api_limits.py sets its own
     env |= {f"SPOT_{name.upper()}": value for name, value in settings.items()}
     env |= {"SPOT_API_PORT": str(port), "SPOT_JWT_SECRET": SECRET}
     log = folder / f"api-{port}.log"

@@ -295,7 +295,10 @@ def test_the_openapi_document_is_valid_openapi_3_1(api: Server) -> None:
     schemas = document["components"]["schemas"]
     for side in ("bids", "asks"):
         level = schemas["Book"]["properties"][side]["items"]
-        assert isinstance(level["prefixItems"], list) and level["items"] is False
+        # [price, quantity]: two integers (not prefixItems, which a fuzzer misread)
+        assert level == {
+            "type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"}
+        }  # fmt: skip
     branches = document["paths"]["/v1/admin/migrations"]["post"]["responses"]["409"]["content"][
         "application/json"
     ]["schema"]["oneOf"]

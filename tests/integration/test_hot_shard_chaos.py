@@ -200,6 +200,9 @@ class Processes:
             "SPOT_SHARDS": str(SHARDS),
             "SPOT_SNAPSHOT_INTERVAL_S": "0.3",  # recovery is snapshot + replay, both used
             "SPOT_WORKER_BATCH": "50",
+            # Finished orders' records kept through the run: the clients and check_database
+            # read every order's record, which the batcher lets go once its end is committed.
+            "SPOT_FINISHED_ORDER_KEPT_S": "3600",
         }
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.others: list[subprocess.Popen[bytes]] = []

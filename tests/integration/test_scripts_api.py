@@ -72,7 +72,12 @@ def _place(order_id: int = 11, **changes: object) -> Place:
 
 
 def _run_place(
-    redis: Redis, place: Place, hold: int, asset: str = "USD", second: int = 1_700_000_000
+    redis: Redis,
+    place: Place,
+    hold: int,
+    asset: str = "USD",
+    second: int = 1_700_000_000,
+    max_open: tuple[int, int] = (200, 1000),
 ) -> Awaitable[Any]:
     cid = "" if place.client_order_id is None else keys.client_order(USER, place.client_order_id)
     return PLACE.run(
@@ -94,6 +99,10 @@ def _run_place(
             keys.locked(asset),
             asset,
             CREATED_MS,
+            keys.open_orders(place.symbol),
+            keys.OPEN_ORDERS,
+            *max_open,
+            3_600,
         ],
     )
 
@@ -188,10 +197,34 @@ async def test_place_holds_enqueues_and_records_the_order(redis: Redis) -> None:
         created_ms=CREATED_MS,
     )
     assert await redis.get(keys.client_order(USER, "c-1")) == b"11"
-    assert 0 < await redis.ttl(keys.client_order(USER, "c-1")) <= 86_400
+    assert 0 < await redis.ttl(keys.client_order(USER, "c-1")) <= 3_600
     assert await redis.hget(f"{keys.RATE}42", SYMBOL) == b"1"
     assert 0 < await redis.ttl(f"{keys.RATE}42") <= 120
     assert await redis.lrange(keys.user_orders(USER), 0, -1) == [b"11"]
+
+
+async def test_place_counts_open_orders_and_refuses_past_either_cap(redis: Redis) -> None:
+    """Caps of 2 per symbol and 3 in all: a refusal writes nothing (no hold, no entry)."""
+    await _route(redis)
+    await redis.hset(keys.route("MSFT"), mapping={"shard": SHARD, "status": "ACTIVE", "epoch": 1})
+    await _fund(redis, "USD", 10_000)
+    caps = (2, 3)
+    for n in (1, 2):
+        place = _place(n, client_order_id=None)
+        assert _text(await _run_place(redis, place, 10, max_open=caps))[0] == "OK"
+    refused = await _run_place(redis, _place(3, client_order_id=None), 10, max_open=caps)
+    assert _text(refused) == ["TOO_MANY_OPEN", "SYMBOL"]
+    msft = _place(4, symbol="MSFT", client_order_id=None)
+    assert _text(await _run_place(redis, msft, 10, max_open=caps))[0] == "OK"
+    another = _place(5, symbol="MSFT", client_order_id=None)
+    assert _text(await _run_place(redis, another, 10, max_open=caps)) == ["TOO_MANY_OPEN", "ALL"]
+    counts = await redis.hmget(
+        keys.balance(USER), keys.open_orders(SYMBOL), keys.open_orders("MSFT"), keys.OPEN_ORDERS
+    )
+    assert counts == [b"2", b"1", b"3"]
+    assert await _balance(redis, "USD") == (10_000 - 30, 30)  # three holds, not five
+    assert await redis.xlen(keys.orders(SHARD)) == 3
+    assert not await redis.exists(keys.order(3), keys.order(5))
 
 
 async def test_place_of_a_market_order_without_client_id_records_no_price(redis: Redis) -> None:

@@ -62,6 +62,8 @@ def settle_args(
         keys.locked(""),
         keys.ORDER,
         KEPT_S,
+        keys.open_orders(""),
+        keys.OPEN_ORDERS,
     ]
 
 
@@ -183,6 +185,37 @@ async def test_settle_expires_the_records_it_is_told_are_finished(redis):
     assert 0 < await redis.ttl(keys.order(31)) <= KEPT_S
     assert await redis.ttl(keys.order(32)) == -1
     assert 0 < await redis.ttl(keys.order(33)) <= KEPT_S
+
+
+async def test_settle_counts_a_finished_order_out_of_its_users_open_orders(redis):
+    """PLACE counts open orders up in the balance hash; SETTLE counts a finished one down,
+    and a count that reaches 0 (or would go below) leaves the hash."""
+    await owned(redis)
+    for order_id, symbol in ((41, "AAPL"), (42, "AAPL"), (43, "MSFT")):
+        await redis.hset(keys.order(order_id), mapping={"user_id": "alice", "symbol": symbol})
+    balance = keys.balance("alice")
+    await redis.hset(
+        balance,
+        mapping={keys.open_orders("AAPL"): 2, keys.open_orders("MSFT"): 1, keys.OPEN_ORDERS: 2},
+    )
+    orders = [
+        order(41, status="FILLED", remaining="0", finished=True),
+        order(43, status="CANCELED", remaining="0", finished=True),
+        order(42, status="PARTIALLY_FILLED", filled="1", notional="100"),  # still open
+    ]
+    assert await SETTLE.run(redis, SETTLE_KEYS, settle_args("2-0", orders=orders)) == 1
+    # MSFT at 0 is gone; "in all" was 2 (an order placed before counting ended): not -1
+    assert await redis.hgetall(balance) == {keys.open_orders("AAPL").encode(): b"1"}
+
+
+async def test_settle_makes_no_record_again_from_a_change_without_a_status(redis):
+    """The batcher deletes a finished order's record once committed; a replace that lost
+    the race with the fill then settles (pending cleared) and must not recreate it."""
+    await owned(redis)
+    orders = [order(51, settled=True), order(52, status="OPEN", remaining="3")]
+    assert await SETTLE.run(redis, SETTLE_KEYS, settle_args("2-0", orders=orders)) == 1
+    assert not await redis.exists(keys.order(51))
+    assert await redis.hgetall(keys.order(52)) == {b"remaining": b"3", b"status": b"OPEN"}
 
 
 async def test_settle_rides_a_pipeline_once_loaded(redis):

@@ -40,6 +40,7 @@ EXPECTED: dict[RejectReason | ApiError, type[Exception]] = {
     R.EXPIRE_AT_NOT_ALLOWED: ccxt.BadRequest,
     R.FEE_RATE_INVALID: ccxt.InvalidOrder,
     R.INSUFFICIENT_BALANCE: ccxt.InsufficientFunds,
+    R.TOO_MANY_OPEN_ORDERS: ccxt.InvalidOrder,
     R.DUPLICATE_CLIENT_ORDER_ID: ccxt.InvalidOrder,
     R.UNKNOWN_ORDER: ccxt.OrderNotFound,
     R.DUPLICATE_ORDER_ID: ccxt.InvalidOrder,
