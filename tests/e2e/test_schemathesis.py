@@ -63,7 +63,7 @@ def api(
         stop_api(server)
 
 
-def test_schemathesis_finds_no_disagreement(api: Server) -> None:
+def test_schemathesis_finds_no_disagreement(api: Server, tmp_path: Path) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st is not None, "schemathesis is in the dev extra"
     done = subprocess.run(
@@ -77,6 +77,7 @@ def test_schemathesis_finds_no_disagreement(api: Server) -> None:
             "--seed", str(SEED),
             "--workers", "1",
         ],
+        cwd=tmp_path,  # its .schemathesis/ cache of crashes goes there
         capture_output=True,
         text=True,
         timeout=300,
