@@ -64,6 +64,7 @@ DECISIONS_SHOWN = 20  # of the rebalancer's decision stream, newest first
 RUNNING_SHOWN = 10  # running migrations (one per symbol at most)
 FINISHED_SHOWN = 10  # finished migrations, newest first
 AFTER = (0, 2**62, 0)  # ?after= bounds
+STALE_MS = 2_500  # a running total not published for this long has not moved
 # The console's own requests are long polls (seconds by design): left out of HTTP p99.
 CONSOLE_ROUTES = ("/console", "/console/{file}", "/v1/admin/console")
 NO_STORE = [*JSON, ("cache-control", "no-store")]
@@ -101,14 +102,29 @@ def quantile(counts: Sequence[int], bounds: Sequence[float], q: float) -> float 
     return bounds[-1]
 
 
-def per_second(now: tuple[int, int] | None, before: tuple[int, int] | None) -> float | None:
-    """A rate from two readings (at_ms, running total) of a counter kept in Redis: None
-    without both or if the total went down (its hash was made anew); 0 if no new reading."""
-    if now is None or before is None or now[1] < before[1] or now[0] < before[0]:
-        return None
-    if now[0] == before[0]:
-        return 0.0
-    return round((now[1] - before[1]) * 1000 / (now[0] - before[0]), 1)
+class RunningRate:
+    """A rate per second from readings (at_ms, total) of a running total that another
+    process publishes now and then (a worker about once a second, the batcher at each
+    flush). A reading no newer than the last keeps the last rate while it is fresh (a
+    worker publishing every ~1.05 s would otherwise read as 0 every so often) and is 0
+    once stale: nothing was published because nothing was done. None until two readings,
+    and again after the total went down (its hash was made anew)."""
+
+    __slots__ = ("reading", "rate")
+
+    def __init__(self) -> None:
+        self.reading: tuple[int, int] | None = None
+        self.rate: float | None = None
+
+    def update(self, reading: tuple[int, int] | None, now_ms: int) -> float | None:
+        last, self.reading = self.reading, reading
+        if reading is None or last is None or reading[1] < last[1] or reading[0] < last[0]:
+            self.rate = None
+        elif reading[0] > last[0]:
+            self.rate = round((reading[1] - last[1]) * 1000 / (reading[0] - last[0]), 1)
+        elif now_ms - reading[0] > STALE_MS:
+            self.rate = 0.0
+        return self.rate
 
 
 @dataclass(frozen=True)
@@ -143,8 +159,8 @@ class Console:
         self._task: asyncio.Task[None] | None = None
         self._read_at = 0.0  # loop time of the last request
         # What the previous snapshot read, for rates: (at_ms, total) per counter.
-        self._batcher: tuple[tuple[int, int], tuple[int, int]] | None = None
-        self._applied: dict[int, tuple[int, int]] = {}
+        self._persisted, self._matched = RunningRate(), RunningRate()
+        self._applied = [RunningRate() for _ in range(shards)]
         self._http: tuple[float, list[int]] | None = None  # (monotonic s, bucket counts)
         self._finished: dict[str, MigrationView] = {}  # finished migrations never change
 
@@ -193,8 +209,9 @@ class Console:
         # Synchronously with the check above: a request from here on starts a new task.
         self._task = None
         self.latest = None  # stale by the time anyone asks again: the next reader waits
-        self._batcher, self._http = None, None
-        self._applied.clear()
+        self._http = None
+        for rate in (self._persisted, self._matched, *self._applied):
+            rate.update(None, 0)
 
     def _publish(self, published: Published) -> None:
         self.latest = published
@@ -269,7 +286,7 @@ class Console:
             interval_ms=round(self.interval_s * 1000),
             shards=views,
             batcher=_batcher(batcher),
-            rates=self._rates(sum(routed.values()), batcher),
+            rates=self._rates(sum(routed.values()), batcher, at_ms),
             migrations=await self._migrations(running, finished),
             rebalancer=_rebalancer(state, decisions),
         )
@@ -285,11 +302,10 @@ class Console:
         at_ms: int,
     ) -> ShardView:
         count, oldest = int(lag[0]), _text(lag[1])
-        applied = None
+        reading = None
         if f"{n}:at_ms" in stats:
             reading = (int(stats[f"{n}:at_ms"]), int(stats.get(f"{n}:commands", 0)))
-            applied = per_second(reading, self._applied.get(n))
-            self._applied[n] = reading
+        applied = self._applied[n].update(reading, at_ms)
         level = state.get(f"{n}:level")
         return ShardView(
             shard=n,
@@ -306,16 +322,14 @@ class Console:
             symbols=symbols,
         )
 
-    def _rates(self, accepted: int, batcher: dict[bytes, bytes]) -> Rates:
-        matched = persisted = None
+    def _rates(self, accepted: int, batcher: dict[bytes, bytes], at_ms: int) -> Rates:
         flushed = _int(batcher.get(b"at_ms"))
+        orders = trades = None
         if flushed is not None:
             orders = (flushed, int(batcher.get(b"orders_total", 0)))
             trades = (flushed, int(batcher.get(b"trades_total", 0)))
-            if self._batcher is not None:
-                persisted = per_second(orders, self._batcher[0])
-                matched = per_second(trades, self._batcher[1])
-            self._batcher = (orders, trades)
+        persisted = self._persisted.update(orders, at_ms)
+        matched = self._matched.update(trades, at_ms)
         requests_per_s = p99_ms = None
         counts = [0] * (len(BUCKETS) + 1)
         for route in self.metrics.routes:
