@@ -10,12 +10,17 @@ import { $, clock, el, num, setText } from './dom.js';
 const TRADES_SHOWN = 50;
 const CANDLES_KEPT = 60;
 const RECONNECT_MS = 1000;
+// A busy symbol sends hundreds of trades and 20 depth updates a second: each only updates
+// the state, and the view is drawn at most this often (drawing each one kept the page's
+// one thread so busy under load that its snapshot polls went out seconds late).
+const DRAW_MS = 250;
 
 export class Market {
   constructor() {
     this.symbol = null;
     this.socket = null;
     this.closed = true;
+    this.drawing = null; // the timer of the next draw, if one is due
     this.reset();
     $('market-symbol').addEventListener('change', (e) => this.show(e.target.value));
   }
@@ -37,6 +42,8 @@ export class Market {
 
   close() {
     this.closed = true;
+    clearTimeout(this.drawing);
+    this.drawing = null;
     if (this.socket) this.socket.close();
     this.socket = null;
     this.symbol = null;
@@ -95,10 +102,19 @@ export class Market {
     else if (message.type === 'depth') {
       this.bids = message.bids;
       this.asks = message.asks;
-      this.render();
+      this.draw();
     } else if (message.type === 'trade') {
       this.trade(message, Date.now());
-      this.render();
+      this.draw();
+    }
+  }
+
+  draw() {
+    if (this.drawing === null) {
+      this.drawing = setTimeout(() => {
+        this.drawing = null;
+        this.render();
+      }, DRAW_MS);
     }
   }
 
