@@ -7,12 +7,15 @@ snapshot once; every reader gets those bytes. The task starts with the first req
 stops once nobody has asked for IDLE_S, so a process that no console watches spends
 nothing on it.
 
-A reader long-polls: `?after=<at_ms of the snapshot it has>` waits for the next one (at
-most WAIT_S), so a page sees each snapshot as soon as it is made, one request a second,
-and never polls faster than the data changes. Snapshots are made just after each whole
-second (OFFSET_S), when the router's count of the second before is complete; `at_ms`
-lines up across API processes, so a page whose next poll lands on another process of the
-same API still waits for the snapshot after the one it has.
+A reader asks with `?after=<at_ms of the snapshot it has>`: a newer one comes back at
+once, else the request waits for the next (at most WAIT_S). Each reply says in its
+`x-next-snapshot-ms` header how long until the next snapshot, so the page asks again just
+after it is made: one short request a second, never faster than the data changes, and no
+request that waits long (which would swell the latency histogram of the route, in
+/metrics). Snapshots are made just after each whole second (OFFSET_S), when the router's
+count of the second before is complete; `at_ms` lines up across API processes, so a page
+whose next request lands on another process of the same API still gets the snapshot
+after the one it has.
 
 Admin tokens only (403 for a user's token). HTTP figures are this process's: with
 SPOT_API_WORKERS > 1 each process reports its own requests.
@@ -68,6 +71,7 @@ STALE_MS = 2_500  # a running total not published for this long has not moved
 # The console's own requests are long polls (seconds by design): left out of HTTP p99.
 CONSOLE_ROUTES = ("/console", "/console/{file}", "/v1/admin/console")
 NO_STORE = [*JSON, ("cache-control", "no-store")]
+NEXT_HEADER = "x-next-snapshot-ms"  # how long until the next snapshot is made, in ms
 
 
 def _text(value: Any) -> str:
@@ -186,7 +190,8 @@ class Console:
             return error_reply(ApiError.UNAVAILABLE, "the console's first snapshot is not made yet")
         if latest.body is None:
             return error_reply(ApiError.UNAVAILABLE, latest.error)
-        return 200, latest.body, NO_STORE
+        next_in_ms = latest.at_ms + round(self.interval_s * 1000) - time.time_ns() // 1_000_000
+        return 200, latest.body, [*NO_STORE, (NEXT_HEADER, str(max(next_in_ms, 0)))]
 
     async def close(self) -> None:
         task = self._task

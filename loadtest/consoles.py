@@ -2,11 +2,11 @@
 to measure what open consoles cost it (api/console.py), and a screenshot of the real page.
 
 Each reader does what the page does (api/console_files/): it follows GET /v1/admin/console
-with `?after=` long polls on a keep-alive connection, and watches one symbol's trades and
-depth over the market-data WebSocket. Readers run until `--seconds` pass or the API goes
-away (a load test's stack stopping), then the tool prints what they received. With
-`--screenshot PATH` one headless chromium tab (Playwright, the dev extra) signs in and
-saves the page after `--screenshot-after` seconds.
+on a keep-alive connection, asking with `?after=` once the reply's x-next-snapshot-ms has
+passed, and watches one symbol's trades and depth over the market-data WebSocket. Readers
+run until `--seconds` pass or the API goes away (a load test's stack stopping), then the
+tool prints what they received. With `--screenshot PATH` one headless chromium tab
+(Playwright, the dev extra) signs in and saves the page after `--screenshot-after` seconds.
 
     python -m loadtest.run --seconds 60 --rate 2000 &     # SPOT_API_PORT, SPOT_JWT_SECRET set
     python -m loadtest.consoles --port $SPOT_API_PORT --readers 20 --seconds 150
@@ -44,7 +44,7 @@ class Reader:
     errors: list[str] = field(default_factory=list)
 
     def follow(self) -> None:
-        """Long polls, one after the other, as the page's loop does."""
+        """A request a snapshot, each just after it is made, as the page's loop does."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         headers = {"Authorization": f"Bearer {self.token}"}
         after = 0
@@ -62,6 +62,8 @@ class Reader:
                 continue
             after = json.loads(body)["at_ms"]
             self.snapshots += 1
+            next_ms = int(reply.getheader("x-next-snapshot-ms") or 0)
+            time.sleep(min(next_ms + 60, 2000) / 1000)
         conn.close()
 
     def watch(self) -> None:

@@ -362,16 +362,13 @@ async def _count(run: Run, redis_url: str, database_url: str, before: dict[str, 
 
 
 def _server_buckets(port: int) -> dict[float, int]:
-    """The API's latency histogram over every route but the console's long polls (they wait
-    for the next snapshot by design, api/console.py): upper bound (s) -> requests at most
+    """The API's latency histogram over every route: upper bound (s) -> requests at most
     that slow. Granian's time in the handler, without the client's or the network's."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     out: dict[float, int] = {}
     for line in text.splitlines():
-        if line.startswith("spot_http_request_duration_seconds_bucket") and (
-            'route="/v1/admin/console"' not in line
-        ):
+        if line.startswith("spot_http_request_duration_seconds_bucket"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             bound = float("inf") if le == "+Inf" else float(le)
             out[bound] = out.get(bound, 0) + int(line.rsplit(" ", 1)[1])

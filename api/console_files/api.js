@@ -16,7 +16,7 @@ export function signedIn() {
   return token !== null;
 }
 
-// {status, data}: data is the decoded JSON body, or the text when it is not JSON.
+// {status, data, headers}: data is the decoded JSON body, or the text when it is not JSON.
 async function call(method, path, { body, signal } = {}) {
   if (token === null) throw new Error('signed out');
   const headers = { Authorization: `Bearer ${token}` };
@@ -33,13 +33,20 @@ async function call(method, path, { body, signal } = {}) {
   } catch {
     // not JSON: shown as the text it is
   }
-  return { status: reply.status, data };
+  return { status: reply.status, data, headers: reply.headers };
 }
 
-// The next snapshot after the one made at `after` (ms): the API holds the request until
-// it has one (api/console.py), so a loop of these follows the exchange second by second.
+// The next snapshot after the one made at `after` (ms): the API answers a newer one at
+// once, or holds the request until it has one (api/console.py).
 export function snapshot(after, signal) {
   return call('GET', `/v1/admin/console?after=${after}`, { signal });
+}
+
+// How long until the API makes its next snapshot (its x-next-snapshot-ms header), plus a
+// margin for making it: asking then finds it made, and the request is short.
+export function untilNext(reply) {
+  const next = Number(reply.headers?.get('x-next-snapshot-ms'));
+  return Number.isFinite(next) ? Math.min(next + 60, 2000) : 0;
 }
 
 export function startMigration(symbol, toShard) {

@@ -42,7 +42,7 @@ async function signIn(event) {
     return;
   }
   $('login-error').hidden = true;
-  start(reply.data);
+  start(reply);
 }
 
 function showRefusal(reply) {
@@ -51,7 +51,8 @@ function showRefusal(reply) {
   node.hidden = false;
 }
 
-function start(first) {
+function start(reply) {
+  const first = reply.data;
   session = { abort: new AbortController(), receivedAt: Date.now(), at: first.at_ms };
   $('login').hidden = true;
   $('console').hidden = false;
@@ -60,7 +61,7 @@ function start(first) {
   freshness();
   view.render(first);
   fillSymbols(first);
-  follow(session);
+  follow(session, reply);
   api.publicJson('/v1/symbols')
     .then(({ symbols }) => market.open(symbols.map((s) => s.symbol)))
     .catch((err) => setText('market-state', `symbols unavailable: ${err.message}`));
@@ -80,16 +81,19 @@ function stop(reason) {
   status('signed-out', 'signed out');
 }
 
-async function follow(current) {
+async function follow(current, first) {
   const { signal } = current.abort;
+  let wait = api.untilNext(first);
   while (!signal.aborted) {
+    await sleep(wait);
+    if (signal.aborted) return;
     let reply;
     try {
       reply = await api.snapshot(current.at, signal);
     } catch (err) {
       if (signal.aborted) return;
       status('offline', `API unreachable, retrying (${err.message})`);
-      await sleep(RETRY_MS);
+      wait = RETRY_MS;
       continue;
     }
     if (signal.aborted) return;
@@ -99,11 +103,12 @@ async function follow(current) {
     }
     if (reply.status !== 200) {
       status('error', api.refusal(reply));
-      await sleep(RETRY_MS);
+      wait = RETRY_MS;
       continue;
     }
     current.at = reply.data.at_ms;
     current.receivedAt = Date.now();
+    wait = api.untilNext(reply);
     freshness();
     view.render(reply.data);
     fillSymbols(reply.data);

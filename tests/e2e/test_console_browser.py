@@ -256,7 +256,17 @@ def test_signed_in_it_shows_every_shard_and_follows_the_orders(page: Any, trader
     )  # the rebalancer has weighed every shard
     expect(page.locator("#status")).to_have_attribute("data-state", "live")
 
-    # It updates while orders flow: the chart gains a point a second, the rates move off 0.
+    # It updates while orders flow: the chart gains a point a second, the rates move off 0;
+    # one short request a snapshot, each just after the API made it (not a long poll).
+    polls: list[float] = []
+    page.on(
+        "requestfinished",
+        lambda r: (
+            polls.append(r.timing["responseEnd"] - r.timing["requestStart"])
+            if "/v1/admin/console" in r.url
+            else None
+        ),
+    )
     chart = page.locator("#rates-chart")
     before = int(chart.get_attribute("data-points"))
     page.wait_for_function(
@@ -270,6 +280,7 @@ def test_signed_in_it_shows_every_shard_and_follows_the_orders(page: Any, trader
     page.wait_for_function(
         "() => Number(document.getElementById('t-persisted').textContent) > 0", timeout=WAIT_MS
     )
+    assert len(polls) >= 3 and max(polls) < 900, polls  # in milliseconds
     hot = page.locator(f"#shards tbody tr[data-shard='{shard_of(page, 'AAPL')}'] td.orders")
     page.wait_for_function("el => Number(el.textContent) > 0", arg=hot.element_handle())
     assert page.locator("#rates-chart path.line.accepted").count() == 1

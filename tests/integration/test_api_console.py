@@ -343,6 +343,22 @@ def test_after_waits_for_the_next_snapshot(api: Server) -> None:
     assert snapshot(api, 0)["at_ms"] >= second["at_ms"]  # after=0: the latest, at once
 
 
+def test_each_reply_says_when_the_next_snapshot_comes(api: Server) -> None:
+    snapshot(api)
+    status, first, headers = api.exchange("GET", "/v1/admin/console", token=admin())
+    next_ms = int(headers["x-next-snapshot-ms"])
+    assert status == 200 and 0 <= next_ms <= 1_000
+
+    time.sleep((next_ms + 150) / 1000)  # just after it: it is made, and comes at once
+    started = time.monotonic()
+    status, second, headers = api.exchange(
+        "GET", f"/v1/admin/console?after={first['at_ms']}", token=admin()
+    )
+    assert status == 200 and second["at_ms"] > first["at_ms"]
+    assert time.monotonic() - started < 0.5
+    assert 500 <= int(headers["x-next-snapshot-ms"]) <= 1_000
+
+
 def test_redis_down_is_a_503_with_retry_after(tmp_path: Path) -> None:
     server = start_api(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/15")
     try:
