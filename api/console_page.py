@@ -1,16 +1,16 @@
 """The operator console's page: GET /console and /console/{file}, static files from the
 package (api/console_files/: plain HTML, CSS and ES modules, no build step).
 
-The page and its scripts are public; everything they show comes from admin routes with the
-token the operator types in, which the page keeps in memory only (api/console_files/
-api.js). Files are read once at start, each with its content type and a strong ETag.
+The page and its scripts are public; all they show that is private comes from admin
+routes, with the token the operator types in, which the page keeps in memory only
+(api/console_files/api.js); the market view reads the public routes. Files are read once
+at start, each with its content type and a strong ETag.
 There is no build step to give files fingerprinted names, so nothing may be cached
 without asking: `no-cache` makes the browser revalidate every load, which costs a 304.
 
 The Content-Security-Policy lets the page run its own scripts and styles only, talk to its
-own origin only (fetch and the market-data WebSocket), submit no form anywhere and be
-framed by no one; Trusted Types forbid HTML string sinks (innerHTML), so data from the
-API can only ever become text.
+own origin only, submit no form anywhere and be framed by no one; Trusted Types forbid
+HTML string sinks (innerHTML), so data from the API can only ever become text.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ CSP = "; ".join(
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self'",
-        "connect-src 'self'",  # CSP 3: 'self' covers ws: to the same host
+        "connect-src 'self'",
         "base-uri 'none'",
         "form-action 'none'",
         "frame-ancestors 'none'",

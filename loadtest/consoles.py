@@ -3,8 +3,8 @@ to measure what open consoles cost it (api/console.py), and a screenshot of the 
 
 Each reader does what the page does (api/console_files/): it follows GET /v1/admin/console
 on a keep-alive connection, asking with `?after=` once the reply's x-next-snapshot-ms has
-passed, and watches one symbol's trades and depth over the market-data WebSocket. Readers
-run until `--seconds` pass or the API goes away (a load test's stack stopping), then the
+passed, and reads one symbol's book and recent trades once a second (the market view).
+Readers run until `--seconds` pass or the API goes away (a load test's stack stopping), then the
 tool prints what they received. With `--screenshot PATH` one headless chromium tab
 (Playwright, the dev extra) signs in and saves the page after `--screenshot-after` seconds.
 
@@ -25,8 +25,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import websocket
 
 from api.auth import make_token
 
@@ -67,25 +65,21 @@ class Reader:
         conn.close()
 
     def watch(self) -> None:
-        """The market view: one symbol's trades and depth."""
-        try:
-            ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/v1/ws", timeout=2)
-        except OSError as exc:
-            self.errors.append(f"ws: {exc!r}")
-            return
-        channels = [f"trades:{self.symbol}", f"depth:{self.symbol}"]
-        ws.send(json.dumps({"op": "subscribe", "channels": channels}))
-        try:
-            while time.monotonic() < self.until:
+        """The market view: one symbol's book and recent trades, once a second."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        paths = [f"/v1/book/{self.symbol}?depth=50", f"/v1/trades/{self.symbol}?limit=100"]
+        while time.monotonic() < self.until:
+            for path in paths:
                 try:
-                    ws.recv()
-                    self.market_messages += 1
-                except websocket.WebSocketTimeoutException:
-                    continue
-        except (OSError, websocket.WebSocketException) as exc:
-            self.errors.append(f"ws: {exc!r}")
-        finally:
-            ws.close()
+                    conn.request("GET", path)
+                    reply = conn.getresponse()
+                    reply.read()
+                except OSError as exc:
+                    self.errors.append(f"market: {exc!r}")
+                    return
+                self.market_messages += reply.status == 200
+            time.sleep(1)
+        conn.close()
 
 
 def _wait_for(port: int) -> None:
@@ -130,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--symbol", default="AAPL", help="the market view's symbol")
     parser.add_argument(
-        "--no-market", action="store_true", help="follow the snapshots only, no WebSocket"
+        "--no-market", action="store_true", help="follow the snapshots only, no market view"
     )
     parser.add_argument("--screenshot", type=Path, help="save the page here (a PNG)")
     parser.add_argument("--screenshot-after", type=float, default=30.0, help="seconds signed in")
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(readers)} readers for {elapsed:.0f} s: {snapshots} snapshots "
         f"({snapshots / max(elapsed, 1) / max(len(readers), 1):.2f}/s each), "
-        f"{market} market-data messages"
+        f"{market} market-data replies"
     )
     errors = [e for r in readers for e in r.errors]
     if errors:  # a load test's stack stopping ends every reader so

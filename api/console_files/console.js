@@ -1,5 +1,6 @@
 // The operator console: sign in with an admin token, then follow GET /v1/admin/console
-// (one snapshot a second, long-polled), start migrations, and watch one symbol's market.
+// (one snapshot a second, each asked for just after the API made it), start migrations,
+// and watch one symbol's market.
 
 import * as api from './api.js';
 import { $, el, setText } from './dom.js';

@@ -1,26 +1,26 @@
-// The market view of one symbol, from public data only: the recent trades over HTTP,
-// then trades and depth over the market-data WebSocket (/v1/ws, api/market_data.py).
-// 1-minute candles are made here from the trades this page sees (a trade carries no
-// time, so each is stamped when it arrives).
+// The market view of one symbol, from the public routes once a second: the book
+// (GET /v1/book/{symbol}) and the recent trades (GET /v1/trades/{symbol}), newest first,
+// each with the symbol's seq. Polling, not the market-data WebSocket: a WebSocket pushes
+// every trade and depth change to every console (20 consoles watching a busy symbol took
+// ~8% of a core of the API), where two short requests a second take under 1%.
+//
+// 1-minute candles are made here from the trades this page has seen (a trade carries no
+// time: each is stamped when first seen; at most the last 100 a second are seen).
 
 import { publicJson } from './api.js';
 import { candleChart, depthChart } from './charts.js';
 import { $, clock, el, num, setText } from './dom.js';
 
+const POLL_MS = 1000;
+const TRADES_READ = 100; // what GET /v1/trades gives at most
 const TRADES_SHOWN = 50;
 const CANDLES_KEPT = 60;
-const RECONNECT_MS = 1000;
-// A busy symbol sends hundreds of trades and 20 depth updates a second: each only updates
-// the state, and the view is drawn at most this often (drawing each one kept the page's
-// one thread so busy under load that its snapshot polls went out seconds late).
-const DRAW_MS = 250;
 
 export class Market {
   constructor() {
     this.symbol = null;
-    this.socket = null;
-    this.closed = true;
-    this.drawing = null; // the timer of the next draw, if one is due
+    this.timer = null;
+    this.generation = 0; // a poll answered after the symbol changed is dropped
     this.reset();
     $('market-symbol').addEventListener('change', (e) => this.show(e.target.value));
   }
@@ -31,97 +31,68 @@ export class Market {
     this.bids = [];
     this.asks = [];
     this.last = null;
+    this.seenSeq = null; // the newest trade's seq seen; null: none read yet
   }
 
-  async open(symbols) {
-    this.closed = false;
+  open(symbols) {
     const select = $('market-symbol');
     select.replaceChildren(...symbols.map((s) => el('option', { value: s }, s)));
-    if (symbols.length) await this.show(symbols[0]);
+    if (symbols.length) this.show(symbols[0]);
   }
 
   close() {
-    this.closed = true;
-    clearTimeout(this.drawing);
-    this.drawing = null;
-    if (this.socket) this.socket.close();
-    this.socket = null;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.generation += 1;
     this.symbol = null;
     this.reset();
   }
 
-  async show(symbol) {
-    if (this.socket && this.symbol) {
-      this.send({ op: 'unsubscribe', channels: [`trades:${this.symbol}`, `depth:${this.symbol}`] });
-    }
+  show(symbol) {
+    clearTimeout(this.timer);
+    this.generation += 1;
     this.symbol = symbol;
     $('market-symbol').value = symbol;
     this.reset();
     this.render();
+    this.poll(this.generation);
+  }
+
+  async poll(generation) {
+    const symbol = encodeURIComponent(this.symbol);
     try {
-      const recent = await publicJson(`/v1/trades/${encodeURIComponent(symbol)}?limit=${TRADES_SHOWN}`);
-      if (this.symbol !== symbol) return;
-      // Older than the page: no time is known for these, and they make no candle.
-      this.trades = recent.trades.map((t) => ({ ...t, seen: null })).concat(this.trades);
-      this.last ??= recent.trades[0]?.price ?? null;
+      const [book, recent] = await Promise.all([
+        publicJson(`/v1/book/${symbol}?depth=50`),
+        publicJson(`/v1/trades/${symbol}?limit=${TRADES_READ}`),
+      ]);
+      if (generation !== this.generation) return;
+      this.bids = book.bids;
+      this.asks = book.asks;
+      this.add(recent.trades, Date.now());
+      setText('market-state', `updated ${clock(Date.now())}`);
+      this.render();
     } catch (err) {
-      setText('market-state', `recent trades unavailable: ${err.message}`);
+      if (generation !== this.generation) return;
+      setText('market-state', `market data unavailable, retrying (${err.message})`);
     }
-    this.render();
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.subscribe();
-    else this.connect();
+    this.timer = setTimeout(() => this.poll(generation), POLL_MS);
   }
 
-  connect() {
-    if (this.closed || this.socket) return;
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const socket = new WebSocket(`${scheme}//${location.host}/v1/ws`);
-    this.socket = socket;
-    socket.addEventListener('open', () => this.subscribe());
-    socket.addEventListener('message', (e) => this.receive(JSON.parse(e.data)));
-    socket.addEventListener('close', () => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      setText('market-state', 'market data disconnected, reconnecting');
-      if (!this.closed) setTimeout(() => this.connect(), RECONNECT_MS);
-    });
-  }
-
-  send(message) {
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
-  }
-
-  subscribe() {
-    if (this.symbol) this.send({ op: 'subscribe', channels: [`trades:${this.symbol}`, `depth:${this.symbol}`] });
-  }
-
-  receive(message) {
-    if (message.symbol !== undefined && message.symbol !== this.symbol) return;
-    if (message.type === 'subscribed') setText('market-state', 'live');
-    else if (message.type === 'error') setText('market-state', `${message.error}: ${message.message}`);
-    else if (message.type === 'depth') {
-      this.bids = message.bids;
-      this.asks = message.asks;
-      this.draw();
-    } else if (message.type === 'trade') {
-      this.trade(message, Date.now());
-      this.draw();
+  // `recent`: newest first. Those read before anything was seen are shown but make no
+  // candle: when they happened is not known.
+  add(recent, now) {
+    const first = this.seenSeq === null;
+    const fresh = recent.filter((t) => first || t.seq > this.seenSeq).reverse(); // oldest first
+    if (recent.length) this.seenSeq = Math.max(this.seenSeq ?? 0, recent[0].seq);
+    for (const t of fresh) {
+      this.last = t.price;
+      this.trades.unshift({ ...t, seen: first ? null : now });
+      if (!first) this.candle(t, now);
     }
-  }
-
-  draw() {
-    if (this.drawing === null) {
-      this.drawing = setTimeout(() => {
-        this.drawing = null;
-        this.render();
-      }, DRAW_MS);
-    }
-  }
-
-  trade(t, now) {
-    this.last = t.price;
-    this.trades.unshift({ seq: t.seq, price: t.price, quantity: t.quantity, taker_side: t.taker_side, seen: now });
     this.trades.length = Math.min(this.trades.length, TRADES_SHOWN);
+  }
+
+  candle(t, now) {
     const minute = Math.floor(now / 60_000) * 60_000;
     const candle = this.candles.at(-1);
     if (candle && candle.t === minute) {
