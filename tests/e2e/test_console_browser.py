@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -280,7 +281,8 @@ def test_signed_in_it_shows_every_shard_and_follows_the_orders(page: Any, trader
     page.wait_for_function(
         "() => Number(document.getElementById('t-persisted').textContent) > 0", timeout=WAIT_MS
     )
-    assert len(polls) >= 3 and max(polls) < 900, polls  # in milliseconds
+    # A long poll would last until the next snapshot, nearly the interval (1 s) each time.
+    assert len(polls) >= 3 and statistics.median(polls) < 500, polls  # in milliseconds
     hot = page.locator(f"#shards tbody tr[data-shard='{shard_of(page, 'AAPL')}'] td.orders")
     page.wait_for_function("el => Number(el.textContent) > 0", arg=hot.element_handle())
     assert page.locator("#rates-chart path.line.accepted").count() == 1
