@@ -3,7 +3,8 @@ to measure what open consoles cost it (api/console.py), and a screenshot of the 
 
 Each reader does what the page does (api/console_files/): it follows GET /v1/admin/console
 on a keep-alive connection, asking with `?after=` once the reply's x-next-snapshot-ms has
-passed, and reads one symbol's book and recent trades once a second (the market view).
+passed, and reads one symbol's book and recent trades once a second and its minute candles
+every 5 s (the market view).
 Readers run until `--seconds` pass or the API goes away (a load test's stack stopping), then the
 tool prints what they received. With `--screenshot PATH` one headless chromium tab
 (Playwright, the dev extra) signs in and saves the page after `--screenshot-after` seconds.
@@ -65,11 +66,14 @@ class Reader:
         conn.close()
 
     def watch(self) -> None:
-        """The market view: one symbol's book and recent trades, once a second."""
+        """The market view: one symbol's book and recent trades once a second, its candles
+        every fifth."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         paths = [f"/v1/book/{self.symbol}?depth=50", f"/v1/trades/{self.symbol}?limit=100"]
+        candles = f"/api/v3/klines?symbol={self.symbol}&interval=1m&limit=30"
+        second = 0
         while time.monotonic() < self.until:
-            for path in paths:
+            for path in paths + ([candles] if second % 5 == 0 else []):
                 try:
                     conn.request("GET", path)
                     reply = conn.getresponse()
@@ -78,6 +82,7 @@ class Reader:
                     self.errors.append(f"market: {exc!r}")
                     return
                 self.market_messages += reply.status == 200
+            second += 1
             time.sleep(1)
         conn.close()
 

@@ -64,7 +64,7 @@ function start(reply) {
   fillSymbols(first);
   follow(session, reply);
   api.publicJson('/v1/symbols')
-    .then(({ symbols }) => market.open(symbols.map((s) => s.symbol)))
+    .then(({ symbols }) => market.open(symbols))
     .catch((err) => setText('market-state', `symbols unavailable: ${err.message}`));
 }
 

@@ -4,8 +4,11 @@
 // every trade and depth change to every console (20 consoles watching a busy symbol took
 // ~8% of a core of the API), where two short requests a second take under 1%.
 //
-// 1-minute candles are made here from the trades this page has seen (a trade carries no
-// time: each is stamped when first seen; at most the last 100 a second are seen).
+// 1-minute candles: the batcher's, read from GET /api/v3/klines (the Binance-shaped API:
+// decimal strings in whole units, turned back into minor units by the symbol's tick as
+// exchangeInfo and /v1/symbols each state it) every CANDLES_MS; where that has none (no
+// database), made here from the trades this page has seen (a trade carries no time: each
+// is stamped when first seen; at most the last 100 a second are seen).
 
 import { publicJson } from './api.js';
 import { candleChart, depthChart } from './charts.js';
@@ -15,11 +18,15 @@ const POLL_MS = 1000;
 const TRADES_READ = 100; // what GET /v1/trades gives at most
 const TRADES_SHOWN = 50;
 const CANDLES_KEPT = 60;
+const CANDLES_MS = 5000;
+const CANDLES_SHOWN = 30; // minutes
 
 export class Market {
   constructor() {
     this.symbol = null;
+    this.specs = new Map(); // symbol -> its /v1/symbols spec
     this.timer = null;
+    this.candleTimer = null;
     this.generation = 0; // a poll answered after the symbol changed is dropped
     this.reset();
     $('market-symbol').addEventListener('change', (e) => this.show(e.target.value));
@@ -32,17 +39,22 @@ export class Market {
     this.asks = [];
     this.last = null;
     this.seenSeq = null; // the newest trade's seq seen; null: none read yet
+    this.stored = null; // the batcher's candles; null: none read (yet, or none to read)
+    this.unit = null; // minor price units per whole unit of the klines' prices
   }
 
-  open(symbols) {
+  open(specs) {
+    this.specs = new Map(specs.map((s) => [s.symbol, s]));
     const select = $('market-symbol');
-    select.replaceChildren(...symbols.map((s) => el('option', { value: s }, s)));
-    if (symbols.length) this.show(symbols[0]);
+    select.replaceChildren(...specs.map((s) => el('option', { value: s.symbol }, s.symbol)));
+    if (specs.length) this.show(specs[0].symbol);
   }
 
   close() {
     clearTimeout(this.timer);
+    clearTimeout(this.candleTimer);
     this.timer = null;
+    this.candleTimer = null;
     this.generation += 1;
     this.symbol = null;
     this.reset();
@@ -50,12 +62,36 @@ export class Market {
 
   show(symbol) {
     clearTimeout(this.timer);
+    clearTimeout(this.candleTimer);
     this.generation += 1;
     this.symbol = symbol;
     $('market-symbol').value = symbol;
     this.reset();
     this.render();
     this.poll(this.generation);
+    this.pollCandles(this.generation);
+  }
+
+  async pollCandles(generation) {
+    const symbol = encodeURIComponent(this.symbol);
+    try {
+      if (this.unit === null) {
+        const info = await publicJson(`/api/v3/exchangeInfo?symbol=${symbol}`);
+        const price = info.symbols[0].filters.find((f) => f.filterType === 'PRICE_FILTER');
+        this.unit = this.specs.get(this.symbol).tick / Number(price.tickSize);
+      }
+      const rows = await publicJson(`/api/v3/klines?symbol=${symbol}&interval=1m&limit=${CANDLES_SHOWN}`);
+      if (generation !== this.generation) return;
+      const minor = (text) => Math.round(Number(text) * this.unit);
+      this.stored = rows.map((r) => ({
+        t: r[0], open: minor(r[1]), high: minor(r[2]), low: minor(r[3]), close: minor(r[4]), volume: Number(r[5]),
+      }));
+    } catch {
+      if (generation !== this.generation) return;
+      this.stored = null; // no database behind the API, or no such route: the page's own
+    }
+    this.render();
+    this.candleTimer = setTimeout(() => this.pollCandles(generation), CANDLES_MS);
   }
 
   async poll(generation) {
@@ -114,8 +150,11 @@ export class Market {
     setText('spread', bid && ask ? num(ask[0] - bid[0]) : '–');
     setText('last-price', this.last === null ? '–' : num(this.last));
     depthChart($('depth-chart'), this.bids, this.asks);
-    candleChart($('candles-chart'), this.candles);
-    $('candles-empty').hidden = this.candles.length > 0;
+    const candles = this.stored ?? this.candles;
+    candleChart($('candles-chart'), candles);
+    $('candles-empty').hidden = candles.length > 0;
+    $('candles-chart').dataset.source = this.stored ? 'stored' : 'seen';
+    setText('candles-source', this.stored ? 'as the batcher stored them' : 'from the trades this page has seen');
     $('trades').tBodies[0].replaceChildren(
       ...this.trades.map((t) =>
         el(

@@ -294,7 +294,9 @@ def test_signed_in_it_shows_every_shard_and_follows_the_orders(page: Any, trader
         ".some(td => td.textContent.includes(':'))",
         timeout=WAIT_MS,
     )
-    expect(page.locator("#candles-chart rect.candle")).not_to_have_count(0)
+    # The batcher's minute candles, through /api/v3/klines (the stack has a database).
+    expect(page.locator("#candles-chart")).to_have_attribute("data-source", "stored")
+    expect(page.locator("#candles-chart rect.candle")).not_to_have_count(0, timeout=WAIT_MS)
     expect(page.locator("#best-bid")).not_to_have_text("–", timeout=WAIT_MS)
     assert traders.accepted > 0 and not traders.refused[:1], traders.refused[:3]
     assert page.errors == []
