@@ -190,7 +190,7 @@ class AdminRoutes:
             raise migration_refused(exc, symbol, to_shard) from None
         # Running before the reply is built: if that read fails, the migration still runs.
         self._orchestrate(migration_id)
-        view = _migration_view(await migration.status(self.redis, migration_id))
+        view = migration_view(await migration.status(self.redis, migration_id))
         location = f"/v1/admin/migrations/{quote(migration_id, safe='')}"
         return 202, encode(view), [*JSON, ("location", location)]
 
@@ -198,7 +198,7 @@ class AdminRoutes:
         admin(self.auth, scope)
         limit = query_int(query(scope), "limit", MIGRATIONS_LIMIT)
         found = await migration.recent(self.redis, limit)
-        return 200, encode(Migrations(migrations=[_migration_view(m) for m in found])), JSON
+        return 200, encode(Migrations(migrations=[migration_view(m) for m in found])), JSON
 
     async def show_migration(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         admin(self.auth, scope)
@@ -208,7 +208,7 @@ class AdminRoutes:
             found = await migration.status(self.redis, param)
         except migration.MigrationError:
             raise unknown_migration(param) from None
-        return 200, encode(_migration_view(found)), JSON
+        return 200, encode(migration_view(found)), JSON
 
     def _orchestrate(self, migration_id: str) -> None:
         task = asyncio.get_running_loop().create_task(self._run_migration(migration_id))
@@ -288,7 +288,7 @@ def _amount(detail: str | None) -> int:
         return int(float(detail or 0))
 
 
-def _migration_view(m: dict[str, Any]) -> MigrationView:
+def migration_view(m: dict[str, Any]) -> MigrationView:
     """control.migration.status() as the API shows it: every step that began, with its times."""
 
     def number(name: str) -> int | None:

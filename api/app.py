@@ -32,6 +32,8 @@ from api.admin import AdminRoutes
 from api.apikeys import ApiKeyRoutes, ApiKeyStore, master_key
 from api.auth import Authenticator, AuthError
 from api.binance.routes import BinanceRoutes
+from api.console import Console
+from api.console_page import ConsolePage
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
 from api.ledger import LedgerRoutes
@@ -86,6 +88,7 @@ class App:
         for task in self._tasks:
             task.cancel()
         loop.run_until_complete(self.admin.stop_migrations())
+        loop.run_until_complete(self.console.close())
         loop.run_until_complete(self.market_data.close())
         loop.run_until_complete(self.history.close())
         loop.run_until_complete(self.redis.aclose(close_connection_pool=True))
@@ -164,6 +167,10 @@ class App:
             unavailable=self._unavailable,
             budget=self.limits,
         )
+        self.console = console = Console(
+            auth=auth, redis=redis, listing=listing, metrics=self.metrics, shards=settings.shards
+        )
+        page = ConsolePage()
         self._unmatched = self.metrics.route("*", "unmatched")
         self._openapi = encode(openapi.document(settings.shards))
         routes: list[tuple[str, str, Handler]] = [
@@ -192,6 +199,9 @@ class App:
             ("GET", "/v1/api-keys", api_keys.list),
             ("DELETE", "/v1/api-keys/{key}", api_keys.revoke),
             *binance.routes(),
+            ("GET", "/v1/admin/console", console.snapshot),
+            ("GET", "/console", page.index),
+            ("GET", "/console/{file}", page.asset),
             ("GET", "/healthz", self.healthz),
             ("GET", "/readyz", self.readyz),
             ("GET", "/metrics", self.prometheus),

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from api.binance.routes import ENDPOINTS, PREFIX
-from schema import wire
+from schema import console, wire
 
 REF = "#/components/schemas/{name}"
 
@@ -263,10 +263,47 @@ def _fee_tier_paths() -> dict[str, Any]:
     }
 
 
+def _console_paths() -> dict[str, Any]:
+    page = {"200": {"description": "the file", "content": {"text/html": {}}}}
+    return {
+        "/v1/admin/console": {
+            "get": {
+                "summary": "The operator console's snapshot of the exchange, one a second (admin)",
+                "description": "With ?after=<at_ms of the snapshot the caller has> a newer one "
+                "comes at once, else the request waits (3 s at most) for the next; the "
+                "x-next-snapshot-ms header says when that is made. Made once a second per API "
+                "process however many read it (api/console.py).",
+                "parameters": [_query_param("after", 0, 2**62, 0)],
+                "responses": {"200": _json("ConsoleSnapshot", "the snapshot"), **MIGRATION_ERRORS},
+                "security": AUTH,
+            }
+        },
+        "/console": {
+            "get": {
+                "summary": "The operator console: a page, its data admin-only",
+                "responses": page,
+            }
+        },
+        "/console/{file}": {
+            "get": {
+                "summary": "The console's modules, style and icon",
+                "parameters": _path_param("file", "string"),
+                "responses": {**page, "404": _json("Error", "no such file")},
+            }
+        },
+    }
+
+
 def document(shards: int | None = None) -> dict[str, Any]:
     """The document; with `shards` (SPOT_SHARDS), a migration's to_shard is bounded by it."""
     _, components = msgspec.json.schema_components(
-        [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES, *wire.API_KEY_TYPES],
+        [
+            *wire.REQUESTS,
+            *wire.REPLIES,
+            *wire.MIGRATION_TYPES,
+            *wire.API_KEY_TYPES,
+            *console.CONSOLE_TYPES,
+        ],
         ref_template=REF,
     )
     components = _plain_tuples(components)
@@ -418,6 +455,7 @@ def document(shards: int | None = None) -> dict[str, Any]:
             }
         },
         **_migration_paths(),
+        **_console_paths(),
         **_api_key_paths(),
         **_binance_paths(),
         "/healthz": {

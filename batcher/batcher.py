@@ -341,6 +341,12 @@ class Batcher:
             **self._hold_stats(),
         }
         pipe.hset(keys.BATCHER_STATS, mapping=stats)
+        # Running totals, for rates (the operator console, api/console.py): order rows
+        # and trades committed, kept in Redis so that a restart does not reset them.
+        changes = flush.changes
+        written = len(changes.new_orders) + len(changes.rejected_places)
+        pipe.hincrby(keys.BATCHER_STATS, "orders_total", written)
+        pipe.hincrby(keys.BATCHER_STATS, "trades_total", len(changes.trades))
         pipe.lpush(keys.BATCHER_FLUSHES, _json.encode(stats))
         pipe.ltrim(keys.BATCHER_FLUSHES, 0, 9_999)
         await pipe.execute()

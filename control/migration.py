@@ -355,6 +355,12 @@ async def status(redis: Any, migration_id: str) -> dict[str, Any]:
     m: dict[str, Any] = await _load(redis, migration_id)
     if not m:
         raise MigrationError(f"no migration {migration_id}")
+    return described(m, migration_id)
+
+
+def described(m: dict[str, Any], migration_id: str) -> dict[str, Any]:
+    """A migration's persisted fields (decoded) with its id, step durations and the pause
+    in ms added: what `status` returns, for a caller that read the hash itself."""
     m["id"] = migration_id
     timings = {}
     for step in (*STEPS, "ROLLBACK"):

@@ -40,7 +40,9 @@ SYMBOLS = "symbols"  # hash symbol -> SymbolSpec JSON
 ASSETS = "assets"
 
 # -- batcher ------------------------------------------------------------------------------
-BATCHER_STATS = "batcher:stats"  # hash: the last flush, for `spot status` and /metrics
+# hash: the last flush, for `spot status` and /metrics; and running totals since the hash
+# was made, orders_total (order rows) and trades_total, for the console's rates
+BATCHER_STATS = "batcher:stats"
 BATCHER_FLUSHES = "batcher:flushes"  # list: recent flushes, newest first, for benchmarks
 
 # -- market data --------------------------------------------------------------------------

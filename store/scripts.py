@@ -102,3 +102,6 @@ MIGRATION_SWITCH = Script("migration_switch")
 MIGRATION_FINISH = Script("migration_finish")
 # and the load test's sampling of the settled batches (loadtest/run.py)
 NEWEST_BATCH = Script("newest_batch")
+
+# the API's operator console: each shard's backlog (api/console.py)
+SHARD_LAG = Script("shard_lag")
