@@ -34,6 +34,8 @@ SYMBOLS = "symbols"  # hash symbol -> SymbolSpec JSON
 # -- batcher ------------------------------------------------------------------------------
 BATCHER_STATS = "batcher:stats"  # hash: the last flush, for `spot status` and /metrics
 BATCHER_FLUSHES = "batcher:flushes"  # list: recent flushes, newest first, for benchmarks
+# list: the newest entries the database refused and the batcher quarantined, newest first
+BATCHER_QUARANTINE = "batcher:quarantine"
 
 # -- market data --------------------------------------------------------------------------
 DEPTH = "depth:"  # depth:{symbol} -> JSON {"bids": [[price, qty]...], "asks": ...}

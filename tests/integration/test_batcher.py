@@ -1,6 +1,8 @@
-"""The batcher on real Redis and PostgreSQL: trades land once, the database agrees with
-Redis, a batcher killed at any moment loses and duplicates nothing, and the audit both
-passes a clean run and catches a corrupted balance."""
+"""The batcher on real Redis and each database (PostgreSQL, MySQL): trades land once, the
+database agrees with Redis, a batcher killed at any moment loses and duplicates nothing,
+the audit both passes a clean run and catches a corrupted balance, and entries the
+database refuses are quarantined while the rest goes on. One suite, run once per database
+(`backend_url`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import subprocess
 import sys
 import time
 
-import asyncpg
 import msgspec
 import pytest
 
@@ -35,7 +36,8 @@ from schema.messages import (
 from schema.tables import metadata
 from spot.audit import audit, caught_up
 from spot.status import batcher_status
-from store import db
+from store import db as migrations
+from store.database import Database, empty, open_database
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, never_crashed, random_flow
 from workers.worker import Worker
@@ -46,23 +48,21 @@ TABLES = tuple(metadata.tables)  # every table, emptied before each test
 
 
 @pytest.fixture(scope="session")
-def migrated(database_url: str) -> str:
-    db.upgrade(database_url)
-    return database_url
+def migrated(backend_url: str) -> str:
+    migrations.upgrade(backend_url)
+    return backend_url
 
 
 @pytest.fixture
-def pool(migrated: str, aio: asyncio.Runner):
-    async def setup() -> asyncpg.Pool:
-        pool = await asyncpg.create_pool(
-            migrated, min_size=1, max_size=3, server_settings=db.POOL_SETTINGS
-        )
-        await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
-        return pool
+def db(migrated: str, aio: asyncio.Runner):
+    async def setup() -> Database:
+        database = await open_database(migrated, min_size=1, max_size=3)
+        await empty(database, list(TABLES))
+        return database
 
-    pool = aio.run(setup())
-    yield pool
-    aio.run(pool.close())
+    database = aio.run(setup())
+    yield database
+    aio.run(database.close())
 
 
 @pytest.fixture
@@ -81,58 +81,58 @@ def market(redis, aio):
     return aio.run(setup())
 
 
-async def drain(worker: Worker, batcher: Batcher, redis, conn) -> None:
+async def drain(worker: Worker, batcher: Batcher, redis, db) -> None:
     """Step the worker and the batcher until nothing is left behind."""
     for _ in range(1_000):
         await worker.step()
         await batcher.step()
-        if not await caught_up(redis, conn, SHARDS):
+        if not await caught_up(redis, db, SHARDS):
             return
     raise AssertionError("never caught up")
 
 
-async def test_trades_land_once_and_the_database_agrees_with_redis(redis, pool, market):
+async def test_trades_land_once_and_the_database_agrees_with_redis(redis, db, market):
     router, shard, worker = market
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
     sent: list = []
     await random_flow(router, random.Random(3), sent, lambda n: n >= 400)
-    async with pool.acquire() as conn:
-        await drain(worker, batcher, redis, conn)
-        _, expected, _ = never_crashed(sent)
-        trades = [e for e in expected if type(e) is Trade]
-        assert len(trades) > 20
-        rows = await conn.fetch("SELECT symbol, seq, price, quantity FROM trades ORDER BY seq")
-        assert [tuple(r) for r in rows] == [(t.symbol, t.seq, t.price, t.quantity) for t in trades]
-        assert await audit(redis, conn) == {name: [] for name in await audit(redis, conn)}
+    await drain(worker, batcher, redis, db)
+    _, expected, _ = never_crashed(sent)
+    trades = [e for e in expected if type(e) is Trade]
+    assert len(trades) > 20
+    rows = await db.fetch("SELECT symbol, seq, price, quantity FROM trades ORDER BY seq")
+    assert [tuple(r.values()) for r in rows] == [
+        (t.symbol, t.seq, t.price, t.quantity) for t in trades
+    ]
+    assert await audit(redis, db) == {name: [] for name in await audit(redis, db)}
 
-        # A redelivery (positions rewound, as after a crash before the offsets were read)
-        # is refused against the offsets in the database: nothing is written twice.
-        batcher.positions = dict.fromkeys(batcher.positions, "0-0")
-        await redis.xadd(keys.events(shard), {"id": "0-1", "first": "0-1", "events": b"\x90",
-                                              "balances": b"\x90"})  # fmt: skip
-        await batcher.step()
-        await batcher.step()
-        assert await conn.fetchval("SELECT count(*) FROM trades") == len(trades)
+    # A redelivery (positions rewound, as after a crash before the offsets were read)
+    # is refused against the offsets in the database: nothing is written twice.
+    batcher.positions = dict.fromkeys(batcher.positions, "0-0")
+    await redis.xadd(keys.events(shard), {"id": "0-1", "first": "0-1", "events": b"\x90",
+                                          "balances": b"\x90"})  # fmt: skip
+    await batcher.step()
+    await batcher.step()
+    assert await db.fetchval("SELECT count(*) FROM trades") == len(trades)
 
 
 async def test_every_flush_plans_its_statements_for_the_values_it_writes(
-    redis, migrated, pool, market
+    redis, database_url, market
 ):
     """PostgreSQL gives a prepared statement one generic plan after five runs, planned for
     the tables as they were: the UPDATE of orders by id, planned while orders was nearly
     empty, scanned the whole table on every flush as it grew (store/db.py POOL_SETTINGS)."""
     router, _, worker = market
+    await asyncio.to_thread(migrations.upgrade, database_url)
     # One connection: pg_prepared_statements shows the statements of its own session.
-    session = await asyncpg.create_pool(
-        migrated, min_size=1, max_size=1, server_settings=db.POOL_SETTINGS
-    )
+    session = await open_database(database_url, min_size=1, max_size=1)
     try:
+        await empty(session, list(TABLES))
         batcher = Batcher(redis, session, list(range(SHARDS)), batch=20, interval_s=0.01)
         await batcher.start()
         await random_flow(router, random.Random(11), [], lambda n: n >= 1_000)
-        async with pool.acquire() as conn:
-            await drain(worker, batcher, redis, conn)
+        await drain(worker, batcher, redis, session)
         plans = await session.fetch(
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
         )
@@ -144,18 +144,17 @@ async def test_every_flush_plans_its_statements_for_the_values_it_writes(
     assert [p["statement"] for p in plans if p["generic_plans"] and "$1" in p["statement"]] == []
 
 
-async def test_audit_catches_a_corrupted_balance(redis, pool, market):
+async def test_audit_catches_a_corrupted_balance(redis, db, market):
     router, _, worker = market
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
     await random_flow(router, random.Random(5), [], lambda n: n >= 100)
-    async with pool.acquire() as conn:
-        await drain(worker, batcher, redis, conn)
-        assert not any((await audit(redis, conn)).values())
-        await redis.hincrby(keys.balance("bob"), keys.available("USD"), 7)
-        found = await audit(redis, conn)
-        assert any("('bob', 'USD')" in p for p in found["balances"])
-        assert any("USD" in p for p in found["conservation"])
+    await drain(worker, batcher, redis, db)
+    assert not any((await audit(redis, db)).values())
+    await redis.hincrby(keys.balance("bob"), keys.available("USD"), 7)
+    found = await audit(redis, db)
+    assert any("('bob', 'USD')" in p for p in found["balances"])
+    assert any("USD" in p for p in found["conservation"])
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -168,7 +167,7 @@ def start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def test_batcher_killed_before_during_and_after_commits(
-    redis, redis_url, migrated, pool, market
+    redis, redis_url, migrated, db, market
 ):
     router, shard, worker = market
     env = {
@@ -199,18 +198,17 @@ async def test_batcher_killed_before_during_and_after_commits(
             batcher = start("batcher", env=env)
         await flow
         await applying
-        async with pool.acquire() as conn:
-            for _ in range(600):
-                if not await caught_up(redis, conn, SHARDS):
-                    break
-                await asyncio.sleep(0.05)
-            _, expected, _ = never_crashed(sent)
-            trades = [(e.symbol, e.seq) for e in expected if type(e) is Trade]
-            rows = await conn.fetch("SELECT symbol, seq FROM trades ORDER BY seq")
-            assert [tuple(r) for r in rows] == trades
-            orders = {c.order_id for c, _ in sent if hasattr(c, "side")}
-            assert await conn.fetchval("SELECT count(*) FROM orders") == len(orders)
-            assert not any((await audit(redis, conn)).values())
+        for _ in range(600):
+            if not await caught_up(redis, db, SHARDS):
+                break
+            await asyncio.sleep(0.05)
+        _, expected, _ = never_crashed(sent)
+        trades = [(e.symbol, e.seq) for e in expected if type(e) is Trade]
+        rows = await db.fetch("SELECT symbol, seq FROM trades ORDER BY seq")
+        assert [tuple(r.values()) for r in rows] == trades
+        orders = {c.order_id for c, _ in sent if hasattr(c, "side")}
+        assert await db.fetchval("SELECT count(*) FROM orders") == len(orders)
+        assert not any((await audit(redis, db)).values())
     finally:
         flow.cancel()
         applying.cancel()
@@ -253,64 +251,64 @@ async def _publish(redis, shard: int, events: list, balances: list | None = None
                                           "balances": _encode(balances or [])})  # fmt: skip
 
 
-async def _order_row(pool, order_id: int) -> tuple | None:
-    row = await pool.fetchrow(
+async def _order_row(db, order_id: int) -> tuple | None:
+    rows = await db.fetch(
         "SELECT status, remaining, filled FROM orders WHERE order_id = $1", order_id
     )
-    return None if row is None else tuple(row)
+    return tuple(rows[0].values()) if rows else None
 
 
-async def test_a_symbol_moved_to_an_earlier_stream_keeps_its_order(redis, pool, market):
+async def test_a_symbol_moved_to_an_earlier_stream_keeps_its_order(redis, db, market):
     # seq 1 on events:{5}, then (the symbol migrated) seq 2 on events:{0}, which the batcher
     # reads first: the cancel must not be overwritten by the older accept.
     await _publish(redis, 5, [_accepted(1, 101)])
     await _publish(redis, 0, [_canceled(2, 101)])
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
     await batcher.step()
-    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+    assert await _order_row(db, 101) == ("CANCELED", 0, 0)
 
 
-async def test_interleaved_symbols_each_keep_their_order(redis, pool, market):
+async def test_interleaved_symbols_each_keep_their_order(redis, db, market):
     # One worker entry holds several symbols' runs; only MSFT moved (to events:{0}).
     await _publish(redis, 3, [_accepted(1, 101), _accepted(1, 201, "MSFT"), _canceled(2, 101),
                               _accepted(2, 202, "MSFT"), _accepted(3, 102)])  # fmt: skip
     await _publish(redis, 0, [_canceled(4, 202, "MSFT"), _accepted(4, 103)])
     await _publish(redis, 3, [_canceled(3, 201, "MSFT")])
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
     await batcher.step()
-    rows = await pool.fetch("SELECT order_id, status FROM orders ORDER BY order_id")
-    assert [tuple(r) for r in rows] == [(101, "CANCELED"), (102, "OPEN"), (103, "OPEN"),
+    rows = await db.fetch("SELECT order_id, status FROM orders ORDER BY order_id")
+    assert [tuple(r.values()) for r in rows] == [(101, "CANCELED"), (102, "OPEN"), (103, "OPEN"),
                                         (201, "CANCELED"), (202, "CANCELED")]  # fmt: skip
-    progress = await pool.fetch("SELECT symbol, seq FROM symbol_progress ORDER BY symbol")
-    assert [tuple(r) for r in progress] == [("AAPL", 4), ("MSFT", 4)]
+    progress = await db.fetch("SELECT symbol, seq FROM symbol_progress ORDER BY symbol")
+    assert [tuple(r.values()) for r in progress] == [("AAPL", 4), ("MSFT", 4)]
     assert not batcher.holds and batcher.sequencer.refused == 0
 
 
-async def test_a_newer_event_waits_for_the_older_one_from_another_stream(redis, pool, market):
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+async def test_a_newer_event_waits_for_the_older_one_from_another_stream(redis, db, market):
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
     alice_usd = "SELECT available FROM balances WHERE user_id = 'alice' AND asset = 'USD'"
     # The newer half arrives first (the older one is still unread, e.g. a backlog).
     await _publish(redis, 0, [_canceled(2, 101)], [("alice", "USD", 50_000, -50_000)])
     await batcher.step()
-    assert await _order_row(pool, 101) is None
-    assert await pool.fetchval(alice_usd) == 1_000_000_000  # the entry waits whole
+    assert await _order_row(db, 101) is None
+    assert await db.fetchval(alice_usd) == 1_000_000_000  # the entry waits whole
     stats = await redis.hgetall(keys.BATCHER_STATS)
     assert stats[b"held_streams"] == b"1"
     assert stats[b"held"] == b"events:0 waits for AAPL seq 1 (has 2)"
     await _publish(redis, 5, [_accepted(1, 101)])
     await batcher.step()
-    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
-    assert await pool.fetchval(alice_usd) == 1_000_050_000
-    assert await pool.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'") == 2
+    assert await _order_row(db, 101) == ("CANCELED", 0, 0)
+    assert await db.fetchval(alice_usd) == 1_000_050_000
+    assert await db.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'") == 2
     assert (await redis.hgetall(keys.BATCHER_STATS))[b"held_streams"] == b"0"
 
 
-async def _assert_orders_as_in_redis(redis, conn, sent: list) -> None:
+async def _assert_orders_as_in_redis(redis, db, sent: list) -> None:
     """Every order row says what its Redis record says; the audit is clean."""
-    rows = await conn.fetch("SELECT order_id, status, remaining, filled, price FROM orders")
+    rows = await db.fetch("SELECT order_id, status, remaining, filled, price FROM orders")
     assert len(rows) == len({c.order_id for c, _ in sent if hasattr(c, "side")})
     for row in rows:
         record = await redis.hmget(
@@ -322,7 +320,7 @@ async def _assert_orders_as_in_redis(redis, conn, sent: list) -> None:
             int(record[2]),
             int(record[3]),
         ), row["order_id"]
-    assert not any((await audit(redis, conn)).values())
+    assert not any((await audit(redis, db)).values())
 
 
 async def _workers_settled(redis, shards: list[int]) -> bool:
@@ -335,7 +333,7 @@ async def _workers_settled(redis, shards: list[int]) -> bool:
     return True
 
 
-async def test_a_real_migration_with_the_batcher_stopped_lands_as_redis_says(redis, pool, market):
+async def test_a_real_migration_with_the_batcher_stopped_lands_as_redis_says(redis, db, market):
     router, home, _ = market
     other = 0 if home else SHARDS - 1  # the batcher reads events:{0} before the others
     await redis.delete(keys.owner(home))  # the fixture's worker steps aside
@@ -358,47 +356,46 @@ async def test_a_real_migration_with_the_batcher_stopped_lands_as_redis_says(red
         await running
     assert await redis.xlen(keys.events(home)) and await redis.xlen(keys.events(other))
 
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=50, interval_s=0.01)
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=50, interval_s=0.01)
     await batcher.start()
-    async with pool.acquire() as conn:
-        for _ in range(1_000):
-            if not await caught_up(redis, conn, SHARDS):
-                break
-            await batcher.step()
-        assert not await caught_up(redis, conn, SHARDS)
-        await _assert_orders_as_in_redis(redis, conn, sent)
-        assert batcher.sequencer.refused == 0
+    for _ in range(1_000):
+        if not await caught_up(redis, db, SHARDS):
+            break
+        await batcher.step()
+    assert not await caught_up(redis, db, SHARDS)
+    await _assert_orders_as_in_redis(redis, db, sent)
+    assert batcher.sequencer.refused == 0
 
 
-async def test_a_repeated_event_is_refused_and_the_rest_of_its_entry_applies(redis, pool, market):
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+async def test_a_repeated_event_is_refused_and_the_rest_of_its_entry_applies(redis, db, market):
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
     await _publish(redis, 3, [_accepted(1, 101), _accepted(2, 102)])
     await batcher.step()
     # seq 2 again (it must never happen) beside seq 3, with the entry's balance deltas
     await _publish(redis, 3, [_canceled(2, 101), _canceled(3, 102)], [("bob", "EUR", 7, 0)])
     await batcher.step()
-    assert await _order_row(pool, 101) == ("OPEN", 5, 0)
-    assert await _order_row(pool, 102) == ("CANCELED", 0, 0)
-    assert await pool.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 7
+    assert await _order_row(db, 101) == ("OPEN", 5, 0)
+    assert await _order_row(db, 102) == ("CANCELED", 0, 0)
+    assert await db.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 7
     assert (await redis.hgetall(keys.BATCHER_STATS))[b"refused"] == b"1"
 
 
-async def test_events_outside_any_book_always_apply(redis, pool, market):
+async def test_events_outside_any_book_always_apply(redis, db, market):
     # seq 0: a STALE_ROUTE rejection by the shard the symbol left, read before the
     # symbol's older events on another stream; it never waits.
     stale = Rejected(SPEC.symbol, 0, 103, "bob", Action.CANCEL, RejectReason.STALE_ROUTE)
     await _publish(redis, 0, [stale], [("bob", "EUR", 3, 0)])
-    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, [0], batch=100, interval_s=0.01)
     await batcher.start()
     await batcher.step()
-    assert await pool.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 3
+    assert await db.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 3
     assert not batcher.holds
 
 
-async def test_a_gap_another_batcher_fills_is_reloaded(redis, pool, market):
-    ours = Batcher(redis, pool, [0], batch=100, interval_s=0.01)  # the symbol's new shard
-    theirs = Batcher(redis, pool, [5], batch=100, interval_s=0.01)  # and the one it left
+async def test_a_gap_another_batcher_fills_is_reloaded(redis, db, market):
+    ours = Batcher(redis, db, [0], batch=100, interval_s=0.01)  # the symbol's new shard
+    theirs = Batcher(redis, db, [5], batch=100, interval_s=0.01)  # and the one it left
     await ours.start()
     await theirs.start()
     await _publish(redis, 5, [_accepted(1, 101)])
@@ -406,15 +403,15 @@ async def test_a_gap_another_batcher_fills_is_reloaded(redis, pool, market):
     await ours.step()
     assert list(ours.holds) == [keys.events(0)]
     await theirs.step()
-    assert await _order_row(pool, 101) == ("OPEN", 5, 0)
+    assert await _order_row(db, 101) == ("OPEN", 5, 0)
     await ours.step()
-    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
+    assert await _order_row(db, 101) == ("CANCELED", 0, 0)
     assert not ours.holds
 
 
-async def test_a_gap_that_lasts_is_logged_and_shown(redis, pool, market, caplog):
+async def test_a_gap_that_lasts_is_logged_and_shown(redis, db, market, caplog):
     # hold_warn_s: a few seconds in production
-    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01, hold_warn_s=0.0)
+    batcher = Batcher(redis, db, [0], batch=100, interval_s=0.01, hold_warn_s=0.0)
     await batcher.start()
     await batcher.step()  # the deposits
     await _publish(redis, 0, [_canceled(7, 101)])
@@ -429,24 +426,24 @@ async def test_a_gap_that_lasts_is_logged_and_shown(redis, pool, market, caplog)
     assert len(warnings) == 1 and "AAPL needs seq 1 next, the entry has seq 7" in warnings[0]
     assert stats[b"held_streams"] == b"1" and int(stats[b"held_ms"]) > 0
     assert "1 stream(s) waiting" in await batcher_status(redis)  # spot status shows it
-    assert await _order_row(pool, 101) is None
+    assert await _order_row(db, 101) is None
 
 
-async def test_a_symbol_of_unknown_progress_starts_where_its_events_are(redis, pool, market):
+async def test_a_symbol_of_unknown_progress_starts_where_its_events_are(redis, db, market):
     # A database upgraded with history: the symbol's row says NULL (alembic 0002).
-    await pool.execute("INSERT INTO symbol_progress (symbol) VALUES ('AAPL')")
+    await db.execute("INSERT INTO symbol_progress (symbol) VALUES ('AAPL')")
     await _publish(redis, 0, [_accepted(41, 101), _canceled(42, 101)])
     await _publish(redis, 0, [_accepted(44, 102)])
-    batcher = Batcher(redis, pool, [0], batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, [0], batch=100, interval_s=0.01)
     await batcher.start()
     await batcher.step()
-    assert await _order_row(pool, 101) == ("CANCELED", 0, 0)
-    assert await _order_row(pool, 102) is None  # seq 43 is missing: that one waits
-    assert await pool.fetchval("SELECT seq FROM symbol_progress") == 42
+    assert await _order_row(db, 101) == ("CANCELED", 0, 0)
+    assert await _order_row(db, 102) is None  # seq 43 is missing: that one waits
+    assert await db.fetchval("SELECT seq FROM symbol_progress") == 42
 
 
 async def test_seqs_run_on_from_a_fresh_listing_and_a_worker_restored_from_a_snapshot(
-    redis, pool, market
+    redis, db, market
 ):
     router, shard, worker = market
     sent: list = []
@@ -464,11 +461,10 @@ async def test_seqs_run_on_from_a_fresh_listing_and_a_worker_restored_from_a_sna
     await restarted.load_specs()
     await restarted._recover(restarted.shards[shard])
     await random_flow(router, rng, sent, lambda n: n >= 150)
-    batcher = Batcher(redis, pool, list(range(SHARDS)), batch=100, interval_s=0.01)
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
     await batcher.start()
-    async with pool.acquire() as conn:
-        await drain(restarted, batcher, redis, conn)
-        await _assert_orders_as_in_redis(redis, conn, sent)
-        progress = await conn.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'")
+    await drain(restarted, batcher, redis, db)
+    await _assert_orders_as_in_redis(redis, db, sent)
+    progress = await db.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'")
     assert progress == restarted.shards[shard].engine.books[SPEC.symbol].seq > 0
     assert batcher.sequencer.refused == 0 and not batcher.holds
