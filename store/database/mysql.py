@@ -502,6 +502,8 @@ def connect_options(url: str) -> dict[str, Any]:
 
 
 def fault(error: BaseException) -> Fault | None:
+    if isinstance(error, UnicodeEncodeError):
+        return Fault.DATA  # text that cannot be sent as UTF-8 (a lone surrogate)
     if isinstance(error, RefusedRows | errors.DataError | errors.IntegrityError):
         return Fault.DATA
     if isinstance(error, errors.MySQLError) and error.args and isinstance(error.args[0], int):

@@ -238,6 +238,8 @@ class PostgresDatabase:
 
 
 def fault(error: BaseException) -> Fault | None:
+    if isinstance(error, OverflowError | UnicodeEncodeError):
+        return Fault.DATA  # asyncpg could not encode a value for its column (int64, text)
     if isinstance(error, asyncpg.PostgresError):
         state = str(getattr(error, "sqlstate", "") or "")
         if state.startswith(DATA_CLASSES):

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from api.order_gateway import OrderGateway
-from batcher.batcher import Batcher
+from batcher.batcher import CONSUMER, Batcher
 from control import migration
 from schema import keys
 from schema.codes import CancelReason, RejectReason
@@ -33,11 +33,12 @@ from schema.messages import (
     TimeInForce,
     Trade,
 )
+from schema.symbols import SymbolSpec
 from schema.tables import metadata
 from spot.audit import audit, caught_up
 from spot.status import batcher_status
 from store import db as migrations
-from store.database import Database, empty, open_database
+from store.database import Database, DatabaseSettingsError, empty, open_database
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, never_crashed, random_flow
 from workers.worker import Worker
@@ -233,9 +234,16 @@ async def _keep_stepping(worker: Worker, flow: asyncio.Task) -> None:
 # A migration moves a symbol's book, and its events continue, gap-free, on another stream.
 
 
-def _accepted(seq: int, order_id: int, symbol: str = SPEC.symbol) -> Accepted:
-    return Accepted(symbol, seq, order_id, "alice", Side.BUY, OrderType.LIMIT, 10_000, 5,
-                    TimeInForce.GTC, False, None)  # fmt: skip
+def _accepted(
+    seq: int,
+    order_id: int,
+    symbol: str = SPEC.symbol,
+    *,
+    quantity: int = 5,
+    client_order_id: str | None = None,
+) -> Accepted:
+    return Accepted(symbol, seq, order_id, "alice", Side.BUY, OrderType.LIMIT, 10_000, quantity,
+                    TimeInForce.GTC, False, client_order_id)  # fmt: skip
 
 
 def _canceled(seq: int, order_id: int, symbol: str = SPEC.symbol) -> Canceled:
@@ -468,3 +476,123 @@ async def test_seqs_run_on_from_a_fresh_listing_and_a_worker_restored_from_a_sna
     progress = await db.fetchval("SELECT seq FROM symbol_progress WHERE symbol = 'AAPL'")
     assert progress == restarted.shards[shard].engine.books[SPEC.symbol].seq > 0
     assert batcher.sequencer.refused == 0 and not batcher.holds
+
+
+# -- what the database refuses, and what it fails at for a while (issue #19) ---------------
+
+
+async def _entries(redis, shard: int) -> list[str]:
+    return [entry_id.decode() for entry_id, _ in await redis.xrange(keys.events(shard))]
+
+
+async def test_entries_the_database_refuses_are_quarantined_and_the_rest_goes_on(redis, db, market):
+    await list_symbol(redis, SymbolSpec(symbol="MSFT", base="MSFT", quote="USD"), SHARDS)
+    batcher = Batcher(redis, db, [0, 3], batch=100, interval_s=0.01)
+    await batcher.start()
+    eur = "SELECT available FROM balances WHERE user_id = 'alice' AND asset = 'EUR'"
+    await _publish(redis, 3, [_accepted(1, 101)], [("alice", "EUR", 1, 0)])
+    # A client order id longer than its column, and a quantity no BIGINT holds: retrying
+    # them cannot help. The database must not be left behind for every other entry.
+    await _publish(redis, 3, [_accepted(2, 102, client_order_id="x" * 65)],
+                   [("alice", "EUR", 10, 0)])  # fmt: skip
+    await _publish(redis, 0, [_accepted(1, 201, "MSFT")])
+    await _publish(redis, 0, [_accepted(2, 202, "MSFT", quantity=2**63)])
+    await _publish(redis, 3, [_canceled(3, 101)], [("alice", "EUR", 100, 0)])
+    refused = [(await _entries(redis, 3))[1], (await _entries(redis, 0))[1]]
+    await batcher.step()
+
+    rows = await db.fetch("SELECT order_id, status FROM orders ORDER BY order_id")
+    assert [tuple(r.values()) for r in rows] == [(101, "CANCELED"), (201, "OPEN")]
+    assert await db.fetchval(eur) == 101  # the refused entry's deltas went with it
+    kept = await db.fetch("SELECT stream, entry_id, error, events FROM quarantine ORDER BY stream")
+    assert [(r["stream"], r["entry_id"], r["events"]) for r in kept] == [
+        (keys.events(0), refused[1], 1),
+        (keys.events(3), refused[0], 1),
+    ]
+    assert "too long" in kept[1]["error"].lower(), kept[1]["error"]
+    progress = await db.fetch("SELECT symbol, seq FROM symbol_progress ORDER BY symbol")
+    assert [tuple(r.values()) for r in progress] == [("AAPL", 3), ("MSFT", 2)]
+    assert (await db.fetchval(
+        "SELECT last_id FROM consumer_offsets WHERE stream = $1", keys.events(3)
+    )) == (await _entries(redis, 3))[-1]  # fmt: skip
+
+    # Named where an operator looks: spot status, /metrics' source, the audit.
+    stats = await redis.hgetall(keys.BATCHER_STATS)
+    assert stats[b"quarantined"] == b"2"
+    assert "2 entries QUARANTINED" in await batcher_status(redis)
+    assert len(await redis.lrange(keys.BATCHER_QUARANTINE, 0, -1)) == 2
+    found = await audit(redis, db)
+    assert sorted(p.split(": ")[0] for p in found["quarantine"]) == [
+        f"{keys.events(0)} {refused[1]}",
+        f"{keys.events(3)} {refused[0]}",
+    ]
+
+    # What comes next is written as ever, and a restarted batcher counts what is kept.
+    await _publish(redis, 3, [_accepted(4, 103)])
+    await batcher.step()
+    assert await _order_row(db, 103) == ("OPEN", 5, 0)
+    restarted = Batcher(redis, db, [0, 3], batch=100, interval_s=0.01)
+    await restarted.start()
+    assert restarted.quarantined == 2 and not restarted.holds
+
+
+async def _cut_waiting_session(admin: Database) -> None:
+    """Cut the connection that waits on a row lock, as a failover or a restart would."""
+    for _ in range(500):
+        if admin.dialect == "postgresql":
+            rows = await admin.fetch(
+                "SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        else:
+            rows = await admin.fetch(
+                "SELECT id FROM information_schema.processlist WHERE db = DATABASE() "
+                "AND id <> CONNECTION_ID() AND info LIKE '%FOR UPDATE%'"
+            )
+            for row in rows:
+                await admin.execute(f"KILL {int(row['id'])}")
+        if rows:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batcher never waited on the offsets' lock")
+
+
+async def test_a_connection_lost_inside_a_flush_is_retried_and_nothing_is_lost(
+    redis, migrated, db, market, caplog
+):
+    batcher = Batcher(redis, db, [3], batch=100, interval_s=0.01)
+    await batcher.start()
+    await _publish(redis, 3, [_accepted(1, 101)])
+    await batcher.step()
+    await _publish(redis, 3, [_canceled(2, 101)], [("alice", "EUR", 5, 0)])
+    holder = await open_database(migrated, max_size=1)
+    admin = await open_database(migrated, max_size=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="spot.batcher"):
+            async with holder.transaction() as tx:
+                # Another batcher's flush holds the offsets: this one waits inside its own
+                # transaction, and loses its connection there.
+                await tx.lock_offsets(CONSUMER, [keys.events(3)])
+                stepping = asyncio.create_task(batcher.step())
+                await _cut_waiting_session(admin)
+            await stepping
+    finally:
+        await holder.close()
+        await admin.close()
+    assert any("retrying" in r.getMessage() for r in caplog.records), caplog.records
+    assert await _order_row(db, 101) == ("CANCELED", 0, 0)
+    assert await db.fetchval("SELECT available FROM balances WHERE asset = 'EUR'") == 5
+    assert await db.fetchval("SELECT COUNT(*) FROM quarantine") == 0
+
+
+async def test_a_server_without_what_spot_needs_is_named_at_start(redis, db, market):
+    if db.dialect != "mysql":
+        pytest.skip("PostgreSQL's defaults are what Spot needs")
+    assert await db.problems() == []
+    # A table without transactions: a flush would not be one (what a session cannot set).
+    await db.execute("ALTER TABLE symbol_progress ENGINE=MyISAM")
+    try:
+        with pytest.raises(DatabaseSettingsError, match="symbol_progress is MyISAM"):
+            await Batcher(redis, db, [0]).start()
+    finally:
+        await db.execute("ALTER TABLE symbol_progress ENGINE=InnoDB")
