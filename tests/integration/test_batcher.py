@@ -18,6 +18,7 @@ import time
 import msgspec
 import pytest
 
+from api.metrics import Metrics
 from api.order_gateway import OrderGateway
 from batcher.batcher import CONSUMER, Batcher
 from control import migration
@@ -520,6 +521,7 @@ async def test_entries_the_database_refuses_are_quarantined_and_the_rest_goes_on
     stats = await redis.hgetall(keys.BATCHER_STATS)
     assert stats[b"quarantined"] == b"2"
     assert "2 entries QUARANTINED" in await batcher_status(redis)
+    assert "spot_batcher_quarantined_entries 2.0" in await Metrics(redis, SHARDS).render()
     assert len(await redis.lrange(keys.BATCHER_QUARANTINE, 0, -1)) == 2
     found = await audit(redis, db)
     assert sorted(p.split(": ")[0] for p in found["quarantine"]) == [
