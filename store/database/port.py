@@ -41,11 +41,6 @@ class DatabaseSettingsError(RuntimeError):
     """The server lacks settings Spot needs; the message names each and how to fix it."""
 
 
-class RefusedRows(Exception):
-    """Rows a server took without an error but with warnings (MySQL's LOAD DATA LOCAL turns
-    data errors into warnings): a DATA fault all the same."""
-
-
 # -- row shapes: one per table the batcher writes, fields = columns -----------------------
 
 

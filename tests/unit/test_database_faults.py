@@ -8,7 +8,7 @@ import pytest
 
 from store.database import dialect_of
 from store.database import postgres as pg
-from store.database.port import Fault, RefusedRows
+from store.database.port import Fault
 
 mysql = pytest.importorskip("store.database.mysql", reason="needs asyncmy (the mysql extra)")
 errors = pytest.importorskip("asyncmy.errors")
@@ -43,7 +43,6 @@ def test_postgresql_faults(error: BaseException, fault: Fault | None) -> None:
         (errors.OperationalError(1264, "Out of range value for column 'quantity'"), Fault.DATA),
         (errors.IntegrityError(1062, "Duplicate entry"), Fault.DATA),
         (errors.OperationalError(1366, "Incorrect string value"), Fault.DATA),
-        (RefusedRows("Data truncated for column 'b' at row 2"), Fault.DATA),
         (errors.OperationalError(1213, "Deadlock found"), Fault.TRANSIENT),
         (errors.OperationalError(1205, "Lock wait timeout exceeded"), Fault.TRANSIENT),
         (errors.OperationalError(2013, "Lost connection to server during query"), Fault.TRANSIENT),
