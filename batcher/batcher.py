@@ -409,24 +409,32 @@ class Batcher:
         return await self._write(flush, rows, new_symbols)
 
     async def _write(self, flush: Flush, rows: FlushRows, new_symbols: set[str]) -> bool:
-        async def write(tx: Transaction) -> bool:
+        """False: another batcher moved the offsets; this one re-reads from theirs."""
+
+        async def write(tx: Transaction) -> tuple[bool, dict[str, str]]:
+            # Nothing here changes the batcher's state: the transaction may run again.
             if new_symbols:
                 await self._save_symbols(tx)  # listed since this batcher started
             stored = await tx.lock_offsets(CONSUMER, self.streams)
             if all(stored.get(s) == last for s, last in rows.offsets.items()):
-                return True  # a commit whose answer was lost had landed: nothing to redo
+                return True, stored  # a commit whose answer was lost had landed
             if any(stored.get(s, "0-0") != self.positions[s] for s in rows.offsets):
-                # Another batcher moved the offsets: re-read from what the database holds.
-                log.warning("offsets moved under this batcher; re-reading from %s", stored)
-                self.positions.update(stored)
-                self.sequencer.undo(flush.before)
-                self.sequencer.load(await tx.progress())
-                flush.before.clear()
-                return False
+                return False, stored
             await tx.write(CONSUMER, rows)
-            return True
+            return True, stored
 
-        return await self._transact(write)
+        written, stored = await self._transact(write)
+        if not written:
+            log.warning("offsets moved under this batcher; re-reading from %s", stored)
+            self.positions.update(stored)
+            self.sequencer.undo(flush.before)
+            flush.before.clear()
+
+            async def progress(tx: Transaction) -> dict[str, int | None]:
+                return await tx.progress()
+
+            self.sequencer.load(await self._transact(progress))
+        return written
 
     async def _commit_apart(
         self,

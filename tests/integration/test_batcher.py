@@ -598,3 +598,22 @@ async def test_a_server_without_what_spot_needs_is_named_at_start(redis, db, mar
             await Batcher(redis, db, [0]).start()
     finally:
         await db.execute("ALTER TABLE symbol_progress ENGINE=InnoDB")
+
+
+async def test_a_batcher_whose_offsets_moved_rereads_and_writes_nothing_twice(redis, db, market):
+    # Two batchers on one shard (a misconfiguration): they take turns on the offsets' rows.
+    first = Batcher(redis, db, [3], batch=100, interval_s=0.01)
+    second = Batcher(redis, db, [3], batch=100, interval_s=0.01)
+    await first.start()
+    await second.start()
+    eur = "SELECT available FROM balances WHERE asset = 'EUR'"
+    await _publish(redis, 3, [_accepted(1, 101)], [("alice", "EUR", 1, 0)])
+    await first.step()
+    await _publish(redis, 3, [_canceled(2, 101)], [("alice", "EUR", 10, 0)])
+    await second.step()  # read from where it started: the first one has moved past that
+    assert await db.fetchval(eur) == 1
+    assert second.positions == first.positions
+    await second.step()
+    assert await db.fetchval(eur) == 11
+    assert await _order_row(db, 101) == ("CANCELED", 0, 0)
+    assert second.sequencer.refused == 0
