@@ -117,15 +117,18 @@ def _utc(value: Any) -> Any:
     return moment.replace(tzinfo=dt.UTC) if isinstance(moment, dt.datetime) else moment
 
 
-_last_datetime: list[Any] = [None, ""]  # every row of a flush has the same one
+# The last datetime written and its literal: every row of a flush has the same one, and
+# formatting it took 4 µs, twice for each order row.
+_formatted: tuple[dt.datetime | None, str] = (None, "")
 
 
 def _datetime(value: dt.datetime, mapping: Any = None) -> str:
-    if value is _last_datetime[0]:
-        return str(_last_datetime[1])
+    global _formatted
+    if value is _formatted[0]:
+        return _formatted[1]
     moment = value.astimezone(dt.UTC) if value.tzinfo is not None else value
     text = f"'{moment:%Y-%m-%d %H:%M:%S.%f}'"
-    _last_datetime[:] = [value, text]
+    _formatted = (value, text)
     return text
 
 
