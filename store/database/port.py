@@ -159,7 +159,7 @@ class FlushRows:
     order_updates: list[OrderUpdate] = field(default_factory=list)
     trades: list[TradeRow] = field(default_factory=list)
     ledger: list[LedgerRow] = field(default_factory=list)
-    balances: list[BalanceDelta] = field(default_factory=list)  # sorted: one lock order
+    balances: list[BalanceDelta] = field(default_factory=list)
     quarantine: list[QuarantineRow] = field(default_factory=list)
     progress: dict[str, int] = field(default_factory=dict)  # symbol -> last seq applied
     offsets: dict[str, str] = field(default_factory=dict)  # stream -> last entry applied

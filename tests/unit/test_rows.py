@@ -78,11 +78,10 @@ def test_flush_rows_insert_new_orders_filled_and_update_older_ones() -> None:
     assert rows.order_updates == [OrderUpdate(1, 2, 200, None, "PARTIALLY_FILLED", None, None)]
     assert rows.trades == [TradeRow("AAPL", 3, 100, 2, 1, 2, "alice", "bob", "BUY", NOW)]
     assert rows.ledger == [LedgerRow("1-0", "carol", "USD", -7, "WITHDRAWAL", "out", NOW)]
-    # In key order: every writer locks balance rows in the same order.
-    assert [(b.user_id, b.asset) for b in rows.balances] == [
-        ("alice", "AAPL"),
-        ("bob", "AAPL"),
-        ("bob", "USD"),
-        ("carol", "USD"),
+    assert sorted(rows.balances) == [
+        BalanceDelta("alice", "AAPL", -2, 0),
+        BalanceDelta("bob", "AAPL", 2, 0),
+        BalanceDelta("bob", "USD", -200, 0),
+        BalanceDelta("carol", "USD", -7, 0),
     ]
     assert (rows.offsets, rows.progress, rows.at) == ({"events:0": "5-0"}, {"AAPL": 3}, NOW)
