@@ -10,18 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from batcher.changes import Changes
-from schema.messages import Accepted, Trade
+from schema.messages import Accepted
 from schema.orders import OrderEvent, OrderStatus, next_status
 from schema.symbols import SymbolSpec
-from store.database.port import (
-    BalanceDelta,
-    FlushRows,
-    LedgerRow,
-    OrderRow,
-    OrderUpdate,
-    SymbolRow,
-    TradeRow,
-)
+from store.database.port import FlushRows, SymbolRow, WriteRow
 
 # A place the book rejected never had a row: it goes in as the table says it ends.
 REJECTED_PLACE = next_status(OrderStatus.NEW, OrderEvent.REJECT)
@@ -35,7 +27,11 @@ def flush_rows(
     now: datetime,
 ) -> FlushRows:
     """`rejected` holds the order records (from Redis) of places the book rejected: the
-    REJECTED event alone does not say what the order was."""
+    REJECTED event alone does not say what the order was.
+
+    The rows are plain tuples in their shape's field order (OrderRow, TradeRow, ...), not
+    instances of it: a named tuple's constructor doubled a row's cost, and the batcher
+    makes about two a order (tests/unit/test_rows.py holds the order to the shapes)."""
     new_orders = changes.new_orders
     orders = [_new_order(changes, accepted, now) for accepted in new_orders.values()]
     orders += [_rejected_order(order_id, record, now) for order_id, record in rejected.items()]
@@ -43,21 +39,32 @@ def flush_rows(
         at=now,
         orders=orders,
         order_updates=[
-            OrderUpdate(order_id, c.filled, c.notional, c.remaining, c.status, c.reason, c.price)
+            (order_id, c.filled, c.notional, c.remaining, c.status, c.reason, c.price)
             for order_id, c in changes.orders.items()
             if order_id not in new_orders
         ],
-        trades=[_trade(trade, now) for trade in changes.trades],
+        trades=[
+            (
+                t.symbol,
+                t.seq,
+                t.price,
+                t.quantity,
+                t.maker_order_id,
+                t.taker_order_id,
+                t.maker_user_id,
+                t.taker_user_id,
+                t.taker_side.value,
+                now,
+            )
+            for t in changes.trades
+        ],  # fmt: skip
         ledger=[
-            LedgerRow(entry_id, user, asset, amount, _kind(amount), reference, now)
+            (entry_id, user, asset, amount, _kind(amount), reference, now)
             for entry_id, user, asset, amount, reference in changes.ledger
         ],
         # Not sorted into one lock order: sorting cost 3-7 ms a flush of 2,000 orders, and
         # two batchers (on other shards) that deadlock on the same balances are retried.
-        balances=[
-            BalanceDelta(user, asset, available, locked)
-            for (user, asset), (available, locked) in changes.balances.items()
-        ],
+        balances=changes.balances,
         progress=progress,
         offsets=offsets,
     )
@@ -77,14 +84,10 @@ def _kind(amount: int) -> str:
     return "WITHDRAWAL" if amount < 0 else "DEPOSIT"
 
 
-def _trade(t: Trade, now: datetime) -> TradeRow:
-    return TradeRow(t.symbol, t.seq, t.price, t.quantity, t.maker_order_id, t.taker_order_id,
-                    t.maker_user_id, t.taker_user_id, t.taker_side.value, now)  # fmt: skip
-
-
-def _new_order(changes: Changes, accepted: Accepted, now: datetime) -> OrderRow:
+def _new_order(changes: Changes, accepted: Accepted, now: datetime) -> WriteRow:
+    """An OrderRow. Its ACCEPTED event set the change's remaining and status."""
     change = changes.orders[accepted.order_id]
-    return OrderRow(
+    return (
         accepted.order_id,
         accepted.user_id,
         accepted.symbol,
@@ -93,9 +96,9 @@ def _new_order(changes: Changes, accepted: Accepted, now: datetime) -> OrderRow:
         change.price if change.price is not None else accepted.price,
         accepted.quantity,
         change.filled,
-        change.remaining if change.remaining is not None else accepted.quantity,
+        change.remaining,
         change.notional,
-        change.status if change.status is not None else OrderStatus.OPEN,
+        change.status,
         change.reason,
         accepted.time_in_force.value,
         accepted.post_only,
@@ -106,9 +109,10 @@ def _new_order(changes: Changes, accepted: Accepted, now: datetime) -> OrderRow:
     )
 
 
-def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> OrderRow:
+def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> WriteRow:
+    """An OrderRow, from the order's record in Redis."""
     price = record.get("price")
-    return OrderRow(
+    return (
         order_id,
         record["user_id"],
         record["symbol"],

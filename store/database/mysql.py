@@ -303,7 +303,10 @@ class MySQLTransaction(MySQLSession):
                 "available = available + new.available, locked = locked + new.locked, "
                 "updated_at = new.updated_at",
             )
-            await self._rows(statement, [(*delta, at) for delta in rows.balances])
+            deltas = [
+                (u, asset, a, locked, at) for (u, asset), (a, locked) in rows.balances.items()
+            ]
+            await self._rows(statement, deltas)
         if rows.quarantine:
             await self._rows(_insert("quarantine", QuarantineRow._fields), rows.quarantine)
         if rows.progress:
@@ -333,7 +336,8 @@ class MySQLTransaction(MySQLSession):
         values: list[str] = []
         size = 0
         for row in rows:
-            text = literal(tuple(row))  # "(1,'u1',NULL,…)"; a named tuple is not escaped as one
+            # "(1,'u1',NULL,…)"; asyncmy escapes only a plain tuple so (not a named one)
+            text = literal(row if type(row) is tuple else tuple(row))
             if values and size + len(text) > limit:
                 await self.conn.query(head + ",".join(values) + tail)
                 values, size = [], 0

@@ -161,7 +161,15 @@ class PostgresTransaction(PostgresSession):
                 "ledger", records=rows.ledger, columns=LedgerRow._fields
             )
         if rows.balances:
-            await conn.execute(ADD_BALANCES, *_columns(rows.balances), at)
+            keys, deltas = rows.balances.keys(), rows.balances.values()
+            await conn.execute(
+                ADD_BALANCES,
+                [user for user, _ in keys],
+                [asset for _, asset in keys],
+                [delta[0] for delta in deltas],
+                [delta[1] for delta in deltas],
+                at,
+            )
         if rows.quarantine:
             await conn.copy_records_to_table(
                 "quarantine", records=rows.quarantine, columns=QuarantineRow._fields

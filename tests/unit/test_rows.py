@@ -72,16 +72,22 @@ def test_flush_rows_insert_new_orders_filled_and_update_older_ones() -> None:
     changes.add_transfer("1-0", "carol", "USD", -7, "out")
     rows = flush_rows(changes, {}, {"events:0": "5-0"}, {"AAPL": 3}, NOW)
 
-    assert [(r.order_id, r.filled, r.remaining, r.notional, r.status) for r in rows.orders] == [
-        (2, 2, 3, 200, "PARTIALLY_FILLED")
-    ]
+    # Plain tuples in their shape's field order: read through the shape.
+    [order] = [OrderRow._make(row) for row in rows.orders]
+    assert (order.order_id, order.filled, order.remaining, order.notional, order.status) == (
+        2,
+        2,
+        3,
+        200,
+        "PARTIALLY_FILLED",
+    )
+    assert order.created_at == order.updated_at == NOW
+    assert all(len(row) == len(OrderRow._fields) for row in rows.orders)
     assert rows.order_updates == [OrderUpdate(1, 2, 200, None, "PARTIALLY_FILLED", None, None)]
     assert rows.trades == [TradeRow("AAPL", 3, 100, 2, 1, 2, "alice", "bob", "BUY", NOW)]
     assert rows.ledger == [LedgerRow("1-0", "carol", "USD", -7, "WITHDRAWAL", "out", NOW)]
-    assert sorted(rows.balances) == [
-        BalanceDelta("alice", "AAPL", -2, 0),
-        BalanceDelta("bob", "AAPL", 2, 0),
-        BalanceDelta("bob", "USD", -200, 0),
-        BalanceDelta("carol", "USD", -7, 0),
-    ]
+    assert rows.balances == {
+        ("bob", "USD"): [-200, 0], ("alice", "AAPL"): [-2, 0], ("bob", "AAPL"): [2, 0],
+        ("carol", "USD"): [-7, 0],
+    }  # fmt: skip
     assert (rows.offsets, rows.progress, rows.at) == ({"events:0": "5-0"}, {"AAPL": 3}, NOW)
