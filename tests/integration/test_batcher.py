@@ -119,27 +119,36 @@ async def test_trades_land_once_and_the_database_agrees_with_redis(redis, db, ma
     assert await db.fetchval("SELECT count(*) FROM trades") == len(trades)
 
 
-async def test_every_flush_plans_its_statements_for_the_values_it_writes(
-    redis, database_url, market
-):
+@pytest.fixture
+def pg_session(database_url: str, aio: asyncio.Runner):
+    """PostgreSQL through a pool of one connection, migrated and emptied (before `market`
+    takes its worker's lease, which lasts 3 s unrenewed)."""
+    migrations.upgrade(database_url)
+
+    async def setup() -> Database:
+        database = await open_database(database_url, min_size=1, max_size=1)
+        await empty(database, list(TABLES))
+        return database
+
+    database = aio.run(setup())
+    yield database
+    aio.run(database.close())
+
+
+async def test_every_flush_plans_its_statements_for_the_values_it_writes(redis, pg_session, market):
     """PostgreSQL gives a prepared statement one generic plan after five runs, planned for
     the tables as they were: the UPDATE of orders by id, planned while orders was nearly
     empty, scanned the whole table on every flush as it grew (store/db.py POOL_SETTINGS)."""
     router, _, worker = market
-    await asyncio.to_thread(migrations.upgrade, database_url)
     # One connection: pg_prepared_statements shows the statements of its own session.
-    session = await open_database(database_url, min_size=1, max_size=1)
-    try:
-        await empty(session, list(TABLES))
-        batcher = Batcher(redis, session, list(range(SHARDS)), batch=20, interval_s=0.01)
-        await batcher.start()
-        await random_flow(router, random.Random(11), [], lambda n: n >= 1_000)
-        await drain(worker, batcher, redis, session)
-        plans = await session.fetch(
-            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-        )
-    finally:
-        await session.close()
+    session = pg_session
+    batcher = Batcher(redis, session, list(range(SHARDS)), batch=20, interval_s=0.01)
+    await batcher.start()
+    await random_flow(router, random.Random(11), [], lambda n: n >= 1_000)
+    await drain(worker, batcher, redis, session)
+    plans = await session.fetch(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+    )
     updates = [p for p in plans if p["statement"].lstrip().startswith("UPDATE orders")]
     assert updates and updates[0]["custom_plans"] > 5, plans  # past where generic ones start
     # A statement without parameters has only the one plan, which counts as generic.
