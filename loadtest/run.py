@@ -227,6 +227,9 @@ async def _prepare(
         await conn.close()
 
 
+DATABASE_KINDS = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}
+
+
 def _groups(
     procs: dict[str, subprocess.Popen[bytes]], redis_url: str, database_url: str
 ) -> dict[str, list[int]]:
@@ -235,12 +238,9 @@ def _groups(
         "workers": [p.pid for n, p in procs.items() if n.startswith("worker")],
         "batcher": [p.pid for n, p in procs.items() if n.startswith("batcher")],
     }
-    # The database's kind keeps the name "postgres" in the table whichever it is.
-    database_port = {"postgresql": 5432, "mysql": 3306}[dialect_of(database_url)]
-    for kind, url, default in (
-        ("redis", redis_url, 6379),
-        ("postgres", database_url, database_port),
-    ):
+    # The database server's CPU, named for what it is (PostgreSQL's keeps its old name).
+    database, database_port = DATABASE_KINDS[dialect_of(database_url)]
+    for kind, url, default in (("redis", redis_url, 6379), (database, database_url, database_port)):
         parts = urlsplit(url)
         port = parts.port or default
         pid = pid_listening(port) if parts.hostname in ("127.0.0.1", "localhost") else None
