@@ -131,9 +131,11 @@ def exchange(api: Server, redis: Redis, migrated: str, aio: asyncio.Runner) -> I
         return Exchange(api, redis, database, worker, batcher)
 
     ex = aio.run(setup())
-    # The API refreshes its symbols every 0.2 s: after the flush, wait until it lists ours.
+    # The API refreshes its symbols every 0.2 s: after the flush, wait until it lists ours
+    # (not merely two: it may still list another test module's).
     deadline = time.monotonic() + 5
-    while len(api.request("GET", "/v1/symbols")[1]["symbols"]) < 2:
+    ours = {BTC.symbol, ETH.symbol}
+    while not ours <= {s["symbol"] for s in api.request("GET", "/v1/symbols")[1]["symbols"]}:
         assert time.monotonic() < deadline, "the API never saw the symbols"
         time.sleep(0.05)
     yield ex
