@@ -1,5 +1,5 @@
 """Admin-role requests: deposits and withdrawals (the TRANSFER script, the one audited path
-for funds), and hot-shard migrations.
+for funds), users' fee tiers (store/fee_tiers.py), and hot-shard migrations.
 
 POST /v1/admin/migrations starts a hot-shard migration (control/migration.py) and runs it
 as a task of this process: the API process that created a migration is its orchestrator.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -33,11 +34,16 @@ from api.order_gateway import OrderGateway
 from api.request import JSON, Body, Reply, admin, encode, query, query_int, read_body
 from api.rsgi import HTTPProtocol, Scope
 from control import migration
-from schema.codes import ApiError, ScriptStatus
+from schema.codes import ApiError, RejectReason, ScriptStatus
+from schema.fees import FeeTier
 from schema.settings import Settings
+from schema.symbols import MAX_FEE_BPS, fee_rates_valid
 from schema.wire import (
     MAX_INTEGER,
+    USER_ID_PATTERN,
     Deposit,
+    FeeRates,
+    FeeTierView,
     Migrations,
     MigrationStep,
     MigrationView,
@@ -45,6 +51,7 @@ from schema.wire import (
     Transferred,
     Withdrawal,
 )
+from store import fee_tiers
 
 log = logging.getLogger("spot.api")
 
@@ -56,10 +63,13 @@ MIGRATION_STOP_WAIT_S = 2.0  # at shutdown, for cancelled migrations to stop
 _deposit_body = Body(Deposit)
 _withdrawal_body = Body(Withdrawal)
 _start_migration_body = Body(StartMigration)
+_fee_rates_body = Body(FeeRates)
+_user_pattern = re.compile(USER_ID_PATTERN)
 
 
 class AdminRoutes:
-    """/v1/admin/deposits, /v1/admin/withdrawals, /v1/admin/migrations[/{id}]."""
+    """/v1/admin/deposits, /v1/admin/withdrawals, /v1/admin/fee-tiers/{user_id},
+    /v1/admin/migrations[/{id}]."""
 
     def __init__(
         self,
@@ -114,6 +124,41 @@ class AdminRoutes:
             user_id=transfer.user_id, asset=transfer.asset, available=_amount(result.detail)
         )
         return 200, encode(done), JSON
+
+    # -- fee tiers ------------------------------------------------------------------------
+
+    async def put_fee_tier(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
+        admin(self.auth, scope)
+        user = _user_id(param)
+        rates = _fee_rates_body.decode(await read_body(scope, proto, self.max_body))
+        maker, taker = rates.maker_fee_bps, rates.taker_fee_bps
+        if not fee_rates_valid(maker, taker):
+            raise HTTPError(
+                RejectReason.FEE_RATE_INVALID,
+                f"need 0 <= taker_fee_bps <= {MAX_FEE_BPS} and "
+                f"-taker_fee_bps <= maker_fee_bps <= {MAX_FEE_BPS}",
+            )
+        tier = FeeTier(maker, taker)
+        await fee_tiers.set_tier(self.redis, user, tier)
+        self.gateway.fee_tiers.changed(user, tier)
+        return 200, encode(_tier_view(user, tier)), JSON
+
+    async def get_fee_tier(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
+        admin(self.auth, scope)
+        user = _user_id(param)
+        tier = await fee_tiers.get_tier(self.redis, user)
+        if tier is None:
+            raise _no_tier(user)
+        return 200, encode(_tier_view(user, tier)), JSON
+
+    async def delete_fee_tier(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
+        admin(self.auth, scope)
+        user = _user_id(param)
+        tier = await fee_tiers.delete_tier(self.redis, user)
+        self.gateway.fee_tiers.changed(user, None)
+        if tier is None:
+            raise _no_tier(user)
+        return 200, encode(_tier_view(user, tier)), JSON
 
     # -- migrations -----------------------------------------------------------------------
 
@@ -218,6 +263,21 @@ class AdminRoutes:
                 migration_id,
                 "" if task.done() else " (still stopping)",
             )
+
+
+def _user_id(param: str) -> str:
+    # A path segment naming no possible user (the fee account's `~fees` among them).
+    if not _user_pattern.match(param):
+        raise HTTPError(ApiError.MALFORMED, f"a user id matches {USER_ID_PATTERN}")
+    return param
+
+
+def _no_tier(user: str) -> HTTPError:
+    return HTTPError(ApiError.NO_FEE_TIER, f"{user} has no fee tier: the symbols' rates apply")
+
+
+def _tier_view(user: str, tier: FeeTier) -> FeeTierView:
+    return FeeTierView(user_id=user, maker_fee_bps=tier.maker_bps, taker_fee_bps=tier.taker_bps)
 
 
 def _amount(detail: str | None) -> int:

@@ -29,9 +29,12 @@ from redis.exceptions import RedisError
 
 from api import openapi
 from api.admin import AdminRoutes
+from api.apikeys import ApiKeyRoutes, ApiKeyStore, master_key
 from api.auth import Authenticator, AuthError
+from api.binance.routes import BinanceRoutes
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import Accounts, History
+from api.ledger import LedgerRoutes
 from api.market import Listing, PublicMarketData
 from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
@@ -69,10 +72,11 @@ class App:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         self.configure(Settings.from_env())
         loop.run_until_complete(self.listing.first_refresh())
+        loop.run_until_complete(self.gateway.fee_tiers.first_refresh())
         if self.settings.database_url is not None:
             loop.run_until_complete(self.history.open())
-        task = loop.create_task(self.listing.refresh_forever())
-        self._tasks.add(task)
+        self._tasks.add(loop.create_task(self.listing.refresh_forever()))
+        self._tasks.add(loop.create_task(self.gateway.fee_tiers.refresh_forever()))
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in self._tasks:
@@ -99,7 +103,7 @@ class App:
         self.listing = listing = Listing(redis)
         self.history = history = History(settings.database_url, self._unavailable)
         self.market_data = MarketData(
-            settings.redis_url, redis, settings.shards, auth, listing.is_listed
+            settings.redis_url, redis, settings.shards, auth, listing.is_listed, listing.spec
         )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes
@@ -112,6 +116,7 @@ class App:
             max_body=max_body,
         )
         accounts = Accounts(auth, gateway.pipeline, history)
+        ledger = LedgerRoutes(auth, history)
         public = PublicMarketData(listing, gateway.pipeline)
         self.admin = admin = AdminRoutes(
             auth=auth,
@@ -121,25 +126,48 @@ class App:
             settings=settings,
             max_body=max_body,
         )
+        # Binance's API v3 (api/binance/): signed by API keys, answered in Binance's shape.
+        keys = ApiKeyStore(
+            redis, master_key(settings.api_key_secret, settings.jwt_secret), gateway.pipeline
+        )
+        api_keys = ApiKeyRoutes(auth, keys, max_body)
+        binance = BinanceRoutes(
+            orders=orders,
+            listing=listing,
+            reads=gateway.pipeline,
+            history=history,
+            keys=keys,
+            max_body=max_body,
+            unavailable=self._unavailable,
+        )
         self._unmatched = self.metrics.route("*", "unmatched")
         self._openapi = encode(openapi.document())
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v1/orders", orders.place),
             ("GET", "/v1/orders", orders.orders),
+            ("DELETE", "/v1/orders", orders.cancel_all),
             ("GET", "/v1/orders/{id}", orders.order),
             ("DELETE", "/v1/orders/{id}", orders.cancel),
             ("PATCH", "/v1/orders/{id}", orders.replace),
             ("GET", "/v1/fills", accounts.fills),
             ("GET", "/v1/balances", accounts.balances),
+            ("GET", "/v1/ledger", ledger.ledger),
             ("GET", "/v1/symbols", public.symbols),
             ("GET", "/v1/book/{symbol}", public.book),
             ("GET", "/v1/trades/{symbol}", public.trades),
             ("GET", "/v1/ws", public.websocket_only),
             ("POST", "/v1/admin/deposits", admin.deposit),
             ("POST", "/v1/admin/withdrawals", admin.withdrawal),
+            ("PUT", "/v1/admin/fee-tiers/{user_id}", admin.put_fee_tier),
+            ("GET", "/v1/admin/fee-tiers/{user_id}", admin.get_fee_tier),
+            ("DELETE", "/v1/admin/fee-tiers/{user_id}", admin.delete_fee_tier),
             ("POST", "/v1/admin/migrations", admin.start_migration),
             ("GET", "/v1/admin/migrations", admin.list_migrations),
             ("GET", "/v1/admin/migrations/{id}", admin.show_migration),
+            ("POST", "/v1/api-keys", api_keys.create),
+            ("GET", "/v1/api-keys", api_keys.list),
+            ("DELETE", "/v1/api-keys/{key}", api_keys.revoke),
+            *binance.routes(),
             ("GET", "/healthz", self.healthz),
             ("GET", "/readyz", self.readyz),
             ("GET", "/metrics", self.prometheus),

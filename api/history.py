@@ -38,7 +38,8 @@ MILLISECOND = timedelta(milliseconds=1)
 
 ORDER_COLUMNS = (
     "order_id, user_id, symbol, side, type, price, quantity, filled, remaining, notional, "
-    "status, reason, time_in_force, post_only, client_order_id, created_at"
+    "status, reason, time_in_force, post_only, client_order_id, created_at, stop_price, "
+    "triggered, expire_at_ms"
 )
 ORDER_BY_ID = f"SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1"
 
@@ -58,20 +59,26 @@ def _orders_query(symbol: bool, status: bool) -> str:
 def _fills_query(symbol: bool) -> str:
     """A user's trades newest first: the newest `limit` as maker and as taker, each from
     its own index on (role_user_id, created_at), merged. Trades of one flush share their
-    created_at; the symbol sequence orders them."""
+    created_at; the symbol sequence orders them. The fee is in what the user's side
+    received: base for a buy, quote for a sell (the symbols row names them)."""
     extra = " AND symbol = $3" if symbol else ""
 
     def role(name: str, side: str) -> str:
+        role = name.lower()
         return (
-            f"(SELECT {name.lower()}_order_id AS order_id, symbol, {side} AS side, price, "
-            f"quantity, '{name}' AS liquidity, seq, created_at FROM trades "
-            f"WHERE {name.lower()}_user_id = $1{extra} "
+            f"(SELECT {role}_order_id AS order_id, symbol, {side} AS side, price, "
+            f"quantity, '{name}' AS liquidity, seq, created_at, {role}_fee AS fee FROM trades "
+            f"WHERE {role}_user_id = $1{extra} "
             "ORDER BY created_at DESC, seq DESC LIMIT $2)"
         )
 
     maker = role("MAKER", "CASE taker_side WHEN 'BUY' THEN 'SELL' ELSE 'BUY' END")
     taker = role("TAKER", "taker_side")
-    return f"{maker} UNION ALL {taker} ORDER BY created_at DESC, seq DESC LIMIT $2"
+    return (
+        "SELECT f.*, CASE f.side WHEN 'BUY' THEN s.base ELSE s.quote END AS fee_asset "
+        f"FROM ({maker} UNION ALL {taker}) f JOIN symbols s ON s.symbol = f.symbol "
+        "ORDER BY f.created_at DESC, f.seq DESC LIMIT $2"
+    )
 
 
 ORDERS_QUERIES = {(a, b): _orders_query(a, b) for a in (False, True) for b in (False, True)}
@@ -153,6 +160,9 @@ def row_view(row: Row) -> OrderView:
         status=row["status"],
         created_ms=_ms(row["created_at"]),
         reason=row["reason"],
+        stop_price=row["stop_price"],
+        triggered=row["triggered"],
+        expire_at_ms=row["expire_at_ms"],
     )
 
 
@@ -166,6 +176,8 @@ def _fill(row: Row) -> Fill:
         liquidity=row["liquidity"],
         seq=row["seq"],
         created_ms=_ms(row["created_at"]),
+        fee=row["fee"],
+        fee_asset=row["fee_asset"],
     )
 
 

@@ -41,10 +41,19 @@ class Market:
     """What validation needs of every symbol, swapped in whole by each refresh."""
 
     def __init__(
-        self, specs: dict[str, SymbolSpec], bands: dict[str, tuple[int, int] | None]
+        self,
+        specs: dict[str, SymbolSpec],
+        bands: dict[str, tuple[int, int] | None],
+        references: dict[str, int | None] | None = None,
+        decimals: dict[str, int] | None = None,
     ) -> None:
         self.specs = specs
         self.bands = bands
+        # the last trade price, or the spec's reference before the first: what a stop that
+        # would trigger on arrival is told by (as the book's reference_price)
+        self.references = references or {}
+        # each asset's declared decimals (keys.ASSETS); an undeclared asset's are 0
+        self.decimals = decimals or {}
         self.assets = {a for s in specs.values() for a in (s.base, s.quote)}
         self.symbols_body = encode(Symbols(symbols=sorted(specs.values(), key=_by_symbol)))
 
@@ -63,6 +72,9 @@ class Listing:
 
     def is_listed(self, symbol: str) -> bool:
         return symbol in self.market.specs  # the market is swapped whole by each refresh
+
+    def spec(self, symbol: str) -> SymbolSpec | None:
+        return self.market.specs.get(symbol)
 
     def listed(self, symbol: str) -> None:
         if symbol not in self.market.specs:
@@ -92,6 +104,8 @@ class Listing:
     async def refresh(self) -> None:
         # The API's client leaves replies as bytes (no decode_responses).
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.SYMBOLS))
+        raw_decimals = cast(dict[bytes, bytes], await self.redis.hgetall(keys.ASSETS))
+        decimals = {name.decode(): int(value) for name, value in raw_decimals.items()}
         specs = self.market.specs
         if raw != self._raw_specs:
             specs = {}
@@ -102,12 +116,17 @@ class Listing:
                     log.error("symbol %r has a bad spec, ignored: %s", name, exc)
         names = list(specs)
         lasts = await self.redis.mget([keys.last_price(s) for s in names]) if names else []
-        bands = {
-            name: specs[name].band(int(last) if last else specs[name].reference_price)
+        references = {
+            name: int(last) if last else specs[name].reference_price
             for name, last in zip(names, lasts, strict=True)
         }
-        if raw != self._raw_specs or bands != self.market.bands:
-            self.market = Market(specs, bands)
+        bands = {name: specs[name].band(reference) for name, reference in references.items()}
+        if (
+            raw != self._raw_specs
+            or references != self.market.references
+            or decimals != self.market.decimals
+        ):
+            self.market = Market(specs, bands, references, decimals)
             self._raw_specs = raw
 
 

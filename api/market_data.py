@@ -20,7 +20,8 @@ all its events; a trade or depth stream skips the numbers of the other events):
                      subscribing, then whenever the book changed, at most every DEPTH_S
     orders           {"type": "order", "channel", "symbol", "seq", "event", "order_id", ...}:
                      the user's own ACCEPTED, REJECTED, FILL (price, quantity, side,
-                     liquidity MAKER|TAKER), REPLACED, CANCELED and DONE
+                     liquidity MAKER|TAKER, fee, fee_asset: what the fill cost, in what
+                     it received, negative for a rebate), REPLACED, CANCELED and DONE
 
 Errors are {"type": "error", "error": CODE, "message": ...} and leave the connection
 usable: MALFORMED, MESSAGE_TOO_LARGE, UNKNOWN_OP, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL,
@@ -56,7 +57,9 @@ from api.auth import Authenticator, AuthError, Principal
 from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
 from schema import keys
 from schema.codes import SocketError
-from schema.messages import Event, Trade
+from schema.fees import fee_asset
+from schema.messages import Event, Side, Trade
+from schema.symbols import SymbolSpec
 from schema.wire import DepthCache
 
 log = logging.getLogger("spot.api.ws")
@@ -127,12 +130,14 @@ class MarketData:
         shards: int,
         auth: Authenticator,
         listed: Callable[[str], bool],
+        spec_of: Callable[[str], SymbolSpec | None],
     ) -> None:
         self._url = redis_url
         self._redis = redis  # the API's pool: short reads (depth)
         self._shards = shards
         self._auth = auth
         self._listed = listed
+        self._spec_of = spec_of  # a fill's fee asset is the base or quote of its symbol
         self._channels: dict[str, set[Connection]] = {}  # public channel -> listeners
         self._users: dict[str, set[Connection]] = {}  # user id -> `orders` listeners
         self._fan_out: asyncio.Task[None] | None = None
@@ -382,13 +387,17 @@ class MarketData:
 
     def _publish_private(self, event: Event) -> None:
         if isinstance(event, Trade):
-            maker_side = "SELL" if event.taker_side == "BUY" else "BUY"
-            for user, order_id, side, liquidity in (
-                (event.maker_user_id, event.maker_order_id, maker_side, "MAKER"),
-                (event.taker_user_id, event.taker_order_id, event.taker_side, "TAKER"),
-            ):
+            maker_side = Side.SELL if event.taker_side is Side.BUY else Side.BUY
+            for user, order_id, side, liquidity, fee in (
+                (event.maker_user_id, event.maker_order_id, maker_side, "MAKER", event.maker_fee),
+                (event.taker_user_id, event.taker_order_id, event.taker_side, "TAKER",
+                 event.taker_fee),
+            ):  # fmt: skip
                 listeners = self._users.get(user)
                 if listeners:
+                    # None only for a symbol listed so lately that this process has not
+                    # loaded its spec yet (api/market.py refreshes every 0.2 s).
+                    spec = self._spec_of(event.symbol)
                     fill = {
                         "event": "FILL",
                         "order_id": order_id,
@@ -396,6 +405,8 @@ class MarketData:
                         "price": event.price,
                         "quantity": event.quantity,
                         "liquidity": liquidity,
+                        "fee": fee,
+                        "fee_asset": None if spec is None else fee_asset(spec, side),
                     }
                     _push_order(listeners, event, fill)
             return

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from api.binance.routes import ENDPOINTS, PREFIX
 from schema import wire
 
 REF = "#/components/schemas/{name}"
@@ -25,10 +26,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "malformed body or query",
         401: "missing, invalid or expired token",
         403: "admin token needed",
-        404: "no such order or symbol",
+        404: "no such order or symbol (or fee tier)",
         409: "duplicate client_order_id (with the original order_id), or order not open",
         413: "body too large",
-        422: "a rule of the symbol is broken, or insufficient balance",
+        422: "a rule of the symbol or of the order is broken (STOP_WOULD_TRIGGER, "
+        "STOP_NOT_REPLACEABLE, EXPIRE_AT_PASSED...), or insufficient balance (or fee rates "
+        "broken)",
         503: "storage unavailable, or no database for order history",
     }
     return {str(s): _json("Error", what[s]) for s in statuses}
@@ -69,6 +72,13 @@ SYMBOL = _path_param("symbol", "string")
 SYMBOL_FILTER = _query_text("symbol", "only this symbol's", maxLength=32, pattern=wire.TEXT_PATTERN)
 STATUS_FILTER = _query_text("status", "only orders in this status", enum=list(wire.ORDER_STATUSES))
 HISTORY_LIMIT = _query_param("limit", 1, 500, 100)
+ASSET_FILTER = _query_text("asset", "only this asset's entries", minLength=1, maxLength=16)
+CURSOR = _query_text(
+    "cursor",
+    "the next_cursor of the page before (opaque)",
+    maxLength=256,
+    pattern=r"^[A-Za-z0-9_-]+$",
+)
 MIGRATION_ERRORS = {
     "400": _json("Error", "malformed body or query"),
     "401": _json("Error", "missing, invalid or expired token"),
@@ -130,25 +140,151 @@ def _migration_paths() -> dict[str, Any]:
     }
 
 
+def _api_key_paths() -> dict[str, Any]:
+    return {
+        "/v1/api-keys": {
+            "post": {
+                "summary": "A new API key for /api/v3, read-only unless asked; its secret is "
+                "shown this once (derived again by the server, stored nowhere)",
+                "requestBody": {"content": {"application/json": {"schema": _ref("NewApiKey")}}},
+                "responses": {
+                    "201": _json("ApiKeyCreated", "the key and its secret"),
+                    **_errors(400, 401, 413, 503),
+                    "409": _json("Error", "TOO_MANY_API_KEYS: revoke one first"),
+                },
+                "security": AUTH,
+            },
+            "get": _op(
+                "The caller's API keys, oldest first, without secrets",
+                (200, "ApiKeys", "keys"),
+                (401, 503),
+                security=AUTH,
+            ),
+        },
+        "/v1/api-keys/{key}": {
+            "delete": {
+                "summary": "Revoke one of the caller's API keys",
+                "parameters": _path_param("key", "string"),
+                "responses": {
+                    "204": {"description": "revoked"},
+                    **_errors(401, 404, 503),
+                },
+                "security": AUTH,
+            }
+        },
+    }
+
+
+BINANCE_ERROR = {
+    "type": "object",
+    "properties": {"code": {"type": "integer"}, "msg": {"type": "string"}},
+    "required": ["code", "msg"],
+}
+
+
+def _binance_paths() -> dict[str, Any]:
+    """Binance's spot API v3 subset (api/binance/): parameters and replies are Binance's
+    own (its spot API documentation), so they are named, not re-described, here."""
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        signed = endpoint.permission is not None
+        errors = {"400": {"description": "Binance's error", "content": _binance_error()}}
+        if signed:
+            errors["401"] = {"description": "-2014/-2015: API key", "content": _binance_error()}
+        errors["503"] = {"description": "-1001: a dependency is down", "content": _binance_error()}
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "description": "Binance's spot API v3: its parameters (query string; a POST's "
+            "in an application/x-www-form-urlencoded body) and its reply. "
+            + (
+                f"SIGNED: X-MBX-APIKEY, timestamp, recvWindow, signature; the key needs "
+                f"permission {endpoint.permission!r}."
+                if signed
+                else "Public."
+            ),
+            "responses": {"200": {"description": "Binance's reply"}, **errors},
+        }
+        if signed:
+            operation["security"] = [{"binanceKey": []}]
+        paths.setdefault(PREFIX + endpoint.path, {})[endpoint.method.lower()] = operation
+    return paths
+
+
+def _binance_error() -> dict[str, Any]:
+    return {"application/json": {"schema": _ref("BinanceError")}}
+
+
+def _fee_tier_paths() -> dict[str, Any]:
+    user = [{**_path_param("user_id", "string")[0], "schema": {"type": "string",
+             "pattern": wire.USER_ID_PATTERN}}]  # fmt: skip
+    found = (400, 401, 403, 503)
+    return {
+        "put": _op(
+            "Set a user's fee tier: its rates in place of every symbol's, for the orders it "
+            "places from now on (every API process within 1 s) (admin)",
+            (200, "FeeTierView", "set"),
+            (*found, 413, 422),
+            parameters=user,
+            requestBody=_body("FeeRates"),
+            security=AUTH,
+        ),
+        "get": _op(
+            "A user's fee tier (admin); 404 NO_FEE_TIER: the symbols' rates apply",
+            (200, "FeeTierView", "the tier"),
+            (*found, 404),
+            parameters=user,
+            security=AUTH,
+        ),
+        "delete": _op(
+            "Remove a user's fee tier: the symbols' rates apply again (admin)",
+            (200, "FeeTierView", "the tier removed"),
+            (*found, 404),
+            parameters=user,
+            security=AUTH,
+        ),
+    }
+
+
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES], ref_template=REF
+        [*wire.REQUESTS, *wire.REPLIES, *wire.MIGRATION_TYPES, *wire.API_KEY_TYPES],
+        ref_template=REF,
     )
+    components["BinanceError"] = BINANCE_ERROR
     order = (400, 401, 404, 413, 503)
     paths = {
         "/v1/orders": {
             "post": _op(
-                "Place an order",
+                "Place an order: LIMIT, MARKET, or a stop (STOP_LIMIT, STOP_MARKET), GTD "
+                "with expire_at_ms",
                 (202, "OrderAccepted", "queued"),
                 (400, 401, 409, 413, 422, 503),
                 requestBody=_body("PlaceOrder"),
                 security=AUTH,
+                description="A stop waits outside the book (status UNTRIGGERED) with its "
+                "funds held as the order it becomes, until a trade reaches its stop_price; "
+                "then it runs as a LIMIT (STOP_LIMIT) or MARKET (STOP_MARKET) order under "
+                "its own id. One that the last price reaches already is refused (422 "
+                "STOP_WOULD_TRIGGER). A GTD order ends CANCELED with reason EXPIRED at "
+                "expire_at_ms.",
             ),
             "get": _op(
                 "The caller's orders, newest first (those just placed included)",
                 (200, "Orders", "orders"),
                 (400, 401, 503),
                 parameters=[SYMBOL_FILTER, STATUS_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            ),
+            "delete": _op(
+                "Cancel all: every open order and untriggered stop of the caller's, in one "
+                "symbol (?symbol=) or in all",
+                (202, "CancelAllAccepted", "a cancel-all queued for each symbol named"),
+                (400, 401, 422, 503),
+                parameters=[
+                    _query_text(
+                        "symbol", "only this symbol's", maxLength=32, pattern=wire.TEXT_PATTERN
+                    )
+                ],
                 security=AUTH,
             ),
         },
@@ -178,10 +314,22 @@ def document() -> dict[str, Any]:
         },
         "/v1/fills": {
             "get": _op(
-                "The caller's fills, newest first, as maker or taker",
+                "The caller's fills, newest first, as maker or taker, each with its fee "
+                "(in the asset received: base for a BUY, quote for a SELL; negative: a rebate)",
                 (200, "Fills", "fills"),
                 (400, 401, 503),
                 parameters=[SYMBOL_FILTER, HISTORY_LIMIT],
+                security=AUTH,
+            )
+        },
+        "/v1/ledger": {
+            "get": _op(
+                "The caller's ledger, newest first: deposits, withdrawals, and each trade's "
+                "TRADE entries (received, paid) and FEE or REBATE, one asset's change each; "
+                "per asset they add up to the balance (available + locked)",
+                (200, "Ledger", "one page; next_cursor, if any, gives the next"),
+                (400, 401, 503),
+                parameters=[ASSET_FILTER, HISTORY_LIMIT, CURSOR],
                 security=AUTH,
             )
         },
@@ -228,14 +376,16 @@ def document() -> dict[str, Any]:
                 security=AUTH,
             )
         },
+        "/v1/admin/fee-tiers/{user_id}": _fee_tier_paths(),
         "/v1/ws": {
             "get": {
                 "summary": "Market data over WebSocket (api/market_data.py has the protocol)",
                 "description": (
                     'Upgrade to WebSocket, then send {"op": "subscribe", "channels": [...]}. '
                     "Public channels: trades:{symbol}, depth:{symbol}. Private: orders (the "
-                    'user\'s own order events and fills), after {"op": "auth", "token": ...} '
-                    "or with an Authorization: Bearer header on the upgrade."
+                    "user's own order events and fills, each fill with its fee and fee_asset), "
+                    'after {"op": "auth", "token": ...} or with an Authorization: Bearer '
+                    "header on the upgrade."
                 ),
                 "responses": {
                     "101": {"description": "switching to WebSocket"},
@@ -244,6 +394,8 @@ def document() -> dict[str, Any]:
             }
         },
         **_migration_paths(),
+        **_api_key_paths(),
+        **_binance_paths(),
         "/healthz": {
             "get": {"summary": "The process is up", "responses": {"200": {"description": "up"}}}
         },
@@ -273,7 +425,8 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "binanceKey": {"type": "apiKey", "in": "header", "name": "X-MBX-APIKEY"},
             },
         },
     }

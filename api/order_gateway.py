@@ -16,13 +16,15 @@ import time
 import msgspec
 from redis.asyncio import Redis
 
+from api.fee_tiers import FeeTiers
 from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.codes import ScriptStatus
-from schema.messages import Cancel, OrderType, Place, Replace, Side
+from schema.messages import Cancel, Place, Replace, Side
+from schema.orders import hold
 from schema.symbols import SymbolSpec
 from schema.wire import MAX_INTEGER
-from store.scripts import CANCEL, PLACE, REPLACE, TRANSFER
+from store.scripts import CANCEL, CANCEL_ALL, PLACE, REPLACE, TRANSFER
 
 # Amounts travel through Lua as doubles: exact up to 2^53 minor units.
 MAX_AMOUNT = MAX_INTEGER
@@ -58,25 +60,28 @@ class OrderIds:
 
 
 def hold_for(spec: SymbolSpec, place: Place) -> tuple[str, int]:
-    """The asset an order pays with and how much of it to lock."""
-    if place.side is Side.SELL:
-        return spec.base, place.quantity
-    price = place.price if place.type is OrderType.LIMIT else place.protection_price
-    return spec.quote, (price or 0) * place.quantity
+    """The asset an order pays with and how much of it to lock (schema.orders.hold)."""
+    asset = spec.base if place.side is Side.SELL else spec.quote
+    return asset, hold(place.side, place.type, place.price, place.protection_price, place.quantity)
 
 
 class OrderGateway:
-    """PLACE, CANCEL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
+    """PLACE, CANCEL, CANCEL_ALL, REPLACE and TRANSFER through one PipelinedRedis (`pipeline`, which
     the request path's plain reads share)."""
 
     def __init__(self, redis: Redis, max_batch: int = 512) -> None:
         self.redis = redis
         self.pipeline = PipelinedRedis(redis, max_batch)
         self.order_ids = OrderIds(redis)
+        self.fee_tiers = FeeTiers(redis)  # refreshed by the app's background task
         # A map by field name, as the PLACE script reads it (Place is not array_like).
         self._encode = msgspec.msgpack.Encoder().encode
 
     async def place(self, spec: SymbolSpec, place: Place, created_ms: int) -> GatewayResult:
+        """Queue `place`, with its user's fee tier if it has one and names no rates."""
+        tier = self.fee_tiers.rates.get(place.user_id)
+        if tier is not None and place.maker_fee_bps is None and place.taker_fee_bps is None:
+            place = msgspec.structs.replace(place, maker_fee_bps=tier[0], taker_fee_bps=tier[1])
         asset, hold = hold_for(spec, place)
         if hold >= MAX_AMOUNT:
             return GatewayResult(ScriptStatus.TOO_LARGE)
@@ -109,6 +114,13 @@ class OrderGateway:
             keys.ROUTE,
             cancel.user_id,
             cancel.order_id,
+        )
+        return _result(reply)
+
+    async def cancel_all(self, user: str, symbols: list[str]) -> GatewayResult:
+        """A CancelAll of the user's for each symbol, queued together or not at all."""
+        reply = await self.pipeline.call(
+            CANCEL_ALL, keys.ORDERS, keys.PENDING, keys.ROUTE, user, *symbols
         )
         return _result(reply)
 

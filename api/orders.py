@@ -1,5 +1,6 @@
-"""Orders: place, cancel and replace (one order script each, api/order_gateway.py), and
-the user's orders read back (Redis first, then the database's history)."""
+"""Orders: place, cancel, cancel-all and replace (one order script each,
+api/order_gateway.py; the rules checked before placing in api/order_rules.py), and the
+user's orders read back (Redis first, then the database's history)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from api.errors import (
     insufficient,
     malformed,
     not_open,
-    price_refused,
-    quantity_refused,
     script_failure,
     unknown_order,
     unknown_symbol,
@@ -22,6 +21,7 @@ from api.errors import (
 from api.history import HISTORY_LIMIT, ORDER_BY_ID, ORDERS_QUERIES, History, row_view
 from api.market import Listing
 from api.order_gateway import RECENT_ORDERS, OrderGateway, hold_for
+from api.order_rules import STOPS, check_place, check_price, check_quantity
 from api.request import (
     JSON,
     Body,
@@ -38,18 +38,27 @@ from api.request import (
 from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError, RejectReason, ScriptStatus
-from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce
+from schema.messages import Cancel, OrderType, Place, Replace
 from schema.orders import OrderRecord, OrderStatus
-from schema.symbols import SymbolSpec
-from schema.wire import ORDER_STATUSES, OrderAccepted, Orders, OrderView, PlaceOrder, ReplaceOrder
+from schema.wire import (
+    ORDER_STATUSES,
+    CancelAllAccepted,
+    OrderAccepted,
+    Orders,
+    OrderView,
+    PlaceOrder,
+    ReplaceOrder,
+)
 
 ORDER_ID_DIGITS = 18  # anything longer is no order id (they fit a signed 64-bit integer)
-_MARKET = OrderType.MARKET.value.encode()
+# The record's type and status as HMGET gives them: one lookup each on the replace path.
+_NEVER_RESTS = {OrderType.MARKET.value.encode(), OrderType.STOP_MARKET.value.encode()}
+_STOP_TYPES = {kind.value.encode() for kind in STOPS}
+# A stop the book may not have triggered yet: queued (NEW) or waiting (UNTRIGGERED).
+_WAITING = {OrderStatus.NEW.value.encode(), OrderStatus.UNTRIGGERED.value.encode()}
 
 _place_body = Body(PlaceOrder)
 _replace_body = Body(ReplaceOrder)
-# The matching core has stops too; /v1 takes them once their holds are settled (issue #14).
-_SERVED_TYPES = frozenset((OrderType.LIMIT, OrderType.MARKET))
 
 
 class OrderRoutes:
@@ -76,40 +85,24 @@ class OrderRoutes:
     async def place(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         user = principal(self.auth, scope).user_id
         order = _place_body.decode(await read_body(scope, proto, self.max_body))
+        order_id = await self.submit(user, order)
+        accepted = OrderAccepted(
+            order_id=order_id, status=OrderStatus.NEW, client_order_id=order.client_order_id
+        )
+        return 202, encode(accepted), JSON
+
+    async def submit(self, user: str, order: PlaceOrder) -> int:
+        """Check `order` against the symbol's rules and queue it (one PLACE script): its
+        order id, or HTTPError. What /v1 and /api/v3 (api/binance/) place through."""
         market = self.listing.market
         symbol = order.symbol
         spec = market.specs.get(symbol)
         if spec is None:
             raise unknown_symbol(symbol)
-        _check_served(order)
-        band = market.bands[symbol]
-        protection = None
-        if order.type is OrderType.LIMIT:
-            if order.price is None:
-                raise HTTPError(RejectReason.PRICE_REQUIRED, "a LIMIT order needs a price")
-            _check_price(spec, order.price, band)
-            if order.post_only and order.time_in_force is not TimeInForce.GTC:
-                raise HTTPError(
-                    RejectReason.POST_ONLY_NOT_GTC_LIMIT, "post_only needs time_in_force GTC"
-                )
-        else:
-            if order.price is not None:
-                raise HTTPError(RejectReason.PRICE_NOT_ALLOWED, "a MARKET order takes no price")
-            if order.post_only:
-                raise HTTPError(
-                    RejectReason.POST_ONLY_NOT_GTC_LIMIT, "post_only is for LIMIT orders"
-                )
-            if order.side is Side.BUY:
-                if band is None:
-                    raise HTTPError(
-                        ApiError.MARKET_BUY_WITHOUT_BAND,
-                        f"{symbol} has no price band, so a MARKET BUY cannot be funded; "
-                        "place a LIMIT order instead",
-                    )
-                # The gateway holds the buyer's funds at this price; the book never goes
-                # past it.
-                protection = band[1]
-        _check_quantity(spec, order.quantity)
+        now_ms = time.time_ns() // 1_000_000
+        protection = check_place(
+            spec, order, market.bands[symbol], market.references.get(symbol), now_ms
+        )
         order_id = await self.gateway.order_ids.take()
         command = Place(
             order_id=order_id,
@@ -124,14 +117,13 @@ class OrderRoutes:
             self_trade=order.self_trade,
             client_order_id=order.client_order_id,
             protection_price=protection,
+            stop_price=order.stop_price,
+            expire_at_ms=order.expire_at_ms,
         )
-        result = await self.gateway.place(spec, command, time.time_ns() // 1_000_000)
+        result = await self.gateway.place(spec, command, now_ms)
         status = result.status
         if status is ScriptStatus.OK:
-            accepted = OrderAccepted(
-                order_id=order_id, status=OrderStatus.NEW, client_order_id=order.client_order_id
-            )
-            return 202, encode(accepted), JSON
+            return order_id
         if status is ScriptStatus.DUPLICATE:
             raise HTTPError(
                 RejectReason.DUPLICATE_CLIENT_ORDER_ID,
@@ -187,9 +179,13 @@ class OrderRoutes:
         return 200, encode(Orders(orders=views[:limit])), JSON
 
     async def _recent_orders(self, user: str) -> dict[int, OrderView]:
-        """The user's newest orders as Redis holds them, which may be ahead of the database
-        or not in it yet (the batcher writes every 100 ms). An id whose record has expired
-        (24 h after the order ended) is left to the database."""
+        records = await self.recent_records(user)
+        return {order_id: _record_view(order_id, r) for order_id, r in records.items()}
+
+    async def recent_records(self, user: str) -> dict[int, dict[bytes, bytes]]:
+        """The user's newest order records as Redis holds them, newest first, which may be
+        ahead of the database or not in it yet (the batcher writes every 100 ms). An id
+        whose record has expired (24 h after the order ended) is left to the database."""
         recent = await self.redis.lrange(keys.user_orders(user), 0, RECENT_ORDERS - 1)
         ids = [int(i) for i in recent]
         if not ids:
@@ -199,7 +195,7 @@ class OrderRoutes:
             pipe.hgetall(keys.order(order_id))
         owner = user.encode()
         return {
-            order_id: _record_view(order_id, record)
+            order_id: record
             for order_id, record in zip(ids, await pipe.execute(), strict=True)
             if record.get(b"user_id") == owner
         }
@@ -207,16 +203,37 @@ class OrderRoutes:
     async def cancel(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = principal(self.auth, scope).user_id
         order_id = _order_id(param)
+        await self.cancel_order(user, order_id)
+        return 202, encode(OrderAccepted(order_id=order_id, status="CANCEL_REQUESTED")), JSON
+
+    async def cancel_order(self, user: str, order_id: int) -> None:
+        """Queue the cancel of the user's order (one CANCEL script), or HTTPError."""
         # The script finds the symbol in the order record, atomically with the enqueue.
         result = await self.gateway.cancel(Cancel(order_id=order_id, user_id=user, symbol=""))
         status = result.status
         if status is ScriptStatus.OK:
-            return 202, encode(OrderAccepted(order_id=order_id, status="CANCEL_REQUESTED")), JSON
+            return
         if status is ScriptStatus.NOT_FOUND:
             raise unknown_order(order_id)
         if status is ScriptStatus.NOT_OPEN:
             raise not_open(order_id, result.detail)
         raise script_failure(status, "")
+
+    async def cancel_all(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        """DELETE /v1/orders[?symbol=]: every open order and untriggered stop of the
+        caller's, in one symbol or in every listed one, each symbol's CancelAll queued in
+        one step."""
+        user = principal(self.auth, scope).user_id
+        symbol = query_symbol(query(scope))
+        specs = self.listing.market.specs
+        if symbol is not None and symbol not in specs:
+            raise unknown_symbol(symbol)
+        symbols = [symbol] if symbol is not None else sorted(specs)
+        result = await self.gateway.cancel_all(user, symbols)
+        if result.status is not ScriptStatus.OK:
+            raise script_failure(result.status, result.detail or "")
+        accepted = CancelAllAccepted(status="CANCEL_ALL_REQUESTED", symbols=symbols)
+        return 202, encode(accepted), JSON
 
     async def replace(self, scope: Scope, proto: HTTPProtocol, param: str) -> Reply:
         user = principal(self.auth, scope).user_id
@@ -224,13 +241,12 @@ class OrderRoutes:
         change = _replace_body.decode(await read_body(scope, proto, self.max_body))
         if change.price is None and change.quantity is None:
             raise HTTPError(RejectReason.REPLACE_WITHOUT_CHANGE, "give a new price and/or quantity")
-        owner, symbol, kind = await self.reads.hmget(
-            keys.order(order_id), "user_id", "symbol", "type"
+        owner, symbol, kind, state = await self.reads.hmget(
+            keys.order(order_id), "user_id", "symbol", "type", "status"
         )
         if owner is None or owner.decode() != user:
             raise unknown_order(order_id)
-        if kind == _MARKET:
-            raise HTTPError(ApiError.ORDER_NOT_OPEN, f"order {order_id} is a MARKET order")
+        _check_replaceable(order_id, kind, state)
         assert symbol is not None  # written with user_id, by the PLACE script
         name = symbol.decode()
         market = self.listing.market
@@ -238,9 +254,9 @@ class OrderRoutes:
         if spec is None:
             raise HTTPError(RejectReason.UNKNOWN_SYMBOL, f"{name} is no longer listed")
         if change.price is not None:
-            _check_price(spec, change.price, market.bands.get(name))
+            check_price(spec, change.price, market.bands.get(name))
         if change.quantity is not None:
-            _check_quantity(spec, change.quantity, replace=True)
+            check_quantity(spec, change.quantity, replace=True)
         result = await self.gateway.replace(
             Replace(
                 order_id=order_id,
@@ -266,16 +282,17 @@ class OrderRoutes:
         raise script_failure(status, name)
 
 
-def _check_price(spec: SymbolSpec, price: int, band: tuple[int, int] | None) -> None:
-    reason = spec.check_price(price, band)
-    if reason is not None:
-        raise price_refused(reason, spec, price, band)
-
-
-def _check_quantity(spec: SymbolSpec, quantity: int, *, replace: bool = False) -> None:
-    reason = spec.check_quantity(quantity, replace=replace)
-    if reason is not None:
-        raise quantity_refused(reason, spec, quantity)
+def _check_replaceable(order_id: int, kind: bytes | None, status: bytes | None) -> None:
+    """What the record says of the order's type and status (the book checks again)."""
+    if kind in _STOP_TYPES and status in _WAITING:
+        # A waiting stop's size and price are its hold: it is replaced by cancel and place.
+        raise HTTPError(
+            RejectReason.STOP_NOT_REPLACEABLE,
+            f"order {order_id} is a stop not yet triggered: cancel it and place another",
+        )
+    if kind in _NEVER_RESTS:
+        assert kind is not None
+        raise HTTPError(ApiError.ORDER_NOT_OPEN, f"order {order_id} is a {kind.decode()} order")
 
 
 def _order_id(param: str) -> int:
@@ -284,11 +301,6 @@ def _order_id(param: str) -> int:
     if order_id is None:
         raise unknown_order(param)
     return order_id
-
-
-def _check_served(order: PlaceOrder) -> None:
-    if order.type not in _SERVED_TYPES or order.time_in_force is TimeInForce.GTD:
-        raise HTTPError(ApiError.NOT_SUPPORTED, "stop orders and GTD are not served by /v1 yet")
 
 
 def _record_view(order_id: int, r: dict[bytes, bytes]) -> OrderView:
@@ -311,6 +323,9 @@ def _record_view(order_id: int, r: dict[bytes, bytes]) -> OrderView:
         created_ms=o.created_ms,
         replace_pending=o.pending,
         reason=o.reason,
+        stop_price=o.stop_price,
+        triggered=o.triggered if o.stop_price is not None else None,
+        expire_at_ms=o.expire_at_ms,
     )
 
 

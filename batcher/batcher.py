@@ -190,7 +190,7 @@ class Batcher:
 
     async def _save_symbols(self, tx: Transaction) -> None:
         specs = await load_specs(self.redis)
-        await tx.save_symbols(symbol_rows(list(specs.values()), datetime.now(UTC)))
+        await tx.save_symbols(symbol_rows(list(specs.values())), datetime.now(UTC))
         self.symbols = set(specs)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -19,8 +19,12 @@ from schema.messages import (
     Rejected,
     Replaced,
     Trade,
+    Triggered,
 )
 from schema.orders import OrderEvent, OrderStatus, advance
+
+# An Accepted's event for the transition table: a stop's (stop_price set) waits untriggered.
+_ACCEPTS = {False: OrderEvent.ACCEPT, True: OrderEvent.ACCEPT_STOP}
 
 
 @dataclass
@@ -34,6 +38,7 @@ class OrderChange:
     status: OrderStatus | None = None  # None: nothing in the flush moved it
     reason: str | None = None
     price: int | None = None
+    triggered: bool | None = None  # True: a stop's TRIGGERED was in the flush
 
 
 @dataclass
@@ -71,8 +76,14 @@ class Changes:
                 accepted: Accepted = event  # type: ignore[assignment]
                 self.new_orders[accepted.order_id] = accepted
                 change = self._order(accepted.order_id)
-                change.status = advance(change.status, OrderEvent.ACCEPT)
+                stop = accepted.stop_price is not None
+                change.status = advance(change.status, _ACCEPTS[stop])
                 change.remaining = accepted.quantity
+            elif kind is Triggered:
+                triggered: Triggered = event  # type: ignore[assignment]
+                change = self._order(triggered.order_id)
+                change.status = advance(change.status, OrderEvent.TRIGGER)
+                change.remaining, change.triggered = triggered.quantity, True
             elif kind is Done:
                 change = self._order(event.order_id)  # type: ignore[union-attr]
                 change.status, change.remaining = advance(change.status, OrderEvent.DONE), 0

@@ -1,7 +1,10 @@
-"""A flush's changes as the database port's rows (store/database/port.py). Pure: no I/O.
+"""A flush's changes as the rows the database port writes (store/database/port.py), their
+columns taken from schema/tables.py (the port's ORDER_COLUMNS, TRADE_COLUMNS, ...): one list
+for every database adapter, so a column added to a table cannot be missed by one of them.
 
-The one place that says which value goes in which column: a column added to a table gets
-its field in the row shape (port.py) and its value here, and both adapters write it.
+Pure: no I/O. Records are plain tuples in their table's column order (what COPY and a
+multi-row INSERT take; a named tuple's constructor doubled a row's cost, and the batcher
+makes about two an order); tests/unit/test_rows.py holds each builder to its column list.
 """
 
 from __future__ import annotations
@@ -9,11 +12,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from batcher.changes import Changes
-from schema.messages import Accepted
+from batcher.candles import minute_candles
+from batcher.changes import Changes, OrderChange
+from schema.messages import Accepted, Trade
 from schema.orders import OrderEvent, OrderStatus, next_status
 from schema.symbols import SymbolSpec
-from store.database.port import FlushRows, SymbolRow, WriteRow
+from store.database.port import (
+    CANDLE_COLUMNS,
+    ORDER_COLUMNS,
+    SYMBOL_COLUMNS,
+    TRADE_COLUMNS,
+    FlushRows,
+    WriteRow,
+)
+
+__all__ = ["ORDER_COLUMNS", "SYMBOL_COLUMNS", "TRADE_COLUMNS", "flush_rows", "symbol_rows"]
 
 # A place the book rejected never had a row: it goes in as the table says it ends.
 REJECTED_PLACE = next_status(OrderStatus.NEW, OrderEvent.REJECT)
@@ -26,38 +39,23 @@ def flush_rows(
     progress: dict[str, int],
     now: datetime,
 ) -> FlushRows:
-    """`rejected` holds the order records (from Redis) of places the book rejected: the
-    REJECTED event alone does not say what the order was.
-
-    The rows are plain tuples in their shape's field order (OrderRow, TradeRow, ...), not
-    instances of it: a named tuple's constructor doubled a row's cost, and the batcher
-    makes about two a order (tests/unit/test_rows.py holds the order to the shapes)."""
-    new_orders = changes.new_orders
-    orders = [_new_order(changes, accepted, now) for accepted in new_orders.values()]
-    orders += [_rejected_order(order_id, record, now) for order_id, record in rejected.items()]
+    """Everything a flush writes. `rejected` holds the order records (from Redis) of places
+    the book rejected: the REJECTED event alone does not say what the order was."""
+    new_orders, orders = changes.new_orders, changes.orders
+    rows = [order_record(a, orders[a.order_id], now) for a in new_orders.values()]
+    rows += [rejected_order_record(order_id, record, now) for order_id, record in rejected.items()]
+    candles = minute_candles(changes.trades, int(now.timestamp() * 1000))
     return FlushRows(
         at=now,
-        orders=orders,
+        orders=rows,
+        # OrderUpdate's fields, in order
         order_updates=[
-            (order_id, c.filled, c.notional, c.remaining, c.status, c.reason, c.price)
-            for order_id, c in changes.orders.items()
+            (order_id, c.filled, c.notional, c.remaining, c.status, c.reason, c.price, c.triggered)
+            for order_id, c in orders.items()
             if order_id not in new_orders
-        ],
-        trades=[
-            (
-                t.symbol,
-                t.seq,
-                t.price,
-                t.quantity,
-                t.maker_order_id,
-                t.taker_order_id,
-                t.maker_user_id,
-                t.taker_user_id,
-                t.taker_side.value,
-                now,
-            )
-            for t in changes.trades
         ],  # fmt: skip
+        trades=[trade_record(t, now) for t in changes.trades],
+        candles=[tuple(getattr(c, name) for name in CANDLE_COLUMNS) for c in candles],
         ledger=[
             (entry_id, user, asset, amount, _kind(amount), reference, now)
             for entry_id, user, asset, amount, reference in changes.ledger
@@ -70,23 +68,42 @@ def flush_rows(
     )
 
 
-def symbol_rows(specs: list[SymbolSpec], now: datetime) -> list[SymbolRow]:
-    """What the symbols table keeps of a spec (the fee rates are not columns yet: issue
-    #14's fee work adds them with a migration)."""
-    return [
-        SymbolRow(s.symbol, s.base, s.quote, s.tick, s.lot, s.min_qty, s.max_qty, s.band_bps,
-                  s.reference_price, now)
-        for s in specs
-    ]  # fmt: skip
-
-
 def _kind(amount: int) -> str:
     return "WITHDRAWAL" if amount < 0 else "DEPOSIT"
 
 
-def _new_order(changes: Changes, accepted: Accepted, now: datetime) -> WriteRow:
-    """An OrderRow. Its ACCEPTED event set the change's remaining and status."""
-    change = changes.orders[accepted.order_id]
+def trade_record(t: Trade, now: datetime) -> WriteRow:
+    """One TRADE event as its `trades` row, in TRADE_COLUMNS order: spelt out rather than
+    looked up by name, as it runs once per trade."""
+    return (
+        t.symbol,
+        t.seq,
+        t.price,
+        t.quantity,
+        t.maker_order_id,
+        t.taker_order_id,
+        t.maker_user_id,
+        t.taker_user_id,
+        t.taker_side.value,
+        now,
+        t.maker_fee,
+        t.taker_fee,
+    )
+
+
+def symbol_rows(specs: list[SymbolSpec]) -> list[WriteRow]:
+    """The specs as `symbols` rows in SYMBOL_COLUMNS order (each column a spec field)."""
+    return [tuple(getattr(spec, name) for name in SYMBOL_COLUMNS) for spec in specs]
+
+
+def symbol_columns(specs: list[SymbolSpec]) -> list[list[Any]]:
+    """The specs as one list of values per column of SYMBOL_COLUMNS."""
+    return [[getattr(spec, name) for spec in specs] for name in SYMBOL_COLUMNS]
+
+
+def order_record(accepted: Accepted, change: OrderChange, now: datetime) -> WriteRow:
+    """An order the flush saw accepted, as its `orders` row in ORDER_COLUMNS order, with what
+    the same flush did to it since."""
     return (
         accepted.order_id,
         accepted.user_id,
@@ -106,19 +123,23 @@ def _new_order(changes: Changes, accepted: Accepted, now: datetime) -> WriteRow:
         accepted.seq,
         now,
         now,
+        accepted.stop_price,
+        accepted.expire_at_ms,
+        # a stop's row says whether it fired; any other order's leaves it NULL
+        None if accepted.stop_price is None else bool(change.triggered),
     )
 
 
-def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> WriteRow:
-    """An OrderRow, from the order's record in Redis."""
-    price = record.get("price")
+def rejected_order_record(order_id: int, record: dict[str, Any], now: datetime) -> WriteRow:
+    """A place the book rejected, from its Redis record (the REJECTED event says only why),
+    in ORDER_COLUMNS order."""
     return (
         order_id,
         record["user_id"],
         record["symbol"],
         record["side"],
         record["type"],
-        int(price) if price else None,
+        _integer(record.get("price")),
         int(record["quantity"]),
         0,
         0,
@@ -131,4 +152,11 @@ def _rejected_order(order_id: int, record: dict[str, Any], now: datetime) -> Wri
         None,
         now,
         now,
+        _integer(record.get("stop_price")),
+        _integer(record.get("expire_at_ms")),
+        None if not record.get("stop_price") else False,
     )
+
+
+def _integer(value: str | None) -> int | None:
+    return int(value) if value else None

@@ -117,9 +117,14 @@ class ApiError(Enum):
     AMOUNT_TOO_LARGE = "AMOUNT_TOO_LARGE", 422  # price x quantity past 2^53
     MARKET_BUY_WITHOUT_BAND = "MARKET_BUY_WITHOUT_BAND", 422  # nothing to size its hold by
     NO_ROUTE = "NO_ROUTE", 503  # a listed symbol with no route: ours to fix
-    # stop orders and GTD: the matching core has them, the holds and settlement for them
-    # are not built yet (issue #14), so /v1 refuses them rather than mis-hold
+    # an order kind a surface does not serve (/v1 serves every kind the book has)
     NOT_SUPPORTED = "NOT_SUPPORTED", 422
+    # a GTD expiry further ahead than the API takes (api.order_rules.MAX_GTD_MS)
+    EXPIRE_AT_TOO_FAR = "EXPIRE_AT_TOO_FAR", 422
+
+    # -- API keys (api/apikeys.py)
+    UNKNOWN_API_KEY = "UNKNOWN_API_KEY", 404  # not the caller's key, or revoked already
+    TOO_MANY_API_KEYS = "TOO_MANY_API_KEYS", 409  # revoke one first
     # -- market data and admin (api/market.py, api/admin.py)
     SYMBOL_NOT_LISTED = "UNKNOWN_SYMBOL", 404  # a path or admin request naming no symbol
     UNKNOWN_ASSET = "UNKNOWN_ASSET", 422  # no listed symbol trades it
@@ -127,6 +132,7 @@ class ApiError(Enum):
     # stop holding every integer
     BALANCE_TOO_LARGE = "BALANCE_TOO_LARGE", 422
     SHARD_OUT_OF_RANGE = "SHARD_OUT_OF_RANGE", 422
+    NO_FEE_TIER = "NO_FEE_TIER", 404  # the user pays the symbols' rates
     UNKNOWN_MIGRATION = "UNKNOWN_MIGRATION", 404
     MIGRATION_RUNNING = "MIGRATION_RUNNING", 409  # the symbol is being moved already
     ALREADY_ON_SHARD = "ALREADY_ON_SHARD", 409

@@ -23,6 +23,10 @@ ORDER = "order:"  # order:{id} -> hash of what the user sees of the order
 USER_ORDERS = "user_orders:"  # user_orders:{user} -> list of recent order ids, newest first
 CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate check)
 LEDGER = "ledger"  # stream of deposits and withdrawals, for the batcher
+API_KEY = "apikey:"  # apikey:{key} -> hash user_id, permissions, created_ms (no secret)
+USER_API_KEYS = "apikeys:"  # apikeys:{user} -> set of the user's API keys
+FEE_TIERS = "fee_tiers"  # hash user -> schema.fees.FeeTier JSON: the user's own fee rates
+FEE_TIERS_VERSION = "fee_tiers:version"  # counter, bumped with every change to FEE_TIERS
 
 # -- matching workers ---------------------------------------------------------------------
 EVENTS = "events:"  # events:{shard} -> stream of events
@@ -30,6 +34,9 @@ APPLIED = "applied:"  # applied:{shard} -> last orders-stream id settled (the wa
 SNAPSHOT = "snapshot:"  # snapshot:{shard} -> hash id, books
 OWNER = "owner:"  # owner:{shard} -> lease token of the one worker applying the shard
 SYMBOLS = "symbols"  # hash symbol -> SymbolSpec JSON
+# hash asset -> its number of decimals: how many minor units make one unit (USD 2: cents).
+# Set once, before the first symbol trading the asset is listed (store/symbols.py).
+ASSETS = "assets"
 
 # -- batcher ------------------------------------------------------------------------------
 BATCHER_STATS = "batcher:stats"  # hash: the last flush, for `spot status` and /metrics
@@ -94,6 +101,14 @@ def available(asset: str) -> str:
 
 def locked(asset: str) -> str:
     return "locked:" + asset
+
+
+def api_key(key: str) -> str:
+    return API_KEY + key
+
+
+def user_api_keys(user: str) -> str:
+    return USER_API_KEYS + user
 
 
 def order(order_id: int) -> str:

@@ -38,6 +38,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     # the matching workers; raise it where there are cores to spare.
     api_workers: Positive = 1
     jwt_secret: str = DEV_JWT_SECRET
+    # The master key every API key's secret is derived from (api/apikeys.py: secret =
+    # HMAC-SHA256(master, api key)), so that no secret is stored anywhere. Unset: derived
+    # from jwt_secret. Changing it invalidates every API key at once.
+    api_key_secret: str | None = None
     # A place order is ~200 bytes; anything near this limit is not an order (413).
     max_body_bytes: Positive = 4096
 
@@ -77,9 +81,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     rebalancer_cooldown_s: Seconds = 60.0
 
     def __repr__(self) -> str:
-        # Settings get logged and printed; the signing secret must never be.
+        # Settings get logged and printed; the signing secrets must never be.
         fields = ", ".join(
-            f"{name}={'***' if name == 'jwt_secret' else repr(getattr(self, name))}"
+            f"{name}={'***' if name in _SECRETS else repr(getattr(self, name))}"
             for name in self.__struct_fields__
         )
         return f"Settings({fields})"
@@ -103,6 +107,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
             return msgspec.convert(raw, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise ValueError(_env_message(str(exc))) from None
+
+
+_SECRETS = frozenset({"jwt_secret", "api_key_secret"})
 
 
 def _env_message(message: str) -> str:

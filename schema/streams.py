@@ -54,6 +54,12 @@ class CommandEntry(msgspec.Struct, frozen=True, gc=False):
     def decode_command(self) -> Command:
         return decode_command(self.command)
 
+    def to_fields(self) -> dict[bytes, bytes | int | str]:
+        """As XADD takes them (the scripts write the same fields)."""
+        side = b"" if self.side is None else self.side.value
+        return {self.EPOCH: self.epoch, self.COMMAND: self.command, self.HOLD: self.hold,
+                self.SIDE: side}  # fmt: skip
+
 
 def decode_command(payload: bytes) -> Command:
     return _commands.decode(payload)

@@ -20,6 +20,9 @@ import msgspec
 from schema.codes import RejectReason
 
 MAX_QUANTITY = 10**15
+# How many decimals an asset may have (keys.ASSETS): an amount in its minor units, shown
+# as a decimal, divides by 10**decimals. 18 is Ethereum's wei.
+MAX_DECIMALS = 18
 MAX_FEE_BPS = 10_000  # a fee of all that a side receives
 # Upper-case letters, digits and . _ - (BTC-USD, BRK.B), as schema.tables.SYMBOL holds:
 # a symbol names URL path segments (/v1/book/{symbol}, migration ids) and Redis keys.

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -85,6 +86,9 @@ symbols = Table(
     Column("band_bps", Integer, nullable=True),
     Column("reference_price", BigInteger, nullable=True),
     _created_at(),
+    # Basis points (schema/symbols.py); after created_at because migration 0003 added them.
+    Column("maker_fee_bps", Integer, nullable=False, server_default=ZERO),
+    Column("taker_fee_bps", Integer, nullable=False, server_default=ZERO),
     **MYSQL,
 )
 
@@ -96,22 +100,28 @@ orders = Table(
     Column("user_id", String(USER_ID), nullable=False),
     Column("symbol", String(SYMBOL), nullable=False),
     Column("side", String(4), nullable=False),  # BUY | SELL
-    Column("type", String(6), nullable=False),  # LIMIT | MARKET
-    Column("price", BigInteger, nullable=True),  # NULL for MARKET
+    Column("type", String(16), nullable=False),  # LIMIT | MARKET | STOP_LIMIT | STOP_MARKET
+    Column("price", BigInteger, nullable=True),  # NULL for MARKET and STOP_MARKET
     Column("quantity", BigInteger, nullable=False),
     Column("filled", BigInteger, nullable=False, server_default=ZERO),
     Column("remaining", BigInteger, nullable=False),
     # Sum of price × quantity over its fills: average price = notional / filled.
     Column("notional", BigInteger, nullable=False, server_default=ZERO),
-    # NEW | OPEN | PARTIALLY_FILLED | FILLED | CANCELED | REJECTED
+    # NEW | UNTRIGGERED | OPEN | PARTIALLY_FILLED | FILLED | CANCELED | REJECTED
     Column("status", String(16), nullable=False),
     Column("reason", String(32), nullable=True),
-    Column("time_in_force", String(3), nullable=False),  # GTC | IOC | FOK
+    Column("time_in_force", String(3), nullable=False),  # GTC | IOC | FOK | GTD
     Column("post_only", Boolean, nullable=False),
     Column("client_order_id", String(64), nullable=True),
     Column("seq", BigInteger, nullable=True),  # the symbol sequence of its ACCEPTED event
     _created_at(),
     _updated_at(),
+    # Stops and GTD (revision 0004, so after the columns before them): the trade price
+    # that triggers a stop, a GTD order's expiry (ms since the epoch), and whether a stop
+    # has been triggered (NULL for an order that is no stop).
+    Column("stop_price", BigInteger, nullable=True),
+    Column("expire_at_ms", BigInteger, nullable=True),
+    Column("triggered", Boolean, nullable=True),
     # A user's orders newest first: order ids grow, so a backward scan of this index.
     # Filters on symbol and status ride this scan: every index costs each COPY'd row, and
     # the batcher measured ~22 µs a row with four of them.
@@ -136,9 +146,42 @@ trades = Table(
     Column("taker_user_id", String(USER_ID), nullable=False),
     Column("taker_side", String(4), nullable=False),
     _created_at(),
+    # What each side paid, in the asset it received (the buyer's in the symbol's base, the
+    # seller's in its quote: schema/fees.py); negative for a maker's rebate. After
+    # created_at because migration 0003 added them.
+    Column("maker_fee", BigInteger, nullable=False, server_default=ZERO),
+    Column("taker_fee", BigInteger, nullable=False, server_default=ZERO),
     PrimaryKeyConstraint("symbol", "seq"),
     Index(None, "maker_user_id", "created_at"),
     Index(None, "taker_user_id", "created_at"),
+    **MYSQL,
+)
+
+# Sums of amounts: a minute of trades can add up past what a BIGINT holds (each notional
+# may reach 2^53), so these are DECIMAL(38, 0), exact on every backend.
+Total = Numeric(38, 0)
+
+candles = Table(
+    "candles",
+    metadata,
+    # One symbol's trades of one minute, written by the batcher in the transaction that
+    # writes them (so exactly once) and at the same time as their created_at: every
+    # interval of GET /api/v3/klines and the 24 h ticker are sums of these.
+    Column("symbol", String(SYMBOL), nullable=False),
+    Column("open_time", BigInteger, nullable=False, autoincrement=False),  # ms, UTC minute
+    Column("open", BigInteger, nullable=False),  # the price of its lowest seq
+    Column("high", BigInteger, nullable=False),
+    Column("low", BigInteger, nullable=False),
+    Column("close", BigInteger, nullable=False),  # the price of its highest seq
+    Column("volume", Total, nullable=False),  # base units
+    Column("quote_volume", Total, nullable=False),  # quote units: sum of price x quantity
+    Column("taker_buy_volume", Total, nullable=False),  # of the trades a buyer took
+    Column("taker_buy_quote_volume", Total, nullable=False),
+    Column("trades", BigInteger, nullable=False),
+    # The trades' seq range: a time range of trades is a range of the trades' primary key.
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("symbol", "open_time"),
     **MYSQL,
 )
 

@@ -49,6 +49,12 @@ _reply = {"kw_only": True, "omit_defaults": True, "gc": False}
 
 
 class PlaceOrder(msgspec.Struct, **_request):
+    """LIMIT (price), MARKET, STOP_LIMIT (stop_price and price) or STOP_MARKET (stop_price).
+    A stop waits outside the book until a trade reaches stop_price (at or above it for a
+    BUY, at or below for a SELL), then runs as its LIMIT or MARKET order; it is refused if
+    the last price reaches it already. time_in_force GTD needs expire_at_ms (ms since the
+    epoch, ahead of now and at most 90 days)."""
+
     symbol: Symbol
     side: Side
     quantity: Integer
@@ -58,6 +64,8 @@ class PlaceOrder(msgspec.Struct, **_request):
     post_only: bool = False
     self_trade: SelfTrade = SelfTrade.CANCEL_RESTING
     client_order_id: ClientOrderId | None = None
+    stop_price: Integer | None = None
+    expire_at_ms: Integer | None = None
 
 
 class ReplaceOrder(msgspec.Struct, **_request):
@@ -79,6 +87,15 @@ class Withdrawal(Deposit, **_request):
     pass
 
 
+class FeeRates(msgspec.Struct, **_request):
+    """A user's fee tier, in place of every symbol's rates: basis points of what each side
+    receives, the maker's negative for a rebate. The rule (schema.symbols.fee_rates_valid:
+    0 <= taker <= 10000, -taker <= maker <= 10000) is a 422, not a malformed body."""
+
+    maker_fee_bps: Integer
+    taker_fee_bps: Integer
+
+
 # -- replies ------------------------------------------------------------------------------
 
 
@@ -88,6 +105,15 @@ class OrderAccepted(msgspec.Struct, **_reply):
     order_id: int
     status: str  # NEW, CANCEL_REQUESTED or REPLACE_REQUESTED
     client_order_id: str | None = None
+
+
+class CancelAllAccepted(msgspec.Struct, **_reply):
+    """202: a cancel of every open order and untriggered stop of the caller's is queued for
+    each of `symbols` (all listed ones, or the one asked for); each order's CANCELED shows in
+    GET /v1/orders and on the private WebSocket channel."""
+
+    status: str  # CANCEL_ALL_REQUESTED
+    symbols: list[str]
 
 
 class OrderView(msgspec.Struct, **_reply):
@@ -110,6 +136,13 @@ class OrderView(msgspec.Struct, **_reply):
     replace_pending: bool = False
     # why it was canceled or rejected (schema.codes), when that is known
     reason: str | None = None
+    # STOP_LIMIT and STOP_MARKET: the trade price that triggers it, and whether one has (an
+    # UNTRIGGERED stop waits outside the book; once triggered it runs as its LIMIT or
+    # MARKET order under the same id)
+    stop_price: int | None = None
+    triggered: bool | None = None
+    # GTD: when it expires (ms since the epoch); it ends CANCELED with reason EXPIRED
+    expire_at_ms: int | None = None
 
 
 class Orders(msgspec.Struct, **_reply):
@@ -129,12 +162,49 @@ class Fill(msgspec.Struct, **_reply):
     liquidity: Liquidity  # MAKER: the order rested in the book; TAKER: it came in and crossed
     seq: int  # the trade's symbol sequence number
     created_ms: int  # when the trade was written to the database
+    # What this side paid, in what it received (base for a BUY, quote for a SELL), in that
+    # asset's minor units; negative for a maker's rebate. Already taken from the balance.
+    fee: int
+    fee_asset: str
 
 
 class Fills(msgspec.Struct, **_reply):
     """The caller's fills, newest first."""
 
     fills: list[Fill]
+
+
+LedgerType = Literal["DEPOSIT", "WITHDRAWAL", "TRADE", "FEE", "REBATE"]
+
+
+class LedgerEntry(msgspec.Struct, **_reply):
+    """One change to one of the caller's balances (available + locked: a hold moves nothing
+    between them that the ledger counts). A trade is two entries, what the side received
+    and what it paid, and a third when it had a fee (FEE, negative) or a rebate (REBATE,
+    positive); `id` names the entry for good."""
+
+    id: str
+    type: LedgerType
+    asset: str
+    amount: int  # signed, in the asset's minor units
+    created_ms: int  # when the batcher wrote it to the database
+    reference: str | None = None  # DEPOSIT, WITHDRAWAL: who or what asked for it
+    # TRADE, FEE, REBATE: the trade and the caller's side of it
+    symbol: str | None = None
+    seq: int | None = None  # the trade's symbol sequence number
+    order_id: int | None = None
+    side: Side | None = None
+    price: int | None = None
+    quantity: int | None = None
+    liquidity: Liquidity | None = None
+
+
+class Ledger(msgspec.Struct, **_reply):
+    """The caller's ledger, newest first; `next_cursor` (absent on the last page) is passed
+    back as ?cursor= for the page after."""
+
+    entries: list[LedgerEntry]
+    next_cursor: str | None = None
 
 
 class Balance(msgspec.Struct, **_reply):
@@ -154,6 +224,14 @@ class Transferred(msgspec.Struct, **_reply):
     user_id: str
     asset: str
     available: int
+
+
+class FeeTierView(msgspec.Struct, **_reply):
+    """A user's fee tier, as set (PUT), found (GET) or removed (DELETE)."""
+
+    user_id: str
+    maker_fee_bps: int
+    taker_fee_bps: int
 
 
 class Symbols(msgspec.Struct, **_reply):
@@ -204,14 +282,17 @@ class Error(msgspec.Struct, forbid_unknown_fields=True, **_reply):
     order_id: int | None = None
 
 
-REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal)
+REQUESTS = (PlaceOrder, ReplaceOrder, Deposit, Withdrawal, FeeRates)
 REPLIES = (
     OrderAccepted,
+    CancelAllAccepted,
     OrderView,
     Orders,
     Fills,
+    Ledger,
     Balances,
     Transferred,
+    FeeTierView,
     Symbols,
     Book,
     Trades,
@@ -282,3 +363,44 @@ class MigrationConflict(msgspec.Struct, **_reply):
 
 
 MIGRATION_TYPES = (StartMigration, MigrationView, Migrations, MigrationConflict)
+
+
+# -- API keys (POST, GET /v1/api-keys; DELETE /v1/api-keys/{key}) ----------------------------
+# Kept apart like the migration types: api/openapi.py adds API_KEY_TYPES.
+
+# `read`: the account, orders and trades of its user; `trade`: placing and canceling too.
+Permission = Literal["read", "trade"]
+
+
+def _read_only() -> list[Permission]:
+    return ["read"]
+
+
+class NewApiKey(msgspec.Struct, **_request):
+    """What the new key may do; read-only unless asked (a leaked read key moves nothing)."""
+
+    permissions: Annotated[list[Permission], msgspec.Meta(min_length=1, max_length=2)] = (
+        msgspec.field(default_factory=_read_only)
+    )
+
+
+class ApiKeyView(msgspec.Struct, **_reply):
+    api_key: str
+    permissions: list[str]
+    created_ms: int
+
+
+class ApiKeyCreated(ApiKeyView, **_reply):
+    """201: the secret signs requests (HMAC-SHA256, Binance's way). It is shown this once:
+    the server derives it again when it checks a signature and stores it nowhere."""
+
+    secret: str
+
+
+class ApiKeys(msgspec.Struct, **_reply):
+    """The caller's API keys, oldest first; never their secrets."""
+
+    api_keys: list[ApiKeyView]
+
+
+API_KEY_TYPES = (NewApiKey, ApiKeyView, ApiKeyCreated, ApiKeys)

@@ -12,21 +12,40 @@ from typing import Any
 
 from batcher.batcher import CONSUMER
 from schema import keys
+from schema.fees import FEE_ACCOUNT
+from schema.orders import OPEN_STATUSES, OrderStatus
 from store.database import Database
 from store.symbols import load_specs
 
 CHECKS = {
-    "conservation": "per asset, balances sum to deposits minus withdrawals",
+    "conservation": "per asset, users' balances plus the fee account's equal deposits minus "
+    "withdrawals, in Redis and in the database",
     "balances": "every balance in Redis equals the database's",
-    "non-negative": "no balance is negative",
+    "non-negative": "no user's balance is negative (the fee account's may be: schema/fees.py)",
+    "fees": "the fee account holds the fees the trades charged less their rebates",
     "locked": "locked funds equal what open orders hold",
     "fills": "every order's filled quantity equals the sum of its trades",
     "quarantine": "the batcher quarantined no entry the database refused",
 }
 
-OPEN_ORDERS = """
-SELECT user_id, symbol, side, price, remaining FROM orders
-WHERE status IN ('OPEN', 'PARTIALLY_FILLED')
+# Per asset, what the trades charged: each side's fee is in the asset it received (the
+# buyer's in base, the seller's in quote), a maker's rebate negative.
+FEES_CHARGED = """
+SELECT asset, SUM(fee) AS total FROM (
+    SELECT CASE t.taker_side WHEN 'BUY' THEN s.base ELSE s.quote END AS asset,
+           t.taker_fee AS fee
+    FROM trades t JOIN symbols s ON s.symbol = t.symbol
+    UNION ALL
+    SELECT CASE t.taker_side WHEN 'BUY' THEN s.quote ELSE s.base END, t.maker_fee
+    FROM trades t JOIN symbols s ON s.symbol = t.symbol
+) f GROUP BY asset
+"""
+
+# The statuses that hold funds in the database: every open one but NEW (an order is written
+# when the book has taken it).
+_HOLDING = ", ".join(f"'{s}'" for s in OPEN_STATUSES if s is not OrderStatus.NEW)
+OPEN_ORDERS = f"""
+SELECT order_id, user_id, symbol, side, price, remaining FROM orders WHERE status IN ({_HOLDING})
 """
 
 FILLS_VS_TRADES = """
@@ -98,19 +117,12 @@ async def audit(redis: Any, db: Database) -> dict[str, list[str]]:
         a, b = in_redis.get(key, [0, 0]), in_db.get(key, [0, 0])
         if a != b:
             found["balances"].append(f"{key}: redis {a} != database {b}")
-        if min(a + b) < 0:
+        if min(a + b) < 0 and key[0] != FEE_ACCOUNT:
             found["non-negative"].append(f"{key}: redis {a}, database {b}")
-    funded: dict[str, int] = {}
-    for r in await db.fetch("SELECT asset, SUM(amount) AS total FROM ledger GROUP BY asset"):
-        funded[r["asset"]] = int(r["total"])
-    totals: dict[str, int] = {}
-    for (_, asset), (available, locked) in in_redis.items():
-        totals[asset] = totals.get(asset, 0) + available + locked
-    for asset in sorted(set(funded) | set(totals)):
-        if funded.get(asset, 0) != totals.get(asset, 0):
-            found["conservation"].append(
-                f"{asset}: balances {totals.get(asset, 0)} != ledger {funded.get(asset, 0)}"
-            )
+    funded, charged = await _funded_and_charged(db)
+    for store, balances in (("redis", in_redis), ("database", in_db)):
+        found["conservation"] += _conservation(store, balances, funded)
+        found["fees"] += _fee_account(store, balances, charged)
     held = await locked_by_open_orders(redis, db)
     for key in sorted(set(held) | {k for k, v in in_db.items() if v[1]}):
         if held.get(key, 0) != in_db.get(key, [0, 0])[1]:
@@ -127,15 +139,70 @@ async def audit(redis: Any, db: Database) -> dict[str, list[str]]:
     return found
 
 
+async def _funded_and_charged(db: Database) -> tuple[dict[str, int], dict[str, int]]:
+    """Per asset, deposits minus withdrawals; and what the fee account should hold: the
+    trades' fees, and whatever reached it through the ledger (no API transfer can)."""
+    ledger = await db.fetch(
+        "SELECT user_id = $1 AS fees, asset, SUM(amount) AS total FROM ledger "
+        "GROUP BY user_id = $1, asset",
+        FEE_ACCOUNT,
+    )
+    charged = {r["asset"]: int(r["total"]) for r in await db.fetch(FEES_CHARGED)}
+    funded: dict[str, int] = {}
+    for r in ledger:
+        asset, total = r["asset"], int(r["total"])
+        funded[asset] = funded.get(asset, 0) + total
+        if r["fees"]:
+            charged[asset] = charged.get(asset, 0) + total
+    return funded, charged
+
+
+def _fee_account(
+    store: str, held: dict[tuple[str, str], list[int]], charged: dict[str, int]
+) -> list[str]:
+    account = {asset: v for (user, asset), v in held.items() if user == FEE_ACCOUNT}
+    problems = []
+    for asset in sorted(set(account) | {a for a, total in charged.items() if total}):
+        balance, due = account.get(asset, [0, 0]), charged.get(asset, 0)
+        if balance != [due, 0]:
+            problems.append(f"{asset}: {store} fee account {balance} != fees charged {due}")
+    return problems
+
+
+def _conservation(
+    store: str, held: dict[tuple[str, str], list[int]], funded: dict[str, int]
+) -> list[str]:
+    """Per asset, users' available + locked plus the fee account's against the ledger."""
+    users: dict[str, int] = {}
+    fees: dict[str, int] = {}
+    for (user, asset), (available, locked) in held.items():
+        totals = fees if user == FEE_ACCOUNT else users
+        totals[asset] = totals.get(asset, 0) + available + locked
+    problems = []
+    for asset in sorted(set(funded) | set(users) | set(fees)):
+        user_total, fee_total = users.get(asset, 0), fees.get(asset, 0)
+        if user_total + fee_total != funded.get(asset, 0):
+            problems.append(
+                f"{asset}: {store} users {user_total} + fee account {fee_total} != "
+                f"deposits - withdrawals {funded.get(asset, 0)}"
+            )
+    return problems
+
+
 async def locked_by_open_orders(redis: Any, db: Database) -> dict[tuple[str, str], int]:
-    """What the open orders in the database hold: a buy price × remaining of the quote,
-    a sell its remaining base."""
+    """What the open orders and untriggered stops in the database hold: a buy price ×
+    remaining of the quote, a sell its remaining base. An untriggered STOP_MARKET buy has no
+    price: it holds at its protection price, which only its Redis record keeps (an open
+    order's record lasts while it is open)."""
     specs = await load_specs(redis)
     held: dict[tuple[str, str], int] = {}
     for r in await db.fetch(OPEN_ORDERS):
         spec = specs[r["symbol"]]
         if r["side"] == "BUY":
-            key, amount = (r["user_id"], spec.quote), r["price"] * r["remaining"]
+            price = r["price"]
+            if price is None:  # an untriggered STOP_MARKET
+                price = int(await redis.hget(keys.order(r["order_id"]), "protection_price") or 0)
+            key, amount = (r["user_id"], spec.quote), price * r["remaining"]
         else:
             key, amount = (r["user_id"], spec.base), r["remaining"]
         held[key] = held.get(key, 0) + amount

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,6 +45,22 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a bearer token for a user")
     token.add_argument("user")
     token.add_argument("--admin", action="store_true", help="with the admin role")
+
+    apikey = commands.add_parser(
+        "apikey", help="issue (or list, or revoke) a user's API keys for /api/v3"
+    )
+    apikey.add_argument("user")
+    apikey.add_argument("--trade", action="store_true", help="may place and cancel orders too")
+    apikey.add_argument("--list", action="store_true", help="list the user's keys instead")
+    apikey.add_argument("--revoke", metavar="KEY", help="revoke this key of the user's instead")
+    tier = commands.add_parser(
+        "fee-tier",
+        help="show, set or remove a user's fee tier (rates in place of every symbol's)",
+    )
+    tier.add_argument("user")
+    tier.add_argument("--maker-bps", type=int, help="maker rate; negative: a rebate")
+    tier.add_argument("--taker-bps", type=int, help="taker rate")
+    tier.add_argument("--delete", action="store_true", help="the symbols' rates apply again")
 
     replay = commands.add_parser("replay", help="feed JSON-line commands through the engine")
     replay.add_argument("file", help="commands, one JSON object a line")
@@ -268,6 +285,85 @@ def _token(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def _apikey(args: argparse.Namespace, settings: Any) -> int:
+    from api.apikeys import ApiKeyStore, master_key
+    from schema.wire import USER_ID_PATTERN
+    from spot.stack import Stack
+
+    if not re.match(USER_ID_PATTERN, args.user):
+        print(f"spot apikey: user id must match {USER_ID_PATTERN}", file=sys.stderr)
+        return 2
+    master = master_key(settings.api_key_secret, settings.jwt_secret)
+    found: list[bool] = []
+
+    async def act(redis: Any) -> None:
+        store = ApiKeyStore(redis, master)
+        if args.revoke is not None:
+            found.append(await store.revoke(args.user, args.revoke))
+        elif args.list:
+            for view in await store.list(args.user):
+                print(f"{view.api_key}  {','.join(view.permissions)}  created_ms {view.created_ms}")
+        else:
+            created = await store.create(args.user, ["read", "trade"] if args.trade else ["read"])
+            print(f"api_key {created.api_key}\nsecret  {created.secret}")
+            print(f"permissions {','.join(created.permissions)} (the secret is not shown again)")
+
+    if settings.redis_url is not None:  # keys live in Redis alone: no database to start
+        _with_redis(settings.redis_url, act)
+    else:
+        with Stack(settings) as (redis_url, _):
+            _with_redis(redis_url, act)
+    if found and not found[0]:
+        print(f"spot apikey: {args.user} has no key {args.revoke}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fee_tier(args: argparse.Namespace, settings: Any) -> int:
+    import re
+
+    from schema.fees import FeeTier
+    from schema.wire import USER_ID_PATTERN
+    from spot.stack import Stack
+    from store import fee_tiers
+
+    given = [rate is not None for rate in (args.maker_bps, args.taker_bps)]
+    if not re.match(USER_ID_PATTERN, args.user):
+        print(f"spot fee-tier: a user id matches {USER_ID_PATTERN}", file=sys.stderr)
+        return 2
+    if given[0] != given[1] or (args.delete and any(given)):
+        print("spot fee-tier: give --maker-bps and --taker-bps, or --delete", file=sys.stderr)
+        return 2
+    try:
+        tier = FeeTier(args.maker_bps, args.taker_bps) if all(given) else None
+    except ValueError as e:
+        print(f"spot fee-tier: {e}", file=sys.stderr)
+        return 2
+    shown: list[str] = []
+
+    async def change(redis: Any) -> None:
+        if tier is not None:
+            await fee_tiers.set_tier(redis, args.user, tier)
+            found: FeeTier | None = tier
+            note = " (every API process applies it within 1 s)"
+        elif args.delete:
+            found = await fee_tiers.delete_tier(redis, args.user)
+            note = " removed: the symbols' rates apply"
+        else:
+            found = await fee_tiers.get_tier(redis, args.user)
+            note = ""
+        if found is None:
+            shown.append(f"{args.user}: no fee tier, the symbols' rates apply")
+        else:
+            rates = f"maker {found.maker_bps} bps, taker {found.taker_bps} bps"
+            shown.append(f"{args.user}: {rates}{note}")
+
+    with Stack(settings) as (redis_url, _):
+        _with_redis(redis_url, change)
+    print(shown[0])
+    return 0
+
+
 def _replay(args: argparse.Namespace, settings: Any) -> int:
     from spot.replay import run
 
@@ -380,6 +476,8 @@ COMMANDS: dict[str, Callable[[Any, Any], int]] = {
     "audit": _audit,
     "db": _db,
     "token": _token,
+    "apikey": _apikey,
+    "fee-tier": _fee_tier,
     "replay": _replay,
     "bench": _bench,
     "migrate": _migrate,

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from api.order_gateway import OrderGateway
 from schema.symbols import SymbolSpec
-from store.symbols import list_symbol
+from store.symbols import list_asset, list_symbol
 
 # Prices in cents, quantities in whole units (shares or coins): tick 1 cent, band ±10%.
 DEMO_SYMBOLS = [
@@ -43,6 +43,8 @@ DEMO_SYMBOLS = [
         ("ADA-USD", 4_500),
     ]
 ]
+# Amounts are minor units: USD in cents (2 decimals); the demo's shares and coins whole.
+DEMO_DECIMALS = {"USD": 2} | {spec.base: 0 for spec in DEMO_SYMBOLS}
 QUOTE_FUNDS = 1_000_000_000  # $10 million in cents
 BASE_FUNDS = 1_000_000
 
@@ -53,6 +55,8 @@ def demo_user(n: int) -> str:
 
 async def seed(redis: Redis, shards: int, users: int) -> dict[str, int]:
     """List the demo symbols and fund users u1..uN; returns symbol -> shard."""
+    for asset, decimals in DEMO_DECIMALS.items():
+        await list_asset(redis, asset, decimals)
     placement = {spec.symbol: await list_symbol(redis, spec, shards) for spec in DEMO_SYMBOLS}
     router = OrderGateway(redis)
     assets = {"USD"} | {spec.base for spec in DEMO_SYMBOLS}

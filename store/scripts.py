@@ -77,9 +77,10 @@ async def load(redis: Any, *scripts: Script) -> None:
 # api: the order path (api/order_gateway.py), deposits and withdrawals
 PLACE = Script("place")
 CANCEL = Script("cancel")
+CANCEL_ALL = Script("cancel_all")
 REPLACE = Script("replace")
 TRANSFER = Script("transfer")
-API_SCRIPTS = (PLACE, CANCEL, REPLACE, TRANSFER)
+API_SCRIPTS = (PLACE, CANCEL, CANCEL_ALL, REPLACE, TRANSFER)
 
 # workers: settlement, shard leases, the migration hand-over (workers/worker.py)
 

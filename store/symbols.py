@@ -4,7 +4,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from schema import keys
-from schema.symbols import SymbolSpec
+from schema.symbols import MAX_DECIMALS, SymbolSpec
 
 
 async def list_symbol(redis: Redis, spec: SymbolSpec, shards: int) -> int:
@@ -28,3 +28,20 @@ async def load_specs(redis: Redis) -> dict[str, SymbolSpec]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def list_asset(redis: Redis, asset: str, decimals: int) -> int:
+    """Declare how many decimals `asset` has (USD 2: amounts are cents), before the first
+    symbol trading it is listed. The first declaration stands: changing it would change
+    what every stored amount of the asset means. Returns the decimals it has."""
+    if not 0 <= decimals <= MAX_DECIMALS:
+        raise ValueError(f"{asset}: decimals must be within 0..{MAX_DECIMALS}")
+    await redis.hsetnx(keys.ASSETS, asset, decimals)
+    return int(_text(await redis.hget(keys.ASSETS, asset) or b"0"))
+
+
+async def load_decimals(redis: Redis) -> dict[str, int]:
+    """Every declared asset's decimals; an asset never declared has 0 (its minor unit is
+    the unit)."""
+    raw = await redis.hgetall(keys.ASSETS)
+    return {_text(k): int(v) for k, v in raw.items()}

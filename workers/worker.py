@@ -23,9 +23,11 @@ STALE_ROUTE rather than applied to an empty book.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,15 +36,29 @@ from redis.asyncio import Redis
 
 from schema import keys
 from schema.codes import RejectReason
-from schema.messages import Action, Cancel, Command, Event, Place, Rejected, Trade
+from schema.messages import (
+    Accepted,
+    Action,
+    Cancel,
+    CancelAll,
+    Command,
+    Event,
+    Expire,
+    Place,
+    Rejected,
+    Replace,
+    Side,
+    Trade,
+)
 from schema.settings import Settings
 from schema.streams import CommandEntry, Control, ControlEntry, is_control
 from schema.symbols import SymbolSpec
 from store import scripts
 from store.scripts import ADOPTED, CLAIM, RELEASE, RENEW, SETTLE, STORE_HANDOFF, WORKER_SCRIPTS
-from workers.book import BookSnapshot
+from workers.book import BookSnapshot, OrderBook
 from workers.engine import MatchingEngine
 from workers.settlement import Settlement
+from workers.snapshots import decode_books, decode_handoff, encode_books, encode_handoff
 
 log = logging.getLogger("spot.worker")
 
@@ -59,12 +75,21 @@ DEPTH_INTERVAL_S = 0.05
 GATHER_BELOW = 64
 GATHER_S = 0.004
 ORDER_KEPT_S = 86_400  # how long a finished order's record stays readable in Redis
+# The GTD deadlines a shard tracks are rebuilt from its books once they outnumber the live
+# GTD orders (at the last rebuild) twice over and by this many: an order that filled keeps
+# its deadline there until it comes due.
+EXPIRY_SLACK = 1024
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 _events = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
-_books = msgspec.msgpack.Decoder(dict[str, bytes])
 _owners = msgspec.msgpack.Decoder(dict[str, tuple[bool, int]])
 _handoff = msgspec.msgpack.Decoder(BookSnapshot)
+_command = msgspec.msgpack.Encoder()  # a map by field name, as the API's commands are
 _specs = msgspec.json.Decoder(SymbolSpec)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -87,6 +112,10 @@ class Shard:
     # symbol -> (owned, route epoch) for the symbols a migration moved off or onto this
     # shard; a symbol not here is owned at any epoch (its home shard, before any move)
     owners: dict[str, tuple[bool, int]] = field(default_factory=dict)
+    # (expire_at_ms, symbol) of every GTD order and stop accepted since the last rebuild, a
+    # min-heap: the worker's clock passing the earliest sends that symbol an EXPIRE
+    expiries: list[tuple[int, str]] = field(default_factory=list)
+    expiries_live: int = 0  # how many were live at the last rebuild
 
     def stale(self, symbol: str, epoch: int) -> bool:
         """A command for `symbol` queued under route `epoch` is not this shard's to apply."""
@@ -114,6 +143,7 @@ class Worker:
         depth_interval_s: float = DEPTH_INTERVAL_S,
         recent_trades: int = RECENT_TRADES,
         order_kept_s: int = ORDER_KEPT_S,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         # Any: redis-py types replies as unions that decode_responses=False settles to bytes.
         self.redis: Any = redis
@@ -126,6 +156,7 @@ class Worker:
         self.depth_interval_s = depth_interval_s
         self.recent_trades = recent_trades
         self.order_kept_s = order_kept_s
+        self.clock_ms = clock_ms  # what GTD orders expire by (tests set their own)
         self.token = secrets.token_hex(8)
         self.specs: dict[str, SymbolSpec] = {}
         self.shards = {n: Shard(n, MatchingEngine(specs=())) for n in shards}
@@ -192,7 +223,7 @@ class Worker:
     async def _recover(self, shard: Shard) -> None:
         snap = await self.redis.hmget(keys.snapshot(shard.number), "id", "books", "owners")
         if snap[0] is not None:
-            for symbol, data in _books.decode(snap[1]).items():
+            for symbol, data in decode_books(snap[1]).items():
                 book = shard.engine.book(symbol)
                 if book is None:
                     raise RuntimeError(f"snapshot holds {symbol}, which has no spec")
@@ -221,6 +252,7 @@ class Worker:
                 await self._write_handoffs(handoffs)
             shard.position = entries[-1][0]
             replayed += len(entries)
+        self._rebuild_expiries(shard)
         log.info("shard %s recovered at %s (%s re-applied)", shard.number, applied, replayed)
 
     # -- the loop ---------------------------------------------------------------------
@@ -232,6 +264,7 @@ class Worker:
         applied = 0
         if reply:
             applied = await self._settle_all(reply)
+        await self._tick()
         now = time.monotonic()
         for shard in self.shards.values():
             if shard.dirty and not reply:  # idle: publish what the throttle held back
@@ -307,6 +340,8 @@ class Worker:
             for event in out:
                 if type(event) is Trade:
                     trades.setdefault(event.symbol, []).append(event)
+                elif type(event) is Accepted and event.expire_at_ms is not None:
+                    heapq.heappush(shard.expiries, (event.expire_at_ms, event.symbol))
         last_id = entries[-1][0]
         for_database = [
             (user, asset, d_avail, d_locked)
@@ -328,6 +363,7 @@ class Worker:
                 state.settled,
                 state.reason or "",
                 state.finished,
+                state.triggered,
             )
             for order_id, state in settlement.orders.items()
         ]
@@ -364,7 +400,7 @@ class Worker:
         if command.symbol not in engine.specs:
             await self.load_specs()  # a symbol listed after this worker started
         if shard.stale(command.symbol, entry.epoch):
-            out: list[Event] = [_stale(command)]
+            out = _stale(command)
             spec = engine.specs.get(command.symbol)
             resting = None
         else:
@@ -416,7 +452,7 @@ class Worker:
         if not await CLAIM.run(self.redis, [keys.migration(migration)]):
             log.info("shard %s keeps %s: migration %s rolled back", shard.number, symbol, migration)
             return
-        handoffs[migration] = book.snapshot()
+        handoffs[migration] = encode_handoff(book.snapshot())
         del shard.engine.books[symbol]
         shard.owners[symbol] = (False, epoch)
 
@@ -427,10 +463,11 @@ class Worker:
         if owner is None or not owner[0] or owner[1] < epoch:
             # The handoff may come from a DRAIN earlier in this very batch (a rollback
             # gives the book back to the shard that drained it).
-            data = handoffs.get(migration) or await self.redis.get(keys.handoff(migration))
-            if data is None:  # the source has not drained yet: another marker follows
+            stored = handoffs.get(migration) or await self.redis.get(keys.handoff(migration))
+            if stored is None:  # the source has not drained yet: another marker follows
                 log.info("shard %s: no handoff for migration %s yet", shard.number, migration)
                 return
+            data = decode_handoff(stored)
             held = shard.engine.books.get(symbol)
             if held is None or held.seq < _handoff.decode(data).seq:
                 book = shard.engine.book(symbol)
@@ -438,6 +475,7 @@ class Worker:
                     log.error("shard %s: ADOPT of %s, which has no spec", shard.number, symbol)
                     return
                 book.restore(data)
+                _push_expiries(shard, book)
             shard.owners[symbol] = (True, epoch)
         # The orchestrator switches routing only to a shard that says it holds the book.
         await ADOPTED.run(self.redis, [keys.migration(migration)], [shard.number])
@@ -480,6 +518,42 @@ class Worker:
         shard.dirty.clear()
         shard.depth_at = now
 
+    async def _tick(self) -> None:
+        """The clock's turn: for each symbol whose earliest GTD deadline has passed, an
+        EXPIRE at the clock's now into the shard's own stream. Time reaches a book only
+        through its stream, so recovery and `spot replay` expire exactly what this did. A
+        deadline whose order ended since sends an EXPIRE that cancels nothing; one of a
+        symbol given away sends none (the new owner's clock expires its orders)."""
+        now = self.clock_ms()
+        pipe = None
+        for shard in self.shards.values():
+            heap = shard.expiries
+            if not heap or heap[0][0] > now:
+                continue
+            due = set()
+            while heap and heap[0][0] <= now:
+                due.add(heapq.heappop(heap)[1])
+            for symbol in sorted(due & shard.engine.books.keys()):
+                pipe = pipe or self.redis.pipeline(transaction=False)
+                entry = CommandEntry(
+                    epoch=shard.owners.get(symbol, (True, 0))[1],
+                    command=_command.encode(Expire(symbol=symbol, now_ms=now)),
+                    hold=0,
+                    side=None,
+                )
+                pipe.xadd(keys.orders(shard.number), entry.to_fields())
+            if len(heap) > 2 * shard.expiries_live + EXPIRY_SLACK:
+                self._rebuild_expiries(shard)
+        if pipe is not None:
+            await pipe.execute()
+
+    def _rebuild_expiries(self, shard: Shard) -> None:
+        """The deadlines of the GTD orders and stops the shard's books hold now."""
+        shard.expiries = []
+        for book in shard.engine.books.values():
+            _push_expiries(shard, book)
+        shard.expiries_live = len(shard.expiries)
+
     async def snapshot(self, shard: Shard) -> None:
         """A consistent cut: taken between batches, so every applied command is settled."""
         books = {symbol: book.snapshot() for symbol, book in shard.engine.books.items()}
@@ -488,7 +562,7 @@ class Worker:
             keys.snapshot(shard.number),
             mapping={
                 "id": shard.position,
-                "books": msgspec.msgpack.encode(books),
+                "books": encode_books(books),
                 "owners": msgspec.msgpack.encode(shard.owners),
             },
         )
@@ -498,18 +572,36 @@ class Worker:
         shard.snapshot_at = time.monotonic()
 
 
-def _stale(command: Command) -> Rejected:
+# What a command this shard may no longer apply (STALE_ROUTE: a migration moved its symbol)
+# turns into: a rejection its client sees, or nothing for the clock's EXPIRE (the symbol's
+# new owner runs its own clock for it).
+_STALE: dict[type[Command], Action | None] = {
+    Place: Action.PLACE,
+    Cancel: Action.CANCEL,
+    Replace: Action.REPLACE,
+    CancelAll: Action.CANCEL_ALL,
+    Expire: None,
+}
+
+
+def _stale(command: Command) -> list[Event]:
+    action = _STALE[type(command)]
+    if action is None:
+        return []
     # seq 0: the event belongs to no book (this shard has none for the symbol).
-    action = (
-        Action.PLACE
-        if type(command) is Place
-        else Action.CANCEL
-        if type(command) is Cancel
-        else Action.REPLACE
-    )
-    return Rejected(
-        command.symbol, 0, command.order_id, command.user_id, action, RejectReason.STALE_ROUTE
-    )
+    return [
+        Rejected(
+            command.symbol, 0, command.order_id, command.user_id, action, RejectReason.STALE_ROUTE
+        )
+    ]
+
+
+def _push_expiries(shard: Shard, book: OrderBook) -> None:
+    deadlines = [o.expire_at_ms for o in book.resting(Side.BUY) + book.resting(Side.SELL)]
+    deadlines += [s.expire_at_ms for s in book.stops()]
+    for expire_at_ms in deadlines:
+        if expire_at_ms is not None:
+            heapq.heappush(shard.expiries, (expire_at_ms, book.symbol))
 
 
 def run_worker(settings: Settings, shards: list[int]) -> None:

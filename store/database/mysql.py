@@ -46,19 +46,21 @@ from asyncmy import converters, errors
 from asyncmy.constants import FIELD_TYPE
 from asyncmy.cursors import DictCursor
 
+from schema import tables
 from store.database.port import (
+    CANDLE_COLUMNS,
+    LEDGER_COLUMNS,
+    ORDER_COLUMNS,
+    QUARANTINE_COLUMNS,
+    SYMBOL_COLUMNS,
     SYMBOL_UPDATED,
-    BalanceDelta,
+    TRADE_COLUMNS,
     Fault,
     FlushRows,
-    LedgerRow,
-    OrderRow,
     OrderUpdate,
-    QuarantineRow,
     Row,
-    SymbolRow,
-    TradeRow,
-    column_types,
+    WriteRow,
+    shape_types,
 )
 
 log = logging.getLogger("spot.database")
@@ -72,8 +74,7 @@ MIN_MARIADB = (10, 6, 0)  # JSON_TABLE
 # A statement stays this far under max_allowed_packet (its header, the column list).
 PACKET_MARGIN = 64 * 1024
 MAX_STATEMENT = 4 * 1024 * 1024  # beyond it, more rows per statement buy nothing
-TABLES = ("symbols", "orders", "trades", "balances", "ledger", "consumer_offsets",
-          "symbol_progress", "quarantine")  # fmt: skip
+TABLES = tuple(tables.metadata.tables)
 
 # Server error numbers (mysqld_error.h, errmsg.h, MariaDB's additions).
 DATA_ERRORS = frozenset({
@@ -209,9 +210,10 @@ _json = msgspec.json.Encoder()
 
 # The order updates as a table: JSON_TABLE over a JSON array of arrays. Text columns are
 # wide here so that the UPDATE's assignment, not JSON_TABLE, is what checks their length.
+_JSON_TYPES = {int: "BIGINT", bool: "BOOLEAN", str: "VARCHAR(255)"}
 _UPDATE_COLUMNS = ", ".join(
-    f"{name} {'BIGINT' if kind is int else 'VARCHAR(255)'} PATH '$[{i}]'"
-    for i, (name, kind) in enumerate(column_types(OrderUpdate).items())
+    f"{name} {_JSON_TYPES[kind]} PATH '$[{i}]'"
+    for i, (name, kind) in enumerate(shape_types(OrderUpdate).items())
 )
 UPDATE_ORDERS = f"""
 UPDATE orders AS o JOIN JSON_TABLE(%s, '$[*]' COLUMNS ({_UPDATE_COLUMNS})) AS u
@@ -222,8 +224,23 @@ SET o.filled = o.filled + u.filled,
     o.status = COALESCE(u.status, o.status),
     o.reason = COALESCE(u.reason, o.reason),
     o.price = COALESCE(u.price, o.price),
+    o.triggered = COALESCE(u.triggered, o.triggered),
     o.updated_at = %s
 """  # each assignment reads only its own column: MySQL applies them in turn
+
+# A minute's row takes each flush's candle: open and close by seq (the lowest, the highest),
+# extremes and sums added (as on PostgreSQL). MySQL assigns in turn: open and close read
+# first_seq and last_seq before the last two assignments move them.
+CANDLE_UPDATES = (
+    "open = IF(new.first_seq < first_seq, new.open, open), "
+    "close = IF(new.last_seq > last_seq, new.close, close), "
+    "high = GREATEST(high, new.high), low = LEAST(low, new.low), "
+    "volume = volume + new.volume, quote_volume = quote_volume + new.quote_volume, "
+    "taker_buy_volume = taker_buy_volume + new.taker_buy_volume, "
+    "taker_buy_quote_volume = taker_buy_quote_volume + new.taker_buy_quote_volume, "
+    "trades = trades + new.trades, "
+    "first_seq = LEAST(first_seq, new.first_seq), last_seq = GREATEST(last_seq, new.last_seq)"
+)
 
 
 class MySQLSession:
@@ -237,6 +254,10 @@ class MySQLSession:
             await cursor.execute(q.text, q.args(args))
             rows: list[Row] = list(await cursor.fetchall())
             return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        rows = await self.fetch(query, *args)
+        return rows[0] if rows else None
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         q = portable(query)
@@ -280,26 +301,29 @@ class MySQLTransaction(MySQLSession):
     async def lock_offsets(self, consumer: str, streams: list[str]) -> dict[str, str]:
         return await self._offsets(consumer, streams, " FOR UPDATE")
 
-    async def save_symbols(self, rows: list[SymbolRow]) -> None:
+    async def save_symbols(self, rows: list[WriteRow], at: dt.datetime) -> None:
         assignments = ", ".join(f"{c} = new.{c}" for c in SYMBOL_UPDATED)
-        await self._rows(self.dialect.upsert("symbols", SymbolRow._fields, assignments), rows)
+        statement = self.dialect.upsert("symbols", (*SYMBOL_COLUMNS, "created_at"), assignments)
+        await self._rows(statement, [(*row, at) for row in rows])
 
     async def write(self, consumer: str, rows: FlushRows) -> None:
         at, dialect = rows.at, self.dialect
         if rows.orders:
-            await self._rows(_insert("orders", OrderRow._fields), rows.orders)
+            await self._rows(_insert("orders", ORDER_COLUMNS), rows.orders)
         if rows.order_updates:
             async with self.conn.cursor() as cursor:
                 await cursor.execute(UPDATE_ORDERS, (_json.encode(rows.order_updates), at))
         if rows.trades:
-            await self._rows(_insert("trades", TradeRow._fields), rows.trades)
+            await self._rows(_insert("trades", TRADE_COLUMNS), rows.trades)
+        if rows.candles:
+            candles = dialect.upsert("candles", CANDLE_COLUMNS, CANDLE_UPDATES)
+            await self._rows(candles, rows.candles)
         if rows.ledger:
-            await self._rows(_insert("ledger", LedgerRow._fields), rows.ledger)
+            await self._rows(_insert("ledger", LEDGER_COLUMNS), rows.ledger)
         if rows.balances:
-            columns = (*BalanceDelta._fields, "updated_at")
             statement = dialect.upsert(
                 "balances",
-                columns,
+                ("user_id", "asset", "available", "locked", "updated_at"),
                 "available = available + new.available, locked = locked + new.locked, "
                 "updated_at = new.updated_at",
             )
@@ -308,7 +332,7 @@ class MySQLTransaction(MySQLSession):
             ]
             await self._rows(statement, deltas)
         if rows.quarantine:
-            await self._rows(_insert("quarantine", QuarantineRow._fields), rows.quarantine)
+            await self._rows(_insert("quarantine", QUARANTINE_COLUMNS), rows.quarantine)
         if rows.progress:
             # Never backwards (as on PostgreSQL). updated_at first: MySQL assigns in turn,
             # and the test must see the row's seq before this statement changed it.
@@ -428,6 +452,10 @@ class MySQLDatabase:
     async def fetch(self, query: str, *args: Any) -> list[Row]:
         async with self.session() as session:
             return await session.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        async with self.session() as session:
+            return await session.fetchrow(query, *args)
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         async with self.session() as session:

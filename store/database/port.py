@@ -3,11 +3,10 @@ database, whichever it is. Two adapters implement it: store/database/postgres.py
 COPY for the bulk rows) and store/database/mysql.py (asyncmy; MySQL 8, MariaDB 10.6+).
 `store.database.open_database(url)` picks one by the URL's scheme.
 
-The row shapes are here, once, as named tuples whose fields are the columns of their
-table in schema/tables.py (tests/unit/test_rows.py holds them to it): the batcher builds
-rows in their field order (batcher/rows.py), each adapter writes them by the shape's field
-names, so a column added to a table, to its row shape and to the row built reaches both
-databases without touching either adapter.
+The row shapes are here, once: the column lists of the tables the batcher writes, read
+from schema/tables.py. The batcher builds rows in that order (batcher/rows.py), each
+adapter writes them by those names, so a column added to a table and to the row built
+reaches both databases without touching either adapter.
 
 Queries that the two databases read alike (history, audit) are written once, with `$1`,
 `$2` … placeholders; the MySQL adapter rewrites them to its own. What the two do
@@ -30,6 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, get_args, get_type_hints
 
+from sqlalchemy import Table
+
+from schema import tables
+
 Row = Mapping[str, Any]  # what a query returns
 # What the batcher writes: a tuple in the field order of its shape (OrderRow, TradeRow, ...).
 # Not the shape itself: making a named tuple cost twice a tuple, ~1 µs an order.
@@ -45,34 +48,37 @@ class DatabaseSettingsError(RuntimeError):
     """The server lacks settings Spot needs; the message names each and how to fix it."""
 
 
-# -- row shapes: one per table the batcher writes, fields = columns -----------------------
+# -- row shapes ---------------------------------------------------------------------------
+# A row the batcher inserts is a tuple in its table's column order, the columns read from
+# schema/tables.py: a column added there (and its value in batcher/rows.py) reaches both
+# adapters, which write by these names. tests/unit/test_rows.py holds the builders to them.
 
 
-class OrderRow(NamedTuple):
-    order_id: int
-    user_id: str
-    symbol: str
-    side: str
-    type: str
-    price: int | None
-    quantity: int
-    filled: int
-    remaining: int
-    notional: int
-    status: str
-    reason: str | None
-    time_in_force: str
-    post_only: bool
-    client_order_id: str | None
-    seq: int | None
-    created_at: datetime
-    updated_at: datetime
+def _columns(table: Table, *, but: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns if c.name not in but)
+
+
+ORDER_COLUMNS = _columns(tables.orders)
+TRADE_COLUMNS = _columns(tables.trades)
+LEDGER_COLUMNS = _columns(tables.ledger)
+CANDLE_COLUMNS = _columns(tables.candles)
+QUARANTINE_COLUMNS = _columns(tables.quarantine)
+# What the symbols table keeps of a spec: every column but created_at, each a spec field;
+# an upsert changes all but the key and the assets.
+SYMBOL_COLUMNS = _columns(tables.symbols, but=("created_at",))
+SYMBOL_KEY = ("symbol",)
+SYMBOL_UPDATED = tuple(c for c in SYMBOL_COLUMNS if c not in ("symbol", "base", "quote"))
+
+
+def column_types(table: Table, columns: tuple[str, ...]) -> dict[str, type]:
+    """Each column's Python type: {"price": int, "volume": Decimal, ...}."""
+    return {name: table.columns[name].type.python_type for name in columns}
 
 
 class OrderUpdate(NamedTuple):
     """What a flush does to an order row written before: `filled` and `notional` add up;
     `remaining` is absolute when not None, else the row's less `filled`; None keeps the
-    row's status, reason and price."""
+    row's status, reason, price and triggered. (Built as plain tuples in this order.)"""
 
     order_id: int
     filled: int
@@ -81,51 +87,16 @@ class OrderUpdate(NamedTuple):
     status: str | None
     reason: str | None
     price: int | None
+    triggered: bool | None
 
 
-class TradeRow(NamedTuple):
-    symbol: str
-    seq: int
-    price: int
-    quantity: int
-    maker_order_id: int
-    taker_order_id: int
-    maker_user_id: str
-    taker_user_id: str
-    taker_side: str
-    created_at: datetime
-
-
-class BalanceDelta(NamedTuple):
-    """Added to the row (created at zero when missing): balances move by delta."""
-
-    user_id: str
-    asset: str
-    available: int
-    locked: int
-
-
-class LedgerRow(NamedTuple):
-    entry_id: str
-    user_id: str
-    asset: str
-    amount: int
-    kind: str
-    reference: str
-    created_at: datetime
-
-
-class SymbolRow(NamedTuple):
-    symbol: str
-    base: str
-    quote: str
-    tick: int
-    lot: int
-    min_qty: int
-    max_qty: int
-    band_bps: int | None
-    reference_price: int | None
-    created_at: datetime
+def shape_types(shape: type[tuple[Any, ...]]) -> dict[str, type]:
+    """Each field of a named tuple and its value's type, None aside: {"price": int, ...}."""
+    types = {}
+    for name, hint in get_type_hints(shape).items():
+        kinds = [k for k in get_args(hint) if k is not type(None)] or [hint]
+        types[name] = kinds[0]
+    return types
 
 
 class QuarantineRow(NamedTuple):
@@ -140,34 +111,21 @@ class QuarantineRow(NamedTuple):
     created_at: datetime
 
 
-def column_types(shape: type[tuple[Any, ...]]) -> dict[str, type]:
-    """Each field of a row shape and its value's type, None aside: {"price": int, ...}."""
-    types = {}
-    for name, hint in get_type_hints(shape).items():
-        kinds = [k for k in get_args(hint) if k is not type(None)] or [hint]
-        types[name] = kinds[0]
-    return types
-
-
-# Columns an adapter upserts on (the primary key) for the tables it upserts.
-SYMBOL_KEY = ("symbol",)
-SYMBOL_UPDATED = ("tick", "lot", "min_qty", "max_qty", "band_bps", "reference_price")
-
-
 @dataclass
 class FlushRows:
     """Everything one flush writes, in one transaction, offsets and progress included."""
 
     at: datetime  # UTC; the updated_at of what the flush changes
-    orders: list[WriteRow] = field(default_factory=list)  # OrderRow's fields
-    order_updates: list[WriteRow] = field(default_factory=list)  # OrderUpdate's
-    trades: list[WriteRow] = field(default_factory=list)  # TradeRow's
-    ledger: list[WriteRow] = field(default_factory=list)  # LedgerRow's
-    # (user_id, asset) -> [available, locked]: BalanceDelta's fields, kept as the flush
+    orders: list[WriteRow] = field(default_factory=list)  # in ORDER_COLUMNS order
+    order_updates: list[WriteRow] = field(default_factory=list)  # in OrderUpdate's
+    trades: list[WriteRow] = field(default_factory=list)  # in TRADE_COLUMNS order
+    candles: list[WriteRow] = field(default_factory=list)  # CANDLE_COLUMNS: added to the minute
+    ledger: list[WriteRow] = field(default_factory=list)  # in LEDGER_COLUMNS order
+    # (user_id, asset) -> [available, locked] to add, kept as the flush
     # summed them (a tuple a row cost the batcher ~1 µs an order, the GC's share counted,
     # for nothing PostgreSQL's unnest needs).
     balances: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    quarantine: list[WriteRow] = field(default_factory=list)  # QuarantineRow's
+    quarantine: list[WriteRow] = field(default_factory=list)  # QuarantineRows
     progress: dict[str, int] = field(default_factory=dict)  # symbol -> last seq applied
     offsets: dict[str, str] = field(default_factory=dict)  # stream -> last entry applied
 
@@ -179,6 +137,8 @@ class Session(Protocol):
     """One pooled connection. Reads; `execute` is for tests and tooling."""
 
     async def fetch(self, query: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None: ...
 
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 
@@ -202,8 +162,9 @@ class Transaction(Session, Protocol):
         streams take turns, on different ones they don't wait."""
         ...
 
-    async def save_symbols(self, rows: list[SymbolRow]) -> None:
-        """Insert or update (their rules, not their created_at) the listed symbols."""
+    async def save_symbols(self, rows: list[WriteRow], at: datetime) -> None:
+        """Insert or update (their rules, not their assets) the listed symbols: rows in
+        SYMBOL_COLUMNS order; `at` is a new row's created_at."""
         ...
 
     async def write(self, consumer: str, rows: FlushRows) -> None:
@@ -220,6 +181,8 @@ class Database(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
 
     async def fetch(self, query: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None: ...
 
     async def fetchval(self, query: str, *args: Any) -> Any: ...
 

@@ -3,47 +3,53 @@
 New orders and trades go in by COPY (binary, the fastest path into PostgreSQL: 172k rows/s
 in 500-row batches, DESIGN.md §5); order changes, balance deltas, ledger entries, the
 progress of the symbols touched and the offsets by one `unnest` statement each. The
-statements' columns come from the row shapes, so a column added to a shape is written
-without a change here.
+statements' columns come from the port's column lists (schema/tables.py), so a column
+added to a table is written without a change here.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 
+from schema import tables
 from store.database.port import (
+    CANDLE_COLUMNS,
+    LEDGER_COLUMNS,
+    ORDER_COLUMNS,
+    QUARANTINE_COLUMNS,
+    SYMBOL_COLUMNS,
     SYMBOL_KEY,
     SYMBOL_UPDATED,
-    BalanceDelta,
+    TRADE_COLUMNS,
     Fault,
     FlushRows,
-    LedgerRow,
-    OrderRow,
     OrderUpdate,
-    QuarantineRow,
     Row,
-    SymbolRow,
-    TradeRow,
+    WriteRow,
     column_types,
+    shape_types,
 )
 from store.db import POOL_SETTINGS
 
 # PostgreSQL's array type for each kind of value the port writes with unnest.
-ARRAYS = {int: "bigint[]", str: "text[]", bool: "boolean[]", bytes: "bytea[]"}
+ARRAYS = {int: "bigint[]", str: "text[]", bool: "boolean[]", bytes: "bytea[]",
+          Decimal: "numeric[]"}  # fmt: skip
 
 
-def _unnest(shape: type[Any], skip: tuple[str, ...] = ()) -> tuple[str, str]:
-    """`unnest($1::bigint[], $2::text[], ...) AS u(a, b, ...)` over a shape's fields."""
-    types = {f: t for f, t in column_types(shape).items() if f not in skip}
-    arrays = ", ".join(f"${n}::{ARRAYS[kind]}" for n, kind in enumerate(types.values(), 1))
-    return f"unnest({arrays}) AS u({', '.join(types)})", ", ".join(types)
+def _unnest(types: dict[str, type], first: int = 1) -> tuple[str, str]:
+    """(`unnest($1::bigint[], $2::text[], ...) AS u(a, b, ...)`, "a, b, ...")."""
+    arrays = ", ".join(f"${n}::{ARRAYS[kind]}" for n, kind in enumerate(types.values(), first))
+    names = ", ".join(types)
+    return f"unnest({arrays}) AS u({names})", names
 
 
-_updates, _ = _unnest(OrderUpdate)
+_updates, _ = _unnest(shape_types(OrderUpdate))
 UPDATE_ORDERS = f"""
 UPDATE orders AS o SET
     filled = o.filled + u.filled,
@@ -52,19 +58,40 @@ UPDATE orders AS o SET
     status = COALESCE(u.status, o.status),
     reason = COALESCE(u.reason, o.reason),
     price = COALESCE(u.price, o.price),
+    triggered = COALESCE(u.triggered, o.triggered),
     updated_at = ${len(OrderUpdate._fields) + 1}
 FROM {_updates}
 WHERE o.order_id = u.order_id
 """
 
-_balances, _balance_columns = _unnest(BalanceDelta)
-ADD_BALANCES = f"""
-INSERT INTO balances AS b ({_balance_columns}, updated_at)
-SELECT u.*, ${len(BalanceDelta._fields) + 1} FROM {_balances}
+ADD_BALANCES = """
+INSERT INTO balances AS b (user_id, asset, available, locked, updated_at)
+SELECT u.*, $5 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+    AS u(user_id, asset, available, locked)
 ON CONFLICT (user_id, asset) DO UPDATE SET
     available = b.available + excluded.available,
     locked = b.locked + excluded.locked,
     updated_at = excluded.updated_at
+"""
+
+# A minute's row takes each flush's candle: open and close by seq (the lowest, the highest),
+# extremes and sums added. Exactly once with the trades, in their transaction.
+_candles, _candle_columns = _unnest(column_types(tables.candles, CANDLE_COLUMNS))
+ADD_CANDLES = f"""
+INSERT INTO candles AS c ({_candle_columns})
+SELECT * FROM {_candles}
+ON CONFLICT (symbol, open_time) DO UPDATE SET
+    open = CASE WHEN excluded.first_seq < c.first_seq THEN excluded.open ELSE c.open END,
+    close = CASE WHEN excluded.last_seq > c.last_seq THEN excluded.close ELSE c.close END,
+    high = GREATEST(c.high, excluded.high),
+    low = LEAST(c.low, excluded.low),
+    volume = c.volume + excluded.volume,
+    quote_volume = c.quote_volume + excluded.quote_volume,
+    taker_buy_volume = c.taker_buy_volume + excluded.taker_buy_volume,
+    taker_buy_quote_volume = c.taker_buy_quote_volume + excluded.taker_buy_quote_volume,
+    trades = c.trades + excluded.trades,
+    first_seq = LEAST(c.first_seq, excluded.first_seq),
+    last_seq = GREATEST(c.last_seq, excluded.last_seq)
 """
 
 SAVE_OFFSETS = """
@@ -83,10 +110,10 @@ ON CONFLICT (symbol) DO UPDATE SET seq = excluded.seq, updated_at = excluded.upd
 WHERE p.seq IS NULL OR p.seq < excluded.seq
 """
 
-_symbols, _symbol_columns = _unnest(SymbolRow, skip=("created_at",))
+_symbols, _symbol_columns = _unnest(column_types(tables.symbols, SYMBOL_COLUMNS))
 SAVE_SYMBOLS = f"""
 INSERT INTO symbols AS s ({_symbol_columns}, created_at)
-SELECT u.*, ${len(SymbolRow._fields)} FROM {_symbols}
+SELECT u.*, ${len(SYMBOL_COLUMNS) + 1} FROM {_symbols}
 ON CONFLICT ({", ".join(SYMBOL_KEY)}) DO UPDATE SET
     {", ".join(f"{c} = excluded.{c}" for c in SYMBOL_UPDATED)}
 """
@@ -111,6 +138,10 @@ class PostgresSession:
     async def fetch(self, query: str, *args: Any) -> list[Row]:
         rows: list[Row] = await self.conn.fetch(query, *args)
         return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        row: Row | None = await self.conn.fetchrow(query, *args)
+        return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self.conn.fetchval(query, *args)
@@ -140,26 +171,22 @@ class PostgresTransaction(PostgresSession):
     async def lock_offsets(self, consumer: str, streams: list[str]) -> dict[str, str]:
         return await self._offsets(consumer, streams, " FOR UPDATE")
 
-    async def save_symbols(self, rows: list[SymbolRow]) -> None:
+    async def save_symbols(self, rows: list[WriteRow], at: datetime) -> None:
         if rows:
-            await self.conn.execute(SAVE_SYMBOLS, *_columns(rows, skip=1), rows[0].created_at)
+            await self.conn.execute(SAVE_SYMBOLS, *_columns(rows), at)
 
     async def write(self, consumer: str, rows: FlushRows) -> None:
         conn, at = self.conn, rows.at
         if rows.orders:
-            await conn.copy_records_to_table(
-                "orders", records=rows.orders, columns=OrderRow._fields
-            )
+            await self._copy("orders", rows.orders, ORDER_COLUMNS)
         if rows.order_updates:
             await conn.execute(UPDATE_ORDERS, *_columns(rows.order_updates), at)
         if rows.trades:
-            await conn.copy_records_to_table(
-                "trades", records=rows.trades, columns=TradeRow._fields
-            )
+            await self._copy("trades", rows.trades, TRADE_COLUMNS)
+        if rows.candles:
+            await conn.execute(ADD_CANDLES, *_columns(rows.candles))
         if rows.ledger:
-            await conn.copy_records_to_table(
-                "ledger", records=rows.ledger, columns=LedgerRow._fields
-            )
+            await self._copy("ledger", rows.ledger, LEDGER_COLUMNS)
         if rows.balances:
             keys, deltas = rows.balances.keys(), rows.balances.values()
             await conn.execute(
@@ -171,23 +198,20 @@ class PostgresTransaction(PostgresSession):
                 at,
             )
         if rows.quarantine:
-            await conn.copy_records_to_table(
-                "quarantine", records=rows.quarantine, columns=QuarantineRow._fields
-            )
+            await self._copy("quarantine", rows.quarantine, QUARANTINE_COLUMNS)
         if rows.progress:
             await conn.execute(SAVE_PROGRESS, list(rows.progress), list(rows.progress.values()), at)
         if rows.offsets:
             offsets = rows.offsets
             await conn.execute(SAVE_OFFSETS, consumer, list(offsets), list(offsets.values()), at)
 
-    async def _copy(self, table: str, rows: list[Any], shape: type[Any]) -> None:
-        await self.conn.copy_records_to_table(table, records=rows, columns=shape._fields)
+    async def _copy(self, table: str, rows: list[WriteRow], columns: tuple[str, ...]) -> None:
+        await self.conn.copy_records_to_table(table, records=rows, columns=columns)
 
 
-def _columns(rows: list[Any], skip: int = 0) -> list[list[Any]]:
-    """Rows of one shape as one list per column (unnest's arrays), the last `skip` left out."""
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    return columns[: len(columns) - skip] if skip else columns
+def _columns(rows: list[WriteRow]) -> list[list[Any]]:
+    """Rows as one list per column: unnest's arrays."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 class PostgresDatabase:
@@ -228,6 +252,10 @@ class PostgresDatabase:
     async def fetch(self, query: str, *args: Any) -> list[Row]:
         rows: list[Row] = await self.pool.fetch(query, *args)
         return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        row: Row | None = await self.pool.fetchrow(query, *args)
+        return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self.pool.fetchval(query, *args)

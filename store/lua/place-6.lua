@@ -57,6 +57,16 @@ redis.call('HSET', KEYS[3], 'user_id', c.user_id, 'symbol', c.symbol, 'side', c.
   'time_in_force', c.time_in_force, 'post_only', c.post_only and '1' or '0',
   'client_order_id', c.client_order_id or '', 'status', 'NEW', 'pays_with', ARGV[7],
   'created_ms', ARGV[8])
+-- What only some orders carry, only when they do (ORDER_RECORD_OPTIONAL): a stop's trigger,
+-- a GTD order's expiry, the price a MARKET or STOP_MARKET buy's funds were held at.
+local extra = {}
+local function optional(name, value)
+  if value then extra[#extra + 1] = name; extra[#extra + 1] = string.format('%d', value) end
+end
+optional('stop_price', c.stop_price)
+optional('expire_at_ms', c.expire_at_ms)
+optional('protection_price', c.protection_price)
+if #extra > 0 then redis.call('HSET', KEYS[3], unpack(extra)) end
 if redis.call('HINCRBY', KEYS[5], c.symbol, 1) == 1 then redis.call('EXPIRE', KEYS[5], 120) end
 -- The user's newest orders, for reads that must see an order before the batcher has
 -- written it (read-your-writes). Trimmed back to RECENT_ORDERS (200) once it holds twice

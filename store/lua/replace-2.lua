@@ -22,7 +22,8 @@
   Returns:
     {'OK'}
     {'NOT_FOUND'}                         no such order, or another user's
-    {'NOT_OPEN', status}                  ended (TERMINAL), or a MARKET order
+    {'NOT_OPEN', status}                  ended (TERMINAL), or a MARKET or STOP_MARKET
+                                          order (it never rests)
     {'PENDING'}                           an earlier replace is still queued
     {'TOO_LARGE'}                         the hold reaches 2^53 (api MAX_AMOUNT)
     {'INSUFFICIENT_BALANCE', available}   nothing held
@@ -32,7 +33,7 @@
 local o = redis.call('HMGET', KEYS[1], 'user_id', 'symbol', 'status', 'side', 'price',
                      'remaining', 'pending', 'pays_with', 'type')
 if o[1] ~= ARGV[4] then return {'NOT_FOUND'} end
-if TERMINAL[o[3]] or o[9] == 'MARKET' then return {'NOT_OPEN', o[3]} end
+if TERMINAL[o[3]] or o[9] == 'MARKET' or o[9] == 'STOP_MARKET' then return {'NOT_OPEN', o[3]} end
 if o[7] == '1' then return {'PENDING'} end
 local price = tonumber(ARGV[6] ~= '' and ARGV[6] or o[5])
 local quantity = tonumber(ARGV[7] ~= '' and ARGV[7] or o[6])

@@ -18,10 +18,11 @@
 -- ARGV[6]  the changes to Redis, msgpack [balances, orders], numbers as decimal strings:
 --          balances [[user, asset, available delta, locked delta], ...] ('0': no change);
 --          orders [[order id, status, remaining, price, filled, notional, settled,
---          reason, finished], ...]: status, remaining, price and reason '' to leave the
---          field as it is; filled and notional are added; a fill with remaining '' counts
---          the record's remaining down; settled (boolean) clears `pending`; finished
---          (boolean) lets the record expire
+--          reason, finished, triggered], ...]: status, remaining, price and reason '' to
+--          leave the field as it is; filled and notional are added; a fill with remaining
+--          '' counts the record's remaining down; settled (boolean) clears `pending`;
+--          finished (boolean) lets the record expire; triggered (boolean, may be absent)
+--          marks a stop triggered
 -- ARGV[7]  balance key prefix (balance:{user})
 -- ARGV[8]  available field prefix (avail:{asset})
 -- ARGV[9]  locked field prefix (locked:{asset})
@@ -65,6 +66,7 @@ for _, o in ipairs(changes[2]) do
   if o[7] then fields[#fields + 1] = 'pending'; fields[#fields + 1] = '0' end
   if o[8] ~= '' then fields[#fields + 1] = 'reason'; fields[#fields + 1] = o[8] end
   if o[2] ~= '' then fields[#fields + 1] = 'status'; fields[#fields + 1] = o[2] end
+  if o[10] then fields[#fields + 1] = 'triggered'; fields[#fields + 1] = '1' end
   if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
   if o[9] then redis.call('EXPIRE', key, ARGV[11]) end
 end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -199,6 +200,47 @@ async def test_symbol_progress_is_not_known_for_symbols_with_history(url: str) -
     await _assert_at_head(url)
 
 
+async def test_candles_are_built_from_the_trades_already_there(url: str) -> None:
+    # 0005 on a database with trades: their one-minute candles, open and close by seq.
+    if dialect_of(url) != "postgresql":
+        pytest.skip("0005 backfills the candles of earlier trades on PostgreSQL only")
+    await asyncio.to_thread(downgrade, url, "base")
+    await asyncio.to_thread(upgrade, url, "0004")
+    conn = await open_database(url, max_size=1)
+    trade = (
+        "INSERT INTO trades (symbol, seq, price, quantity, maker_order_id, taker_order_id,"
+        " maker_user_id, taker_user_id, taker_side, created_at)"
+        " VALUES ($1, $2, $3, $4, 1, 2, 'm', 't', $5, $6)"
+    )
+    try:
+        for row in (
+            ("A", 1, 100, 2, "BUY", 1_700_000_000_100),
+            ("A", 2, 90, 1, "SELL", 1_700_000_000_200),
+            ("A", 3, 95, 3, "BUY", 1_700_000_010_000),  # the same minute: 1_699_999_980_000 on
+            ("A", 4, 97, 1, "SELL", 1_700_000_060_000),  # the next, from 1_700_000_040_000
+            ("B", 1, 5, 10**15, "BUY", 1_700_000_000_000),  # sums past a BIGINT's reach
+            ("B", 2, 2**53 // 10**15, 10**15, "BUY", 1_700_000_000_000),
+        ):
+            *values, ms = row
+            await conn.execute(trade, *values, datetime.fromtimestamp(ms / 1000, UTC))
+        await asyncio.to_thread(upgrade, url)
+        rows = await conn.fetch(
+            "SELECT symbol, open_time, open, high, low, close, volume, quote_volume,"
+            " taker_buy_volume, trades, first_seq, last_seq FROM candles ORDER BY 1, 2"
+        )
+        assert [tuple(r.values()) for r in rows] == [
+            ("A", 1_699_999_980_000, 100, 100, 90, 95, 6, 100 * 2 + 90 + 95 * 3, 5, 3, 1, 3),
+            ("A", 1_700_000_040_000, 97, 97, 97, 97, 1, 97, 0, 1, 4, 4),
+            ("B", 1_699_999_980_000, 5, 9, 5, 9, 2 * 10**15, 14 * 10**15, 2 * 10**15, 2, 1, 2),
+        ]
+    finally:
+        await conn.execute("DELETE FROM trades")
+        await conn.execute("DELETE FROM candles")
+        await conn.close()
+    await asyncio.to_thread(upgrade, url)
+    await _assert_at_head(url)
+
+
 async def test_upgrade_refuses_a_running_loop(url: str) -> None:
     with pytest.raises(RuntimeError, match="to_thread"):
         upgrade(url)
@@ -224,3 +266,41 @@ def test_sqlalchemy_url(given: str, expected: str) -> None:
 def test_sqlalchemy_url_refuses(given: str) -> None:
     with pytest.raises(ValueError):
         sqlalchemy_url(given)
+
+
+async def test_stop_orders_fit_and_a_downgrade_with_stops_is_refused_whole(url: str) -> None:
+    # 0004 on a database with orders: theirs stay as they were, the new columns NULL.
+    await asyncio.to_thread(downgrade, url, "base")
+    await asyncio.to_thread(upgrade, url, "0003")
+    conn = await open_database(url, max_size=1)
+    insert = (
+        "INSERT INTO orders (order_id, user_id, symbol, side, type, price, quantity, remaining,"
+        " status, time_in_force, post_only) VALUES ($1, 'u', 'AAPL', 'BUY', $2, $3, 2, 2, $4,"
+        " $5, false)"
+    )
+    try:
+        await conn.execute(insert, 1, "LIMIT", 100, "OPEN", "GTC")
+        with pytest.raises(Exception) as refused:  # the column is too narrow for it
+            await conn.execute(insert, 2, "STOP_MARKET", None, "UNTRIGGERED", "GTC")
+        assert conn.fault(refused.value) is Fault.DATA
+        await asyncio.to_thread(upgrade, url, "0004")
+        [row] = await conn.fetch("SELECT type, stop_price, expire_at_ms, triggered FROM orders")
+        assert tuple(row.values()) == ("LIMIT", None, None, None)
+        await conn.execute(insert, 2, "STOP_MARKET", None, "UNTRIGGERED", "GTD")
+        await conn.execute(
+            "UPDATE orders SET stop_price = 120, expire_at_ms = 4000000000000, triggered = false"
+            " WHERE order_id = 2"
+        )
+        # Narrowing `type` again would cut STOP_MARKET: refused, and nothing of 0004 undone.
+        with pytest.raises(Exception, match="too long|truncated"):
+            await asyncio.to_thread(downgrade, url, "0003")
+        assert await _revision(url) == "0004"
+        assert await conn.fetchval("SELECT stop_price FROM orders WHERE order_id = 2") == 120
+        await conn.execute("DELETE FROM orders WHERE order_id = 2")
+        await asyncio.to_thread(downgrade, url, "0003")
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+    finally:
+        await conn.execute("DELETE FROM orders")
+        await conn.close()
+    await asyncio.to_thread(upgrade, url)
+    await _assert_at_head(url)

@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 
 from api.auth import make_token
 from schema import keys
-from schema.messages import Side, Trade
+from schema.messages import CancelAll, Side, Trade
+from schema.streams import CommandEntry
 from schema.symbols import SymbolSpec
 from store.symbols import list_symbol
 from tests.integration.http import SECRET, Server, admin, free_port, start_api, stop_api, user_token
@@ -108,6 +109,22 @@ def buy(price: int | None = 50_000, quantity: int = 10, **extra: Any) -> dict[st
     return order
 
 
+def stop(price: int | None = None, stop_price: int | None = None, **extra: Any) -> dict[str, Any]:
+    """A STOP_LIMIT buy (as given: the rules tests leave parts out)."""
+    order = buy(price, **{"type": "STOP_LIMIT", **extra})
+    if stop_price is not None:
+        order["stop_price"] = stop_price
+    return order
+
+
+NOW_MS = int(time.time() * 1000)
+IN_AN_HOUR, AN_HOUR_AGO, IN_A_YEAR = (
+    NOW_MS + 3_600_000,
+    NOW_MS - 3_600_000,
+    NOW_MS + 365 * 86_400_000,
+)
+
+
 # -- the order path -------------------------------------------------------------------------
 
 
@@ -161,6 +178,97 @@ def test_market_buy_is_held_at_the_upper_band_edge(api: Server) -> None:
 
     assert status == 202
     assert balances(api, token)["USD"] == (10_000_000 - 550_000, 550_000)
+
+
+@pytest.mark.parametrize(
+    ("order", "held"),
+    [
+        (stop(50_100, 51_000, quantity=10), ("USD", 501_000)),  # at its limit
+        (stop(None, 51_000, quantity=10, type="STOP_MARKET"), ("USD", 550_000)),  # band's edge
+        (stop(49_000, 49_500, quantity=10, side="SELL"), ("BTC", 10)),
+        (stop(None, 49_500, quantity=10, side="SELL", type="STOP_MARKET"), ("BTC", 10)),
+    ],
+)
+def test_a_stop_is_held_from_placement_as_the_order_it_becomes(
+    api: Server, order: dict[str, Any], held: tuple[str, int]
+) -> None:
+    _, token = funded(api, USD=10_000_000, BTC=100)
+    status, reply = api.request("POST", "/v1/orders", order, token=token)
+    assert status == 202, reply
+    asset, amount = held
+    funds = {"USD": 10_000_000, "BTC": 100}
+    assert balances(api, token)[asset] == (funds[asset] - amount, amount)
+    status, view = api.request("GET", f"/v1/orders/{reply['order_id']}", token=token)
+    assert (view["type"], view["stop_price"], view["triggered"], view["status"]) == (
+        order["type"], order["stop_price"], False, "NEW"
+    )  # fmt: skip
+    assert "expire_at_ms" not in view
+
+
+def test_a_gtd_order_is_queued_with_its_expiry(api: Server, db: sync_redis.Redis) -> None:
+    _, token = funded(api, USD=1_000_000)
+    order = buy(50_000, 10, time_in_force="GTD", expire_at_ms=IN_AN_HOUR)
+    status, reply = api.request("POST", "/v1/orders", order, token=token)
+    assert status == 202, reply
+    _, view = api.request("GET", f"/v1/orders/{reply['order_id']}", token=token)
+    assert (view["time_in_force"], view["expire_at_ms"]) == ("GTD", IN_AN_HOUR)
+    assert "stop_price" not in view and "triggered" not in view
+    stream = keys.orders(keys.home_shard("BTC-USD", SHARDS))
+    _, fields = db.xrevrange(stream, count=1)[0]
+    command = CommandEntry.from_fields(fields).decode_command()
+    assert (command.order_id, command.expire_at_ms) == (reply["order_id"], IN_AN_HOUR)
+
+
+def test_a_stop_waiting_for_its_trigger_cannot_be_replaced(
+    api: Server, db: sync_redis.Redis
+) -> None:
+    _, token = funded(api, USD=10_000_000)
+    _, placed = api.request("POST", "/v1/orders", stop(50_100, 51_000), token=token)
+    order_id = placed["order_id"]
+    for status_now in ("NEW", "UNTRIGGERED"):
+        db.hset(keys.order(order_id), "status", status_now)
+        status, reply = api.request(
+            "PATCH", f"/v1/orders/{order_id}", {"price": 50_200}, token=token
+        )
+        assert (status, reply["error"]) == (422, "STOP_NOT_REPLACEABLE"), reply
+    # Triggered, a STOP_LIMIT rests as its limit order: that one is replaced like any.
+    db.hset(keys.order(order_id), "status", "OPEN")
+    status, _ = api.request("PATCH", f"/v1/orders/{order_id}", {"price": 50_200}, token=token)
+    assert status == 202
+    _, market = api.request(
+        "POST", "/v1/orders", stop(None, 51_000, type="STOP_MARKET"), token=token
+    )
+    db.hset(keys.order(market["order_id"]), "status", "OPEN")  # triggered: it never rests
+    status, reply = api.request(
+        "PATCH", f"/v1/orders/{market['order_id']}", {"quantity": 5}, token=token
+    )
+    assert (status, reply["error"]) == (409, "ORDER_NOT_OPEN")
+    assert balances(api, token)["USD"] == (10_000_000 - 501_000 - 550_000 - 502_000, 1_553_000)
+
+
+def test_cancel_all_queues_one_cancel_all_per_symbol(api: Server, db: sync_redis.Redis) -> None:
+    user, token = funded(api)
+    before = {n: db.xlen(keys.orders(n)) for n in range(SHARDS)}
+    status, reply = api.request("DELETE", "/v1/orders", token=token)
+    assert status == 202
+    assert reply == {
+        "status": "CANCEL_ALL_REQUESTED",
+        "symbols": ["BAND-USD", "BTC-USD", "ETH-USD"],
+    }
+    queued = []
+    for n in range(SHARDS):
+        for _, fields in db.xrange(keys.orders(n))[before[n] :]:
+            queued.append(CommandEntry.from_fields(fields).decode_command())
+    assert sorted(queued, key=lambda c: c.symbol) == [
+        CancelAll(user_id=user, symbol=s) for s in ("BAND-USD", "BTC-USD", "ETH-USD")
+    ]
+    status, reply = api.request("DELETE", "/v1/orders?symbol=ETH-USD", token=token)
+    assert (status, reply["symbols"]) == (202, ["ETH-USD"])
+    status, reply = api.request("DELETE", "/v1/orders?symbol=XYZ-USD", token=token)
+    assert (status, reply["error"]) == (422, "UNKNOWN_SYMBOL")
+    status, reply = api.request("DELETE", "/v1/orders?symbol=" + "A" * 40, token=token)
+    assert (status, reply["error"]) == (400, "MALFORMED")
+    assert api.request("DELETE", "/v1/orders")[0] == 401
 
 
 def test_average_price_is_notional_over_filled(api: Server, db: sync_redis.Redis) -> None:
@@ -323,9 +431,29 @@ def test_a_malformed_body_is_400(api: Server, raw: bytes, fragment: str) -> None
 @pytest.mark.parametrize(
     ("order", "error"),
     [
-        (buy() | {"type": "STOP_LIMIT"}, "NOT_SUPPORTED"),
-        (buy() | {"type": "STOP_MARKET", "price": None}, "NOT_SUPPORTED"),
-        (buy() | {"time_in_force": "GTD"}, "NOT_SUPPORTED"),
+        # stops: the band 45_000..55_000 around 50_000, no trade yet
+        (stop(50_000), "STOP_PRICE_REQUIRED"),
+        (stop(None, 51_000), "PRICE_REQUIRED"),
+        (stop(50_000, 51_005), "STOP_PRICE_OFF_TICK"),
+        (stop(50_000, 0), "STOP_PRICE_NOT_POSITIVE"),
+        (stop(50_000, 55_010), "STOP_PRICE_OUT_OF_BAND"),
+        (stop(50_000, 50_000), "STOP_WOULD_TRIGGER"),  # a buy stop at or below the last price
+        (stop(50_000, 51_000, side="SELL"), "STOP_WOULD_TRIGGER"),  # a sell one at or above
+        (stop(50_000, 51_000, time_in_force="FOK"), "TIME_IN_FORCE_NOT_ALLOWED"),
+        (stop(50_000, 51_000, post_only=True), "POST_ONLY_NOT_GTC_LIMIT"),
+        (stop(50_000, 51_000, type="STOP_MARKET"), "PRICE_NOT_ALLOWED"),
+        (stop(None, 10, symbol="ETH-USD", type="STOP_MARKET"), "MARKET_BUY_WITHOUT_BAND"),
+        (stop(50_000, 51_000, quantity=1000), "INSUFFICIENT_BALANCE"),
+        (buy(stop_price=51_000), "STOP_PRICE_NOT_ALLOWED"),
+        # GTD: ahead of now, at most 90 days
+        (buy(time_in_force="GTD"), "EXPIRE_AT_REQUIRED"),
+        (buy(expire_at_ms=IN_AN_HOUR), "EXPIRE_AT_NOT_ALLOWED"),
+        (buy(time_in_force="GTD", expire_at_ms=AN_HOUR_AGO), "EXPIRE_AT_PASSED"),
+        (buy(time_in_force="GTD", expire_at_ms=IN_A_YEAR), "EXPIRE_AT_TOO_FAR"),
+        (
+            buy(None, type="MARKET", time_in_force="GTD", expire_at_ms=IN_AN_HOUR),
+            "TIME_IN_FORCE_NOT_ALLOWED",
+        ),  # fmt: skip
         (buy() | {"symbol": "XYZ-USD"}, "UNKNOWN_SYMBOL"),
         (buy(50_005), "PRICE_OFF_TICK"),
         (buy(0), "PRICE_NOT_POSITIVE"),
@@ -397,7 +525,7 @@ def test_unknown_path_404_and_wrong_method_405(api: Server) -> None:
     assert api.request("GET", "/v2/orders", token=token)[0] == 404
     assert api.request("GET", "/v1/orders/", token=token)[0] == 404
     assert api.request("GET", "/v1/book/NOPE-USD")[0] == 404
-    status, reply = api.request("DELETE", "/v1/orders", token=token)
+    status, reply = api.request("PUT", "/v1/orders", token=token)
     assert (status, reply["error"]) == (405, "METHOD_NOT_ALLOWED")
     assert api.request("PUT", "/v1/orders/1", {}, token=token)[0] == 405
     assert api.request("POST", "/healthz")[0] == 405
@@ -511,6 +639,12 @@ def test_openapi_lists_every_path(api: Server) -> None:
     schemas = document["components"]["schemas"]
     assert {"PlaceOrder", "OrderAccepted", "Error"} <= set(schemas)
     assert schemas["PlaceOrder"]["properties"]["price"]
+    assert {"stop_price", "expire_at_ms"} <= set(schemas["PlaceOrder"]["properties"])
+    assert {"stop_price", "triggered", "expire_at_ms"} <= set(schemas["OrderView"]["properties"])
+    cancel_all = document["paths"]["/v1/orders"]["delete"]
+    assert cancel_all["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CancelAllAccepted"
+    }
     ref = document["paths"]["/v1/orders"]["post"]["requestBody"]["content"]["application/json"]
     assert ref["schema"]["$ref"] == "#/components/schemas/PlaceOrder"
 

@@ -11,7 +11,9 @@ the API's block of order ids never meets another taker's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,8 +37,14 @@ from workers.worker import Worker
 SHARDS = 10
 TABLES = tuple(metadata.tables)
 BTC = SymbolSpec(
-    symbol="BTC-USD", base="BTC", quote="USD", band_bps=1000, reference_price=50_000
-)  # band 45_000..55_000
+    symbol="BTC-USD",
+    base="BTC",
+    quote="USD",
+    band_bps=1000,  # 45_000..55_000
+    reference_price=50_000,
+    maker_fee_bps=-2,  # a rebate
+    taker_fee_bps=10,
+)
 ETH = SymbolSpec(symbol="ETH-USD", base="ETH", quote="USD")
 
 _users = itertools.count(1)
@@ -259,6 +267,9 @@ async def test_fills_show_each_side_with_its_liquidity(exchange: Exchange) -> No
             "liquidity": "TAKER",
             "seq": seq,
             "created_ms": 0,
+            # 10 bps of the BTC received, rounded up: 0.005 and 0.01 are 1 each
+            "fee": 1,
+            "fee_asset": "BTC",
         }
         for price, quantity, seq in [(50_010, 5, fills[0]["seq"]), (50_000, 10, fills[1]["seq"])]
     ]
@@ -273,8 +284,13 @@ async def test_fills_show_each_side_with_its_liquidity(exchange: Exchange) -> No
         "liquidity": "MAKER",
         "seq": fills[1]["seq"],
         "created_ms": 0,
+        "fee": -100,  # a rebate of 2 bps on the 500_000 USD received
+        "fee_asset": "USD",
     }
-    assert [(f["order_id"], f["quantity"]) for f in ex.fills(carol)] == [(carol_sell, 5)]
+    # 2 bps of 250_050 is 50.01: a rebate rounds down, in the exchange's favour
+    assert [(f["order_id"], f["quantity"], f["fee"]) for f in ex.fills(carol)] == [
+        (carol_sell, 5, -50)
+    ]
 
     assert ex.fills(alice, "?limit=1") == fills[:1]
     assert ex.fills(alice, "?symbol=BTC-USD") == fills
@@ -285,6 +301,110 @@ async def test_fills_show_each_side_with_its_liquidity(exchange: Exchange) -> No
         15,
         (10 * 50_000 + 5 * 50_010) // 15,
     )
+
+
+# -- the ledger -----------------------------------------------------------------------------
+
+
+def ledger_pages(ex: Exchange, token: str, query: str, limit: int) -> list[dict[str, Any]]:
+    """Every entry, following next_cursor page after page of `limit`."""
+    entries: list[dict[str, Any]] = []
+    cursor = ""
+    for _ in range(200):
+        status, page = ex.api.request(
+            "GET", f"/v1/ledger?limit={limit}{query}{cursor}", token=token
+        )
+        assert status == 200, page
+        assert len(page["entries"]) <= limit
+        entries += page["entries"]
+        if "next_cursor" not in page:
+            return entries
+        assert len(page["entries"]) == limit
+        cursor = f"&cursor={page['next_cursor']}"
+    raise AssertionError("the ledger never ended")
+
+
+async def test_the_ledger_adds_up_to_the_balances_and_pages_by_cursor(exchange: Exchange) -> None:
+    ex = exchange
+    alice_id, alice = ex.user(USD=10_000_000)
+    _, bob = ex.user(BTC=100)
+    withdrawal = {"user_id": alice_id, "asset": "USD", "amount": 1_000, "reference": "bank-7"}
+    assert ex.api.request("POST", "/v1/admin/withdrawals", withdrawal, token=admin())[0] == 200
+    await ex.persist()
+    ex.place(bob, "SELL", 50_000, 10)
+    ex.place(bob, "SELL", 50_010, 10)
+    await ex.match()
+    buy = ex.place(alice, "BUY", 50_010, 15)  # takes 10 @ 50_000 and 5 @ 50_010
+    ex.place(alice, "BUY", 49_000, 3)  # rests: a hold moves nothing in the ledger
+    await ex.match()
+    await ex.persist()
+
+    status, page = ex.api.request("GET", "/v1/ledger", token=alice)
+    assert status == 200 and "next_cursor" not in page, page
+    entries = page["entries"]
+    assert [(e["type"], e["asset"], e["amount"]) for e in entries] == [
+        # newest first: the later trade (5 @ 50_010) first, its fee, then what was paid...
+        ("FEE", "BTC", -1),
+        ("TRADE", "USD", -5 * 50_010),
+        ("TRADE", "BTC", 5),
+        ("FEE", "BTC", -1),
+        ("TRADE", "USD", -10 * 50_000),
+        ("TRADE", "BTC", 10),
+        ("WITHDRAWAL", "USD", -1_000),
+        ("DEPOSIT", "USD", 10_000_000),
+    ]
+    fee = entries[0]
+    assert {k: fee[k] for k in ("symbol", "order_id", "side", "liquidity", "price")} == {
+        "symbol": "BTC-USD", "order_id": buy, "side": "BUY", "liquidity": "TAKER",
+        "price": 50_010,
+    }  # fmt: skip
+    assert entries[-2]["reference"] == "bank-7"
+    assert len({e["id"] for e in entries}) == len(entries)
+    totals: dict[str, int] = {}
+    for e in entries:
+        totals[e["asset"]] = totals.get(e["asset"], 0) + e["amount"]
+    status, reply = ex.api.request("GET", "/v1/balances", token=alice)
+    assert totals == {b["asset"]: b["available"] + b["locked"] for b in reply["balances"]}
+
+    # bob made both trades at a rebate: REBATE entries, positive, in the USD he received
+    _, page = ex.api.request("GET", "/v1/ledger?asset=USD", token=bob)
+    assert [(e["type"], e["amount"]) for e in page["entries"]] == [
+        ("REBATE", 50),  # 2 bps of 250_050 is 50.01, rounded down
+        ("TRADE", 250_050),
+        ("REBATE", 100),
+        ("TRADE", 500_000),
+    ]
+    for limit in (1, 2, 3, 5):
+        assert ledger_pages(ex, alice, "", limit) == entries
+        assert ledger_pages(ex, alice, "&asset=BTC", limit) == [
+            e for e in entries if e["asset"] == "BTC"
+        ]
+    assert ex.api.request("GET", "/v1/ledger?asset=ETH", token=alice)[1] == {"entries": []}
+
+
+def _cursor(*key: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["cursor=", "cursor=%21%21", "cursor=bm9wZQ", "cursor=" + "A" * 300, "asset=", "limit=0",
+     "asset=" + "X" * 17, "cursor=" + _cursor(1, 9, "x", 0, 0), "cursor=" + _cursor(1, 1, 2, 0, 0),
+     "cursor=" + _cursor(2**62, 1, "x", 0, 0), "cursor=" + _cursor(1, 1, "x", 2**63, 0),
+     "cursor=" + _cursor(1, 0, "y" * 70, 0, 0), "cursor=" + _cursor(1, 1, "x", 0, 3),
+     "cursor=" + _cursor(1, 1, "x", 0)],
+)  # fmt: skip
+def test_a_ledger_cursor_not_ours_is_400(api: Server, query: str) -> None:
+    status, reply = api.request("GET", f"/v1/ledger?{query}", token=user_token("someone"))
+    assert (status, reply["error"]) == (400, "MALFORMED"), reply
+
+
+def test_a_well_formed_cursor_of_any_value_is_a_page(migrated: str, api: Server) -> None:
+    # A seq past 32 bits, a key past every real one: bound as the types the columns have.
+    token = user_token("someone")
+    for key in ((10**15, 1, "ZZZ", 2**40, 2), (1, 0, "9" * 20, 0, 0)):
+        status, reply = api.request("GET", f"/v1/ledger?cursor={_cursor(*key)}", token=token)
+        assert (status, reply) == (200, {"entries": []}), reply
 
 
 # -- filters, limits, other users ---------------------------------------------------------
@@ -360,7 +480,7 @@ def test_bad_query_params_are_400(api: Server, path: str) -> None:
 
 
 def test_history_needs_a_token(api: Server) -> None:
-    for path in ("/v1/orders", "/v1/fills", "/v1/orders/1"):
+    for path in ("/v1/orders", "/v1/fills", "/v1/orders/1", "/v1/ledger"):
         status, reply = api.request("GET", path)
         assert (status, reply["error"]) == (401, "UNAUTHENTICATED")
 
@@ -369,6 +489,7 @@ def test_openapi_has_the_history(api: Server) -> None:
     paths = api.request("GET", "/openapi.json")[1]["paths"]
     assert paths["/v1/orders"]["get"]["responses"]["200"]
     assert paths["/v1/fills"]["get"]["responses"]["200"]
+    assert paths["/v1/ledger"]["get"]["responses"]["200"]
 
 
 # -- without a database ---------------------------------------------------------------------
@@ -391,7 +512,7 @@ def test_no_database_or_an_unreachable_one_is_503(
     }
     try:
         for error, server in servers.items():
-            for path in ("/v1/orders", "/v1/fills", "/v1/orders/123456789"):
+            for path in ("/v1/orders", "/v1/fills", "/v1/orders/123456789", "/v1/ledger"):
                 status, reply = server.request("GET", path, token=token)
                 assert (status, reply["error"]) == (503, error), (path, reply)
                 assert reply["message"]

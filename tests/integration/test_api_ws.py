@@ -27,7 +27,7 @@ from tests.integration.http import Server, admin, start_api, stop_api, user_toke
 from workers.worker import Worker
 
 SHARDS = 10
-AAPL = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD")
+AAPL = SymbolSpec(symbol="AAPL", base="AAPL", quote="USD", maker_fee_bps=-1, taker_fee_bps=25)
 WAIT_S = 5.0
 
 _users = itertools.count(1)
@@ -213,6 +213,8 @@ def test_orders_channel_carries_only_the_users_own_orders(exchange: Exchange) ->
             ("DONE", buy),
         ]
         assert theirs_seen[1]["liquidity"] == "TAKER"
+        # 25 bps of the 10 AAPL the buyer receives: 0.025, rounded up to 1
+        assert (theirs_seen[1]["fee"], theirs_seen[1]["fee_asset"]) == (1, "AAPL")
         # Everything for `mine` was queued with the buyer's DONE: a reply sent now comes after.
         send(mine, {"op": "unsubscribe", "channels": ["orders"]})
         mine_seen = exchange.until(mine, lambda m: m["type"] == "unsubscribed")
@@ -224,6 +226,7 @@ def test_orders_channel_carries_only_the_users_own_orders(exchange: Exchange) ->
         fill = orders[1]
         assert (fill["symbol"], fill["price"], fill["quantity"]) == ("AAPL", 10_000, 10)
         assert (fill["side"], fill["liquidity"]) == ("SELL", "MAKER")
+        assert (fill["fee"], fill["fee_asset"]) == (-10, "USD")  # 1 bp rebate on 100_000 USD
         assert orders[0]["seq"] < fill["seq"]
     finally:
         mine.close()

@@ -24,6 +24,7 @@ from batcher.batcher import CONSUMER, Batcher
 from control import migration
 from schema import keys
 from schema.codes import CancelReason, RejectReason
+from schema.fees import FEE_ACCOUNT
 from schema.messages import (
     Accepted,
     Action,
@@ -34,6 +35,7 @@ from schema.messages import (
     TimeInForce,
     Trade,
 )
+from schema.orders import OrderRecord
 from schema.symbols import SymbolSpec
 from schema.tables import metadata
 from spot.audit import audit, caught_up
@@ -75,7 +77,8 @@ def market(redis, aio):
         for user in ("alice", "bob"):
             await router.transfer(user, "USD", 1_000_000_000, "seed")
             await router.transfer(user, "AAPL", 1_000_000, "seed")
-        worker = Worker(redis, [shard], batch=50)
+        # stepped by hand, never renewing: a lease that outlives the test on a busy machine
+        worker = Worker(redis, [shard], batch=50, lease_ms=600_000)
         await worker._acquire_leases(asyncio.Event())
         await worker.load_specs()
         return router, shard, worker
@@ -117,6 +120,39 @@ async def test_trades_land_once_and_the_database_agrees_with_redis(redis, db, ma
     await batcher.step()
     await batcher.step()
     assert await db.fetchval("SELECT count(*) FROM trades") == len(trades)
+
+
+FEE_SPEC = msgspec.structs.replace(SPEC, symbol="FEE", maker_fee_bps=7, taker_fee_bps=25)
+
+
+async def test_trades_carry_their_fees_and_the_fee_account_is_persisted(redis, db, market):
+    router, _, _ = market
+    shard = await list_symbol(redis, FEE_SPEC, SHARDS)
+    worker = Worker(redis, [shard], batch=50)
+    await worker._acquire_leases(asyncio.Event())
+    await worker.load_specs()
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    sent: list = []
+    await random_flow(router, random.Random(5), sent, lambda n: n >= 300, FEE_SPEC)
+    await drain(worker, batcher, redis, db)
+    _, expected, settlement = never_crashed(sent, [FEE_SPEC])
+    trades = [e for e in expected if type(e) is Trade]
+    assert len(trades) > 20 and all(t.taker_fee > 0 for t in trades)
+    rows = await db.fetch(
+        "SELECT seq, maker_fee, taker_fee FROM trades WHERE symbol = 'FEE' ORDER BY seq"
+    )
+    assert [tuple(r.values()) for r in rows] == [(t.seq, t.maker_fee, t.taker_fee) for t in trades]
+    fees = await db.fetch(
+        "SELECT asset, available, locked FROM balances WHERE user_id = $1 ORDER BY asset",
+        FEE_ACCOUNT,
+    )
+    collected = {a: d for (u, a), d in settlement.balances.items() if u == FEE_ACCOUNT}
+    assert [tuple(r.values()) for r in fees] == [(a, *collected[a]) for a in sorted(collected)]
+    assert collected["AAPL"][0] > 0 and collected["USD"][0] > 0
+    [symbol] = await db.fetch("SELECT * FROM symbols WHERE symbol = 'FEE'")
+    assert symbol["taker_fee_bps"] == 25
+    assert await audit(redis, db) == {name: [] for name in await audit(redis, db)}
 
 
 @pytest.fixture
@@ -165,7 +201,42 @@ async def test_audit_catches_a_corrupted_balance(redis, db, market):
     await redis.hincrby(keys.balance("bob"), keys.available("USD"), 7)
     found = await audit(redis, db)
     assert any("('bob', 'USD')" in p for p in found["balances"])
-    assert any("USD" in p for p in found["conservation"])
+    assert any("USD: redis" in p for p in found["conservation"])
+    assert not any("USD: database" in p for p in found["conservation"])
+
+
+REBATE_SPEC = msgspec.structs.replace(SPEC, symbol="REBATE", maker_fee_bps=-9, taker_fee_bps=9)
+
+
+async def test_audit_counts_the_fee_account_and_catches_fees_gone_astray(redis, db, market):
+    router, _, _ = market
+    shard = await list_symbol(redis, REBATE_SPEC, SHARDS)
+    worker = Worker(redis, [shard], batch=50)
+    await worker._acquire_leases(asyncio.Event())
+    await worker.load_specs()
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=100, interval_s=0.01)
+    await batcher.start()
+    await random_flow(router, random.Random(11), [], lambda n: n >= 200, REBATE_SPEC)
+    await drain(worker, batcher, redis, db)
+    # Rebates as large as the fees, paid in the other asset: the fee account is short
+    # of one of them, which is no failure.
+    account = await redis.hgetall(keys.balance(FEE_ACCOUNT))
+    assert min(int(v) for v in account.values()) < 0
+    assert not any((await audit(redis, db)).values()), await audit(redis, db)
+
+    # A fee paid out to a user, in both stores alike: conserved, and yet caught.
+    for user, amount in ((FEE_ACCOUNT, -3), ("bob", 3)):
+        await redis.hincrby(keys.balance(user), keys.available("USD"), amount)
+        await db.execute(
+            "UPDATE balances SET available = available + $3 WHERE user_id = $1 AND asset = $2",
+            user,
+            "USD",
+            amount,
+        )
+    found = await audit(redis, db)
+    assert [name for name, problems in found.items() if problems] == ["fees"]
+    assert any(p.startswith("USD: redis fee account") for p in found["fees"])
+    assert any(p.startswith("USD: database fee account") for p in found["fees"])
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -325,19 +396,24 @@ async def test_a_newer_event_waits_for_the_older_one_from_another_stream(redis, 
 
 
 async def _assert_orders_as_in_redis(redis, db, sent: list) -> None:
-    """Every order row says what its Redis record says; the audit is clean."""
-    rows = await db.fetch("SELECT order_id, status, remaining, filled, price FROM orders")
+    """Every order row says what its Redis record says (a stop's too: its stop price and
+    whether it triggered); the audit is clean."""
+    rows = await db.fetch(
+        "SELECT order_id, status, remaining, filled, price, stop_price, triggered FROM orders"
+    )
     assert len(rows) == len({c.order_id for c, _ in sent if hasattr(c, "side")})
     for row in rows:
-        record = await redis.hmget(
-            keys.order(row["order_id"]), "status", "remaining", "filled", "price"
-        )
-        assert (row["status"], row["remaining"], row["filled"], row["price"]) == (
-            record[0].decode(),
-            int(record[1]),
-            int(record[2]),
-            int(record[3]),
+        record = OrderRecord.from_hash(await redis.hgetall(keys.order(row["order_id"])))
+        stop = record.stop_price is not None
+        assert tuple(row.values())[1:] == (
+            record.status,
+            record.remaining,
+            record.filled,
+            record.price,
+            record.stop_price,
+            record.triggered if stop else None,
         ), row["order_id"]
+    assert any(row["triggered"] for row in rows) and any(row["stop_price"] for row in rows)
     assert not any((await audit(redis, db)).values())
 
 
@@ -626,3 +702,49 @@ async def test_a_batcher_whose_offsets_moved_rereads_and_writes_nothing_twice(re
     assert await db.fetchval(eur) == 11
     assert await _order_row(db, 101) == ("CANCELED", 0, 0)
     assert second.sequencer.refused == 0
+
+
+# The trades' minutes summed by the database itself: what the candles must hold.
+TRADES = "SELECT symbol, seq, price, quantity, taker_side, created_at FROM trades"
+
+
+def _candles_of_trades(trades) -> list[tuple]:
+    """The one-minute candles the trades make, worked out here from their rows."""
+    minutes: dict[tuple[str, int], list] = {}
+    for t in trades:
+        minute = int(t["created_at"].timestamp()) // 60 * 60_000
+        minutes.setdefault((t["symbol"], minute), []).append(t)
+    candles = []
+    for (symbol, minute), group in sorted(minutes.items()):
+        group.sort(key=lambda t: t["seq"])
+        bought = [t for t in group if t["taker_side"] == "BUY"]
+        candles.append((
+            symbol, minute, group[0]["price"], max(t["price"] for t in group),
+            min(t["price"] for t in group), group[-1]["price"],
+            sum(t["quantity"] for t in group), sum(t["price"] * t["quantity"] for t in group),
+            sum(t["quantity"] for t in bought), len(group), group[0]["seq"], group[-1]["seq"],
+        ))  # fmt: skip
+    return candles
+
+
+CANDLES = (
+    "SELECT symbol, open_time, open, high, low, close, volume, quote_volume, taker_buy_volume,"
+    " trades, first_seq, last_seq FROM candles ORDER BY 1, 2"
+)
+
+
+async def test_candles_sum_each_minutes_trades_once_through_a_redelivery(redis, db, market):
+    router, shard, worker = market
+    # small flushes: a minute's candle is the sum of many
+    batcher = Batcher(redis, db, list(range(SHARDS)), batch=25, interval_s=0.01)
+    await batcher.start()
+    await random_flow(router, random.Random(8), [], lambda n: n >= 300)
+    await drain(worker, batcher, redis, db)
+    expected = _candles_of_trades(await db.fetch(TRADES))
+    assert expected and sum(r[9] for r in expected) > 20
+    assert [tuple(r.values()) for r in await db.fetch(CANDLES)] == expected
+
+    batcher.positions = dict.fromkeys(batcher.positions, "0-0")  # as after a crash
+    await batcher.step()
+    await batcher.step()
+    assert [tuple(r.values()) for r in await db.fetch(CANDLES)] == expected

@@ -19,10 +19,11 @@ from api.order_gateway import OrderGateway
 from control import migration
 from schema import keys
 from schema.codes import RejectReason
-from schema.messages import Accepted, Action, Event, Place, Rejected, Side
+from schema.messages import Accepted, Action, Event, Place, Rejected, Side, Triggered
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed, random_flow
 from workers.engine import MatchingEngine
+from workers.snapshots import decode_books
 from workers.worker import Worker
 
 SHARDS = 10
@@ -182,6 +183,12 @@ async def test_migrating_back_and_forth_under_load_equals_never_migrating(redis,
     # The source dropped the book; only the owner holds it.
     assert "AAPL" not in workers.workers[other].shards[other].engine.books
     await check(redis, sent, in_process_book(workers, home))
+    # Stops moved with the book and triggered on both shards (random_flow places them).
+    for shard in (home, other):
+        events = []
+        for _, fields in await redis.xrange(keys.events(shard)):
+            events += events_decoder.decode(fields[b"events"])
+        assert any(type(e) is Triggered for e in events), shard
     assert len(sent) > 600
     print("\nmigration pause (PauseRouting -> SwitchRouting), ms, per migration:")
     for m in figures:
@@ -508,7 +515,7 @@ async def test_a_worker_killed_mid_migration_completes_or_rolls_back_cleanly(
             proc.terminate()
             proc.wait(timeout=30)
     owner, _ = await route(redis)
-    books = msgspec.msgpack.decode(await redis.hget(keys.snapshot(owner), "books"))
+    books = decode_books(await redis.hget(keys.snapshot(owner), "books"))
     book = MatchingEngine([SPEC]).book("AAPL")
     assert book is not None
     book.restore(books["AAPL"])

@@ -56,6 +56,7 @@ from store.database import Database, empty, open_database
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed
 from workers.book import OrderBook
+from workers.snapshots import decode_books
 from workers.worker import LEASE_MS
 
 SHARDS = 10
@@ -450,7 +451,7 @@ async def check_database(redis: Redis, conn: Database, sent: Sent) -> None:
 
 async def snapshot_books(redis: Redis, shard: int) -> dict[str, bytes]:
     data = await redis.hget(keys.snapshot(shard), "books")
-    return msgspec.msgpack.decode(data, type=dict[str, bytes])
+    return decode_books(data)
 
 
 def state_hash(spec: SymbolSpec, data: bytes) -> str:

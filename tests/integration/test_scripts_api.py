@@ -17,11 +17,18 @@ from redis.asyncio import Redis
 
 from api.pipeline import PipelinedRedis
 from schema import keys
-from schema.messages import Cancel, OrderType, Place, Replace, Side, TimeInForce
-from schema.orders import ORDER_RECORD_FIELDS, TERMINAL, OrderRecord, OrderStatus
+from schema.messages import Cancel, CancelAll, OrderType, Place, Replace, Side, TimeInForce
+from schema.orders import (
+    ORDER_RECORD_FIELDS,
+    ORDER_RECORD_OPTIONAL,
+    ORDER_RECORD_SETTLED,
+    TERMINAL,
+    OrderRecord,
+    OrderStatus,
+)
 from schema.streams import CommandEntry, LedgerEntry
 from schema.wire import MAX_INTEGER
-from store.scripts import API_SCRIPTS, CANCEL, LUA, PLACE, REPLACE, TRANSFER, Script
+from store.scripts import API_SCRIPTS, CANCEL, CANCEL_ALL, LUA, PLACE, REPLACE, TRANSFER, Script
 
 SYMBOL = "AAPL"
 SHARD = 3
@@ -161,7 +168,8 @@ async def test_place_holds_enqueues_and_records_the_order(redis: Redis) -> None:
     assert entry.decode_command() == place
 
     raw = await redis.hgetall(keys.order(11))
-    assert set(raw) == {f.encode() for f in ORDER_RECORD_FIELDS} - {b"pending", b"reason"}
+    left_out = {f.encode() for f in ORDER_RECORD_SETTLED + ORDER_RECORD_OPTIONAL}
+    assert set(raw) == {f.encode() for f in ORDER_RECORD_FIELDS} - left_out
     assert OrderRecord.from_hash(raw) == OrderRecord(
         user_id=USER,
         symbol=SYMBOL,
@@ -194,6 +202,59 @@ async def test_place_of_a_market_order_without_client_id_records_no_price(redis:
     record = OrderRecord.from_hash(await redis.hgetall(keys.order(11)))
     assert (record.price, record.client_order_id, record.type) == (None, None, OrderType.MARKET)
     assert await _balance(redis, "AAPL") == (0, 5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "written"),
+    [
+        (
+            {"type": OrderType.STOP_LIMIT, "stop_price": 120},
+            {"stop_price": 120},
+        ),
+        (
+            {
+                "type": OrderType.STOP_MARKET,
+                "price": None,
+                "stop_price": 120,
+                "protection_price": 130,
+            },
+            {"stop_price": 120, "protection_price": 130},
+        ),  # fmt: skip
+        (
+            {"time_in_force": TimeInForce.GTD, "expire_at_ms": CREATED_MS + 60_000},
+            {"expire_at_ms": CREATED_MS + 60_000},
+        ),
+        (
+            {"type": OrderType.MARKET, "price": None, "protection_price": 130},
+            {"protection_price": 130},
+        ),
+    ],
+)
+async def test_place_records_what_only_some_orders_carry(
+    redis: Redis, changes: dict[str, Any], written: dict[str, int]
+) -> None:
+    """A stop's stop price, a GTD order's expiry, a market buy's protection price: in the
+    record when the order has them, and only then (a plain LIMIT's record is as before)."""
+    await _route(redis)
+    await _fund(redis, "USD", 1_000)
+    place = _place(**changes)
+    assert _text(await _run_place(redis, place, 650))[0] == "OK"
+    raw = await redis.hgetall(keys.order(11))
+    optional = {f.encode() for f in ORDER_RECORD_OPTIONAL}
+    assert {k.decode(): int(v) for k, v in raw.items() if k in optional} == written
+    record = OrderRecord.from_hash(raw)
+    assert (record.type, record.status, record.triggered) == (
+        place.type,
+        OrderStatus.NEW,
+        False,
+    )
+    assert (record.stop_price, record.expire_at_ms, record.protection_price) == (
+        place.stop_price,
+        place.expire_at_ms,
+        place.protection_price,
+    )
+    [fields] = await _entries(redis, keys.orders(SHARD))
+    assert CommandEntry.from_fields(fields).decode_command() == place
 
 
 async def test_place_while_migrating_goes_to_the_pending_stream(redis: Redis) -> None:
@@ -278,6 +339,31 @@ async def test_cancel_while_migrating_goes_to_the_pending_stream(redis: Redis) -
     assert len(await _entries(redis, keys.pending(SYMBOL))) == 1
 
 
+# -- CANCEL_ALL -------------------------------------------------------------------------
+
+
+def _run_cancel_all(redis: Redis, *symbols: str) -> Awaitable[Any]:
+    return CANCEL_ALL.run(redis, [], [keys.ORDERS, keys.PENDING, keys.ROUTE, USER, *symbols])
+
+
+async def test_cancel_all_enqueues_one_cancel_all_per_symbol_on_its_route(redis: Redis) -> None:
+    await _route(redis)  # AAPL on shard 3
+    await redis.hset(keys.route("MSFT"), mapping={"shard": 5, "status": "MIGRATING", "epoch": 2})
+    assert _text(await _run_cancel_all(redis, SYMBOL, "MSFT")) == ["OK", "2"]
+    [aapl] = await _entries(redis, keys.orders(SHARD))
+    [msft] = await _entries(redis, keys.pending("MSFT"))  # paused: it waits with the rest
+    for fields, symbol, epoch in ((aapl, SYMBOL, EPOCH), (msft, "MSFT", 2)):
+        entry = CommandEntry.from_fields(fields)
+        assert (entry.epoch, entry.hold, entry.side) == (epoch, 0, None)
+        assert entry.decode_command() == CancelAll(user_id=USER, symbol=symbol)
+
+
+async def test_cancel_all_with_a_symbol_without_a_route_queues_none(redis: Redis) -> None:
+    await _route(redis)
+    assert _text(await _run_cancel_all(redis, SYMBOL, "NOPE")) == ["NO_ROUTE", "NOPE"]
+    assert await _entries(redis, keys.orders(SHARD)) == []
+
+
 # -- REPLACE ----------------------------------------------------------------------------
 
 
@@ -316,9 +402,10 @@ async def test_replace_refuses_exactly_the_terminal_statuses(redis: Redis, statu
     assert reply == (["NOT_OPEN", status.value] if status in TERMINAL else ["OK"])
 
 
-async def test_replace_of_a_market_order_is_not_open(redis: Redis) -> None:
+@pytest.mark.parametrize("kind", ["MARKET", "STOP_MARKET"])
+async def test_replace_of_a_market_order_is_not_open(redis: Redis, kind: str) -> None:
     await _route(redis)
-    await _record(redis, type="MARKET")
+    await _record(redis, type=kind)
     assert _text(await _run_replace(redis, 101, None)) == ["NOT_OPEN", "OPEN"]
 
 

@@ -34,9 +34,11 @@ def order(
     settled: bool = False,
     reason: str = "",
     finished: bool = False,
+    triggered: bool = False,
 ) -> list[object]:
     """One order's changes, as settle-3.lua's header lists them."""
-    return [str(order_id), status, remaining, price, filled, notional, settled, reason, finished]
+    return [str(order_id), status, remaining, price, filled, notional, settled, reason, finished,
+            triggered]  # fmt: skip
 
 
 def settle_args(
@@ -153,6 +155,20 @@ async def test_settle_writes_the_status_it_is_given_and_no_other(redis):
         b"status": b"OPEN", b"remaining": b"7", b"filled": b"3", b"notional": b"330",
         b"price": b"110",
     }  # fmt: skip
+
+
+async def test_settle_marks_a_stop_triggered_and_an_old_worker_s_rows_do_not(redis):
+    await owned(redis)
+    for order_id in (41, 42):
+        await redis.hset(keys.order(order_id), mapping={"status": "UNTRIGGERED", "remaining": 5,
+                                                        "filled": 0, "notional": 0})  # fmt: skip
+    orders = [
+        order(41, status="OPEN", remaining="5", triggered=True),
+        order(42, status="CANCELED", remaining="0")[:9],  # nine fields: no triggered
+    ]
+    assert await SETTLE.run(redis, SETTLE_KEYS, settle_args("2-0", orders=orders)) == 1
+    assert await redis.hmget(keys.order(41), "status", "triggered") == [b"OPEN", b"1"]
+    assert await redis.hmget(keys.order(42), "status", "triggered") == [b"CANCELED", None]
 
 
 async def test_settle_expires_the_records_it_is_told_are_finished(redis):

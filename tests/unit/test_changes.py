@@ -18,6 +18,7 @@ from schema.messages import (
     Side,
     TimeInForce,
     Trade,
+    Triggered,
 )
 from schema.orders import (
     TERMINAL,
@@ -155,6 +156,76 @@ def test_starting_an_unknown_open_order_from_open_loses_nothing(event):
 def test_accept_and_reject_of_an_unknown_order_start_from_new():
     assert advance(None, OrderEvent.ACCEPT) is OrderStatus.OPEN
     assert advance(None, OrderEvent.REJECT) is OrderStatus.REJECTED
+
+
+# -- stops --------------------------------------------------------------------------------
+
+
+def stop_accepted(seq: int, order_id: int, quantity: int = 10) -> Accepted:
+    return Accepted(
+        S, seq, order_id, "alice", Side.BUY, OrderType.STOP_LIMIT, 105, quantity, TimeInForce.GTC,
+        False, None, 104,
+    )  # fmt: skip
+
+
+def triggered(seq: int, order_id: int, quantity: int = 10) -> Triggered:
+    return Triggered(
+        S, seq, order_id, "alice", Side.BUY, OrderType.STOP_LIMIT, 104, 105, quantity,
+        TimeInForce.GTC, 104, None,
+    )  # fmt: skip
+
+
+def test_a_stop_accepted_waits_untriggered_with_its_whole_quantity():
+    changes = Changes()
+    changes.add_events([stop_accepted(1, 7)])
+    row = changes.orders[7]
+    assert (row.status, row.remaining, row.triggered) == (OrderStatus.UNTRIGGERED, 10, None)
+    assert changes.new_orders[7].stop_price == 104
+
+
+def test_a_stop_triggered_and_filled_in_its_own_flush():
+    changes = Changes()
+    changes.add_events([stop_accepted(1, 7), trade(2, 3, 9, 1, 104), triggered(3, 7)])
+    assert (changes.orders[7].status, changes.orders[7].triggered) == (OrderStatus.OPEN, True)
+    changes.add_events([trade(4, 5, 7, 4, 105)])
+    row = changes.orders[7]
+    assert (row.status, row.remaining, row.filled, row.triggered) == (
+        OrderStatus.PARTIALLY_FILLED, 6, 4, True
+    )  # fmt: skip
+
+
+def test_a_stop_from_an_earlier_flush_is_triggered_from_untriggered():
+    changes = Changes()
+    changes.add_events([triggered(3, 7), done(4, 7)])
+    row = changes.orders[7]
+    assert (row.status, row.remaining, row.triggered) == (OrderStatus.FILLED, 0, True)
+    assert not changes.new_orders
+
+
+def test_an_untriggered_stop_canceled_later_is_canceled_and_not_triggered():
+    changes = Changes()
+    changes.add_events([canceled(5, 7, CancelReason.EXPIRED)])
+    row = changes.orders[7]
+    assert (row.status, row.reason, row.triggered) == (OrderStatus.CANCELED, "EXPIRED", None)
+
+
+def test_a_stop_triggers_once():
+    changes = Changes()
+    changes.add_events([stop_accepted(1, 7), triggered(2, 7)])
+    with pytest.raises(InvalidTransition):
+        changes.add_events([triggered(3, 7)])
+
+
+def test_accept_stop_and_trigger_of_an_unknown_order_start_from_new_and_untriggered():
+    assert advance(None, OrderEvent.ACCEPT_STOP) is OrderStatus.UNTRIGGERED
+    assert advance(None, OrderEvent.TRIGGER) is next_status(
+        OrderStatus.UNTRIGGERED, OrderEvent.TRIGGER
+    )
+    for status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED):
+        with pytest.raises(InvalidTransition):
+            next_status(status, OrderEvent.TRIGGER)
+    with pytest.raises(InvalidTransition):  # an untriggered stop never trades
+        next_status(OrderStatus.UNTRIGGERED, OrderEvent.FILL)
 
 
 def test_balances_sum_per_user_and_asset_and_transfers_count_as_available():

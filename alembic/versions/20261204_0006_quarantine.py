@@ -5,8 +5,8 @@ constraint broken) would refuse every retry and stop persistence for every user;
 batcher instead splits the flush until the refused entries stand alone and writes each
 here, moving its stream's offset past it in the same transaction.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 00:00:00+00:00
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 # revision identifiers, used by Alembic.
-revision: str = "0003"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,66 @@
+"""The batcher's one-minute candles and the intervals read back from them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from api.candles import bucket_end, bucket_start
+from batcher.candles import CANDLE_COLUMNS, Candle, minute_candles
+from schema import tables
+from schema.messages import Side, Trade
+
+
+def _trade(symbol: str, seq: int, price: int, quantity: int, side: Side) -> Trade:
+    return Trade(
+        symbol=symbol, seq=seq, price=price, quantity=quantity, maker_order_id=1,
+        taker_order_id=2, maker_user_id="m", taker_user_id="t", taker_side=side,
+    )  # fmt: skip
+
+
+def test_a_flush_makes_one_candle_per_symbol_in_its_minute_open_and_close_by_seq() -> None:
+    trades = [
+        _trade("A", 7, 105, 2, Side.BUY),
+        _trade("B", 3, 50, 1, Side.SELL),
+        _trade("A", 5, 100, 1, Side.SELL),  # read after seq 7 (another stream): still the open
+        _trade("A", 9, 98, 4, Side.BUY),
+    ]
+    now_ms = 1_700_000_059_999
+    candles = {c.symbol: c for c in minute_candles(trades, now_ms)}
+    assert candles["A"] == Candle(
+        symbol="A", open_time=1_700_000_040_000, open=100, high=105, low=98, close=98,
+        volume=7, quote_volume=100 + 210 + 392, taker_buy_volume=6,
+        taker_buy_quote_volume=210 + 392, trades=3, first_seq=5, last_seq=9,
+    )  # fmt: skip
+    assert candles["B"].open_time == 1_700_000_040_000
+    assert (candles["B"].taker_buy_volume, candles["B"].trades) == (0, 1)
+    assert minute_candles([], now_ms) == []
+
+
+def _ms(*when: int) -> int:
+    return int(datetime(*when, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("interval", "moment", "start", "end"),
+    [
+        ("1m", _ms(2026, 3, 4, 5, 6, 7), _ms(2026, 3, 4, 5, 6), _ms(2026, 3, 4, 5, 7)),
+        ("15m", _ms(2026, 3, 4, 5, 29), _ms(2026, 3, 4, 5, 15), _ms(2026, 3, 4, 5, 30)),
+        ("4h", _ms(2026, 3, 4, 5, 6), _ms(2026, 3, 4, 4), _ms(2026, 3, 4, 8)),
+        ("1d", _ms(2026, 3, 4, 23, 59), _ms(2026, 3, 4), _ms(2026, 3, 5)),
+        ("1w", _ms(2026, 3, 4, 12), _ms(2026, 3, 2), _ms(2026, 3, 9)),  # Monday to Monday
+        ("1M", _ms(2026, 12, 31, 23), _ms(2026, 12, 1), _ms(2027, 1, 1)),
+        ("1M", _ms(2026, 2, 1), _ms(2026, 2, 1), _ms(2026, 3, 1)),
+    ],
+)
+def test_intervals_start_on_utc_boundaries(
+    interval: str, moment: int, start: int, end: int
+) -> None:
+    assert bucket_start(moment, interval) == start
+    assert bucket_end(start, interval) == end
+
+
+def test_a_candle_has_the_candles_tables_columns_in_order() -> None:
+    # the rows the batcher hands the database adapters take them in this order
+    assert CANDLE_COLUMNS == tuple(column.name for column in tables.candles.columns)
