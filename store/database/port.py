@@ -34,8 +34,9 @@ from sqlalchemy import Table
 from schema import tables
 
 Row = Mapping[str, Any]  # what a query returns
-# What the batcher writes: a tuple in the field order of its shape (OrderRow, TradeRow, ...).
-# Not the shape itself: making a named tuple cost twice a tuple, ~1 µs an order.
+# What the batcher writes: a plain tuple in its table's column order (ORDER_COLUMNS, ...) or
+# its named shape's field order (OrderUpdate), not an instance of the shape: making a named
+# tuple cost twice a tuple, ~1 µs an order.
 WriteRow = tuple[Any, ...]
 
 
