@@ -8,7 +8,7 @@ RUN python -m venv /opt/spot
 # The build context is the repo minus what .dockerignore leaves out (tests, infra, caches).
 COPY . .
 # The lock pins the whole dependency tree, so every build resolves the same versions.
-RUN /opt/spot/bin/pip install -c requirements.lock .
+RUN /opt/spot/bin/pip install -c requirements.lock ".[mysql]"
 
 FROM python:3.11-slim
 # No .pyc writes: the pods run with a read-only root filesystem.

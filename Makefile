@@ -7,7 +7,7 @@ BIN := .venv/bin
 $(BIN)/spot: pyproject.toml requirements.lock
 	$(PYTHON) -m venv .venv
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,mysql]'
 	touch $@
 
 up: $(BIN)/spot

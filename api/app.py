@@ -286,7 +286,7 @@ class App:
         return 200, b'{"status":"ok"}', JSON
 
     async def readyz(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
-        """200 once Redis answers, PostgreSQL too (when configured), and the symbols are
+        """200 once Redis answers, the database too (when configured), and the symbols are
         loaded; else a 503 that names what is missing."""
         missing = []
         try:
@@ -299,7 +299,7 @@ class App:
             try:
                 await self.history.fetch("SELECT 1")
             except HTTPError:
-                missing.append("PostgreSQL")
+                missing.append(self.history.name)
         if missing:
             return error_reply(ApiError.UNAVAILABLE, f"unavailable: {', '.join(missing)}")
         if not self.listing.market.specs:

@@ -1,9 +1,10 @@
-"""The user's account and history: balances (Redis), fills and past orders (PostgreSQL).
+"""The user's account and history: balances (Redis), fills and past orders (the database).
 
-Order history reads PostgreSQL, which the batcher writes every 100 ms, through a small
-asyncpg pool per API process (`History`); what the batcher has not written yet comes
-from Redis (read-your-writes, api/orders.py), whose order records are never behind the
-database's rows.
+Order history reads the database (PostgreSQL or MySQL, through store/database/), which the
+batcher writes every 100 ms, through a small pool per API process (`History`); what the
+batcher has not written yet comes from Redis (read-your-writes, api/orders.py), whose order
+records are never behind the database's rows. The queries are written once, in SQL both
+databases read alike.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
-
 from api.auth import Authenticator
 from api.errors import HTTPError, Unavailable, unavailable
 from api.pipeline import PipelinedRedis
@@ -25,7 +24,7 @@ from schema import keys
 from schema.codes import ApiError
 from schema.messages import OrderType, Side, TimeInForce
 from schema.wire import Balance, Balances, Fill, Fills, OrderView
-from store.db import POOL_SETTINGS
+from store.database import Database, Row, dialect_of, open_database
 
 log = logging.getLogger("spot.api")
 
@@ -33,7 +32,7 @@ HISTORY_LIMIT = (1, 500, 100)  # of ?limit= on GET /v1/orders and /v1/fills
 DB_POOL = (1, 4)  # connections per API process: history reads are few and short
 DB_WAIT_S = 5.0  # to connect, for a pooled connection, for a query; then 503
 DB_RETRY_S = 1.0  # while the database is down, one connection attempt a second at most
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_NAMES = {"postgresql": "PostgreSQL", "mysql": "MySQL"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 
@@ -87,63 +86,63 @@ FILLS_QUERIES = {a: _fills_query(a) for a in (False, True)}
 
 
 class History:
-    """The API process's asyncpg pool: opened at start, or on first use after the database
+    """The API process's database pool: opened at start, or on first use after the database
     was down (one attempt at a time, one a second at most)."""
 
     def __init__(self, url: str | None, unavailable: Unavailable) -> None:
         self.url = url
-        self.pool: asyncpg.Pool | None = None
+        # What /readyz and the log call it before it ever answered.
+        self.name = DATABASE_NAMES[dialect_of(url)] if url else "the database"
+        self.database: Database | None = None
         self._unavailable = unavailable
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
 
     async def open(self) -> None:
+        assert self.url is not None
         low, high = DB_POOL
         try:
-            self.pool = await asyncpg.create_pool(
-                self.url,
-                min_size=low,
-                max_size=high,
-                timeout=DB_WAIT_S,
-                command_timeout=DB_WAIT_S,
-                server_settings=POOL_SETTINGS,
+            self.database = await open_database(
+                self.url, min_size=low, max_size=high, timeout=DB_WAIT_S
             )
-        except DB_ERRORS as exc:
+        except Exception as exc:  # a database that cannot be reached fails in many ways
             self._retry_at = time.monotonic() + DB_RETRY_S
-            self._unavailable.warn("PostgreSQL", exc)
+            self._unavailable.warn(self.name, exc)
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        if self.database is not None:
+            await self.database.close()
 
-    async def ready(self) -> asyncpg.Pool:
+    async def ready(self) -> Database:
         """The pool, or a 503: no database configured, or it cannot be reached."""
-        if self.pool is not None:
-            return self.pool
+        if self.database is not None:
+            return self.database
         if self.url is None:
             raise HTTPError(
                 ApiError.NO_DATABASE,
                 "order history needs a database: this API has no SPOT_DATABASE_URL",
             )
         async with self._lock:
-            if self.pool is None and time.monotonic() >= self._retry_at:
+            if self.database is None and time.monotonic() >= self._retry_at:
                 await self.open()
-        if self.pool is None:
+        if self.database is None:
             raise unavailable("the database")
-        return self.pool
+        return self.database
 
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        pool = await self.ready()
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        """`sql` with `$1`, `$2` … placeholders, in SQL both databases read alike."""
+        database = await self.ready()
         try:
-            async with pool.acquire(timeout=DB_WAIT_S) as conn:
-                rows: list[asyncpg.Record] = await conn.fetch(sql, *args, timeout=DB_WAIT_S)
-                return rows
-        except DB_ERRORS as exc:
-            self._unavailable.warn("PostgreSQL", exc)
+            async with asyncio.timeout(DB_WAIT_S):
+                return await database.fetch(sql, *args)
+        except Exception as exc:
+            if database.fault(exc) is None:
+                raise
+            self._unavailable.warn(database.server, exc)
             raise unavailable("the database") from None
 
 
-def row_view(row: asyncpg.Record) -> OrderView:
+def row_view(row: Row) -> OrderView:
     filled = row["filled"]
     return OrderView(
         order_id=row["order_id"],
@@ -156,7 +155,7 @@ def row_view(row: asyncpg.Record) -> OrderView:
         filled=filled,
         average_price=row["notional"] // filled if filled else None,
         time_in_force=TimeInForce(row["time_in_force"]),
-        post_only=row["post_only"],
+        post_only=bool(row["post_only"]),  # MySQL's BOOLEAN is a TINYINT
         client_order_id=row["client_order_id"],
         status=row["status"],
         created_ms=_ms(row["created_at"]),
@@ -167,7 +166,7 @@ def row_view(row: asyncpg.Record) -> OrderView:
     )
 
 
-def _fill(row: asyncpg.Record) -> Fill:
+def _fill(row: Row) -> Fill:
     return Fill(
         order_id=row["order_id"],
         symbol=row["symbol"],

@@ -23,7 +23,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import msgspec
 
 from api.auth import Authenticator
@@ -33,6 +32,7 @@ from api.request import JSON, Reply, encode, principal, query, query_int, query_
 from api.rsgi import HTTPProtocol, Scope
 from schema.messages import Side
 from schema.wire import Ledger, LedgerEntry, LedgerType
+from store.database import Row
 
 MICROSECOND = timedelta(microseconds=1)
 MAX_CURSOR = 256  # characters: a cursor of ours is under 100
@@ -51,26 +51,32 @@ _LAST_US = (datetime(9999, 1, 1, tzinfo=UTC) - EPOCH) // MICROSECOND
 _base64url = re.compile(r"[A-Za-z0-9_-]+")  # the OpenAPI document's pattern of ?cursor=
 
 
-def _queries(cursor: bool, asset: bool) -> tuple[str, str]:
+def _queries(cursor: bool, asset: bool, dialect: str) -> tuple[str, str]:
     """The transfers, and the trades as maker and as taker, of user $1, newest first, at
     most $2 rows from each; at or before the cursor ($3 created_at, $4 source, $5 entry id
     or symbol, $6 seq) if there is one; of one asset ($7, or $3 without a cursor) if asked.
-    `COLLATE "C"`: text keys compare by bytes, as Python compares them when it merges."""
+    `COLLATE "C"`: text keys compare by bytes, as Python compares them when it merges (on
+    MySQL the tables' utf8mb4_bin does that already; nor does it want the casts)."""
     n = 7 if cursor else 3
+    pg = dialect == "postgresql"
+    c = ' COLLATE "C"' if pg else ""
+    source_arg, key_arg, seq_arg, zero = (
+        ("$4::int", "$5::text", "$6::bigint", "0::bigint") if pg else ("$4", "$5", "$6", "0")
+    )
 
     def before(source: int, k1: str, k2: str) -> str:
         if not cursor:
             return ""
         return (
-            f' AND created_at <= $3 AND (created_at, {source}, {k1} COLLATE "C", {k2}) <= '
-            '($3, $4::int, $5::text COLLATE "C", $6::bigint)'
+            f" AND created_at <= $3 AND (created_at, {source}, {k1}{c}, {k2}) <= "
+            f"($3, {source_arg}, {key_arg}{c}, {seq_arg})"
         )
 
     transfers = (
         "SELECT entry_id, asset, amount, reference, created_at FROM ledger "
         f"WHERE user_id = $1{f' AND asset = ${n}' if asset else ''}"
-        f"{before(TRANSFER, 'entry_id', '0::bigint')} "
-        'ORDER BY created_at DESC, entry_id COLLATE "C" DESC LIMIT $2'
+        f"{before(TRANSFER, 'entry_id', zero)} "
+        f"ORDER BY created_at DESC, entry_id{c} DESC LIMIT $2"
     )
     in_asset = (
         f" AND symbol IN (SELECT symbol FROM symbols WHERE base = ${n} OR quote = ${n})"
@@ -84,7 +90,7 @@ def _queries(cursor: bool, asset: bool) -> tuple[str, str]:
             f"(SELECT symbol, seq, price, quantity, {r}_order_id AS order_id, {side} AS side, "
             f"'{name}' AS liquidity, {r}_fee AS fee, created_at FROM trades "
             f"WHERE {r}_user_id = $1{in_asset}{before(TRADE, 'symbol', 'seq')} "
-            'ORDER BY created_at DESC, symbol COLLATE "C" DESC, seq DESC LIMIT $2)'
+            f"ORDER BY created_at DESC, symbol{c} DESC, seq DESC LIMIT $2)"
         )
 
     maker = role("MAKER", "CASE taker_side WHEN 'BUY' THEN 'SELL' ELSE 'BUY' END")
@@ -96,7 +102,12 @@ def _queries(cursor: bool, asset: bool) -> tuple[str, str]:
     return transfers, trades
 
 
-QUERIES = {(c, a): _queries(c, a) for c in (False, True) for a in (False, True)}
+QUERIES = {
+    (c, a, d): _queries(c, a, d)
+    for c in (False, True)
+    for a in (False, True)
+    for d in ("postgresql", "mysql")
+}
 
 
 def encode_cursor(key: Key) -> str:
@@ -126,7 +137,7 @@ def _us(moment: datetime) -> int:
     return (moment - EPOCH) // MICROSECOND
 
 
-def _transfer(row: asyncpg.Record) -> list[tuple[Key, LedgerEntry]]:
+def _transfer(row: Row) -> list[tuple[Key, LedgerEntry]]:
     entry_id = row["entry_id"]
     key = (_us(row["created_at"]), TRANSFER, entry_id, 0, 0)
     entry = LedgerEntry(
@@ -140,7 +151,7 @@ def _transfer(row: asyncpg.Record) -> list[tuple[Key, LedgerEntry]]:
     return [(key, entry)]
 
 
-def _trade(row: asyncpg.Record) -> list[tuple[Key, LedgerEntry]]:
+def _trade(row: Row) -> list[tuple[Key, LedgerEntry]]:
     symbol, seq, side = row["symbol"], row["seq"], Side(row["side"])
     quantity, notional, fee = row["quantity"], row["price"] * row["quantity"], row["fee"]
     created = _us(row["created_at"])
@@ -207,7 +218,8 @@ class LedgerRoutes:
         Each query reads limit + 2 events of each source: every event before the cursor's
         own makes at least one entry (of `asset` too: a trade of a symbol that has it), and
         the cursor's own event (read again, at or before) may make none left."""
-        transfers, trades = QUERIES[cursor is not None, asset is not None]
+        dialect = (await self.history.ready()).dialect
+        transfers, trades = QUERIES[cursor is not None, asset is not None, dialect]
         args: list[Any] = [user, limit + 2]
         if cursor is not None:
             created, source, k1, k2, _ = cursor

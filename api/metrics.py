@@ -165,6 +165,13 @@ BATCHER_GAUGES = [
     ("spot_batcher_held_streams", "held_streams", "Event streams waiting on a sequence gap."),
     ("spot_batcher_held_ms", "held_ms", "How long the longest-waiting stream has waited."),
     ("spot_batcher_refused_events", "refused", "Events refused as already applied (want 0)."),
+    # The database refused these entries' rows (a value a column cannot hold): they are in
+    # its quarantine table, the rest went on.
+    (
+        "spot_batcher_quarantined_entries",
+        "quarantined",
+        "Stream entries the database refused, set aside in its quarantine table (want 0).",
+    ),
 ]
 
 

@@ -11,6 +11,15 @@ after a hot-shard migration a symbol's newer events are in another stream than i
 ones, and order rows do not commute. A stream whose next entry would skip a symbol's seq
 waits there (its offset stays before the entry, which is read again) while the others go
 on; the database keeps each symbol's last applied seq with the rows (`symbol_progress`).
+
+The database is PostgreSQL or MySQL, behind the port of store/database/: nothing here knows
+which. Its faults are of two kinds (each adapter sorts its driver's errors): a transient
+one (connection lost, deadlock, the server restarting) retries the same transaction until
+it goes through; a refusal of the rows themselves (a value the column cannot hold) would
+refuse every retry, so the flush is split until the entries the database refuses stand
+alone, and each is quarantined - kept whole in the `quarantine` table with the error,
+its stream's offset moved past it in the same transaction - while the rest is written.
+`spot status` and /metrics name what was quarantined.
 """
 
 from __future__ import annotations
@@ -20,20 +29,22 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs or py.typed
 import msgspec
 
-from batcher import postgres
 from batcher.changes import Changes
+from batcher.rows import flush_rows, symbol_rows
 from batcher.sequencing import Gap, Sequencer
 from schema import keys
 from schema.messages import Event
 from schema.settings import Settings
 from schema.streams import EventsEntry, LedgerEntry
-from store.db import POOL_SETTINGS
+from store.database import Database, Fault, Transaction, open_database, require_settings
+from store.database.port import FlushRows, QuarantineRow
 from store.symbols import load_specs
 
 log = logging.getLogger("spot.batcher")
@@ -54,8 +65,35 @@ GATHER_S = 0.02
 HOLD_WARN_S = 5.0
 HOLD_STATS_INTERVAL_S = 1.0  # how often the stats show a wait while nothing is flushed
 FINISHED_ORDER_KEPT_S = 10  # a finished order's record in Redis once committed (Settings)
+# A transient database fault is retried after RETRY_FIRST_S, doubling up to RETRY_MAX_S.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 2.0
+QUARANTINE_SHOWN = 100  # the newest quarantined entries kept in Redis for `spot status`
+ERROR_CHARS = 1000  # of a refusal's message, kept with the quarantined entry
 
+CONSUMER = "batcher"  # whose offsets these are in consumer_offsets
+T = TypeVar("T")
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Admitted:
+    """One entry taken into a flush, kept so that the flush can be written in parts."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+    events: list[Event]  # as admitted: repeats dropped (none for the ledger)
+    balances: list[tuple[str, str, int, int]]
+    transfer: LedgerEntry | None = None
+
+
+class Refused(Exception):
+    """The database refused the rows (a DATA fault): retrying them cannot help."""
+
+
+class Stopped(Exception):
+    """Asked to stop while the database was away: the flush in hand is dropped, unwritten."""
 
 
 @dataclass
@@ -69,6 +107,7 @@ class Flush:
     gaps: dict[str, tuple[bytes, Gap]] = field(default_factory=dict)  # stream -> (entry, gap)
     # events of entries that waited, decoded once: (stream, entry id) -> events
     decoded: dict[tuple[str, bytes], list[Event]] = field(default_factory=dict)
+    admitted: list[Admitted] = field(default_factory=list)  # in the order applied
 
 
 @dataclass
@@ -88,7 +127,7 @@ class Batcher:
     def __init__(
         self,
         redis: Any,
-        pool: asyncpg.Pool,
+        database: Database,
         shards: list[int],
         *,
         batch: int = 500,
@@ -101,7 +140,7 @@ class Batcher:
         finished_order_kept_s: int = FINISHED_ORDER_KEPT_S,
     ) -> None:
         self.redis = redis
-        self.pool = pool
+        self.database = database
         # The ledger has one writer: whichever batcher has shard 0, so that several
         # batchers (each on its own shards) can share the work.
         self.streams = [keys.events(n) for n in shards] + ([keys.LEDGER] if 0 in shards else [])
@@ -120,14 +159,17 @@ class Batcher:
         self.holds: dict[str, Hold] = {}  # stream -> what it waits on
         self._holds_published_at = 0.0
         self._refused_logged = 0
+        self.quarantined = 0  # entries in the quarantine table
+        self.last_quarantined = ""
+        self.stop: asyncio.Event | None = None  # set: give up retrying, stop
 
     @classmethod
     def from_settings(
-        cls, redis: Any, pool: asyncpg.Pool, settings: Settings, shards: list[int]
+        cls, redis: Any, database: Database, settings: Settings, shards: list[int]
     ) -> Batcher:
         return cls(
             redis,
-            pool,
+            database,
             shards,
             batch=settings.batcher_batch,
             interval_s=settings.batcher_interval_s,
@@ -135,21 +177,34 @@ class Batcher:
         )
 
     async def start(self) -> None:
-        async with self.pool.acquire() as conn:
-            stored = await postgres.load_offsets(conn)
-            await self._save_symbols(conn)
-            self.sequencer.load(await postgres.load_progress(conn))
+        """Check the server's settings (an error that names them, rather than a failed
+        flush later), then read where the last run got to."""
+        await require_settings(self.database)
+
+        async def load(tx: Transaction) -> tuple[dict[str, str], dict[str, int | None], int]:
+            await self._save_symbols(tx)
+            quarantined = await tx.fetchval(
+                "SELECT COUNT(*) FROM quarantine WHERE consumer = $1", CONSUMER
+            )
+            return await tx.offsets(CONSUMER), await tx.progress(), int(quarantined)
+
+        stored, progress, self.quarantined = await self._transact(load)
+        self.sequencer.load(progress)
         self.positions = {s: stored.get(s, "0-0") for s in self.streams}
 
-    async def _save_symbols(self, conn: asyncpg.Connection) -> None:
+    async def _save_symbols(self, tx: Transaction) -> None:
         specs = await load_specs(self.redis)
-        await postgres.save_symbols(conn, list(specs.values()))
+        await tx.save_symbols(symbol_rows(list(specs.values())), datetime.now(UTC))
         self.symbols = set(specs)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
-        while not stop.is_set():
-            await self.step()
+        self.stop = stop
+        try:
+            await self.start()
+            while not stop.is_set():
+                await self.step()
+        except Stopped:
+            log.info("stopped while the database was unavailable; the flush in hand is unwritten")
 
     async def step(self) -> int:
         """Gather until the oldest order gathered is one interval old (or `batch` events
@@ -220,15 +275,13 @@ class Batcher:
     def _apply_entry(self, flush: Flush, stream: str, entry: Entry) -> bool:
         """Add one entry to the flush, whole, unless it waits on a gap (False)."""
         entry_id, fields = entry
+        entry_name = entry_id.decode()
         if stream == keys.LEDGER:
             transfer = LedgerEntry.from_fields(fields)
             flush.changes.add_transfer(
-                entry_id.decode(),
-                transfer.user,
-                transfer.asset,
-                transfer.amount,
-                transfer.reference,
+                entry_name, transfer.user, transfer.asset, transfer.amount, transfer.reference
             )
+            flush.admitted.append(Admitted(stream, entry_name, fields, [], [], transfer))
             accepted_id = entry_id
         else:
             settled = EventsEntry.from_fields(fields)
@@ -240,12 +293,14 @@ class Batcher:
                 flush.decoded[(stream, entry_id)] = events
                 flush.gaps[stream] = (entry_id, admitted)
                 return False
+            balances = settled.decode_balances()
             flush.changes.add_events(admitted)
-            flush.changes.add_balances(settled.decode_balances())
+            flush.changes.add_balances(balances)
+            flush.admitted.append(Admitted(stream, entry_name, fields, admitted, balances))
             accepted_id = settled.first_id  # the worker batch's oldest order
         ms = int(accepted_id.partition(b"-")[0])
         flush.oldest_ms = ms if flush.oldest_ms is None else min(flush.oldest_ms, ms)
-        flush.offsets[stream] = entry_id.decode()
+        flush.offsets[stream] = entry_name
         flush.entries += 1
         return True
 
@@ -293,8 +348,10 @@ class Batcher:
         await self.redis.hset(keys.BATCHER_STATS, mapping=self._hold_stats())
 
     async def _reload_progress(self, symbols: set[str]) -> None:
-        async with self.pool.acquire() as conn:
-            self.sequencer.load(await postgres.load_progress(conn, sorted(symbols)))
+        async def load(tx: Transaction) -> dict[str, int | None]:
+            return await tx.progress(sorted(symbols))
+
+        self.sequencer.load(await self._transact(load))
 
     async def flush(self, flush: Flush) -> None:
         started = time.perf_counter()
@@ -302,21 +359,19 @@ class Batcher:
         progress = {symbol: applied[symbol] for symbol in flush.before}
         try:
             rejected = await self._rejected_records(flush.changes)
-            async with self.pool.acquire() as conn, conn.transaction():
-                if {a.symbol for a in flush.changes.new_orders.values()} - self.symbols:
-                    await self._save_symbols(conn)  # listed since this batcher started
-                stored = await postgres.load_offsets(conn, self.streams, lock=True)
-                if any(stored.get(s, "0-0") != self.positions[s] for s in flush.offsets):
-                    # Another batcher moved the offsets: re-read from what the database holds.
-                    log.warning("offsets moved under this batcher; re-reading from %s", stored)
-                    self.positions.update(stored)
-                    self.sequencer.undo(flush.before)
-                    self.sequencer.load(await postgres.load_progress(conn))
-                    return
-                await postgres.write(conn, flush.changes, rejected, flush.offsets, progress)
+            try:
+                written = await self._commit(
+                    flush, flush.changes, rejected, flush.offsets, progress
+                )
+            except Refused as refusal:
+                log.warning("the database refused a flush of %s entries (%s): writing it in "
+                            "parts to find what it refuses", flush.entries, refusal)  # fmt: skip
+                written = await self._commit_apart(flush, flush.admitted, rejected, refusal)
         except BaseException:
             self.sequencer.undo(flush.before)  # nothing of this flush was committed
             raise
+        if not written:
+            return
         self.positions.update(flush.offsets)
         self._log_refused()
         self.flushes += 1
@@ -338,18 +393,155 @@ class Batcher:
             "lag_ms": round(lag_ms, 1),
             "at_ms": int(time.time() * 1000),
             "refused": self.sequencer.refused,
+            "quarantined": self.quarantined,
+            "quarantined_last": self.last_quarantined,
             **self._hold_stats(),
         }
         pipe.hset(keys.BATCHER_STATS, mapping=stats)
         # Running totals, for rates (the operator console, api/console.py): order rows
         # and trades committed, kept in Redis so that a restart does not reset them.
         changes = flush.changes
-        written = len(changes.new_orders) + len(changes.rejected_places)
-        pipe.hincrby(keys.BATCHER_STATS, "orders_total", written)
+        orders_written = len(changes.new_orders) + len(changes.rejected_places)
+        pipe.hincrby(keys.BATCHER_STATS, "orders_total", orders_written)
         pipe.hincrby(keys.BATCHER_STATS, "trades_total", len(changes.trades))
         pipe.lpush(keys.BATCHER_FLUSHES, _json.encode(stats))
         pipe.ltrim(keys.BATCHER_FLUSHES, 0, 9_999)
         await pipe.execute()
+
+    async def _commit(
+        self,
+        flush: Flush,
+        changes: Changes,
+        rejected: dict[int, dict[str, Any]],
+        offsets: dict[str, str],
+        progress: dict[str, int],
+    ) -> bool:
+        """One transaction: these changes, the offsets and the progress. False: another
+        batcher moved the offsets (nothing written; the flush is undone by the caller)."""
+        rows = flush_rows(changes, rejected, offsets, progress, datetime.now(UTC))
+        new_symbols = {a.symbol for a in changes.new_orders.values()} - self.symbols
+        return await self._write(flush, rows, new_symbols)
+
+    async def _write(self, flush: Flush, rows: FlushRows, new_symbols: set[str]) -> bool:
+        """False: another batcher moved the offsets; this one re-reads from theirs."""
+
+        async def write(tx: Transaction) -> tuple[bool, dict[str, str]]:
+            # Nothing here changes the batcher's state: the transaction may run again.
+            if new_symbols:
+                await self._save_symbols(tx)  # listed since this batcher started
+            stored = await tx.lock_offsets(CONSUMER, self.streams)
+            if all(stored.get(s) == last for s, last in rows.offsets.items()):
+                return True, stored  # a commit whose answer was lost had landed
+            if any(stored.get(s, "0-0") != self.positions[s] for s in rows.offsets):
+                return False, stored
+            await tx.write(CONSUMER, rows)
+            return True, stored
+
+        written, stored = await self._transact(write)
+        if not written:
+            log.warning("offsets moved under this batcher; re-reading from %s", stored)
+            self.positions.update(stored)
+            self.sequencer.undo(flush.before)
+            flush.before.clear()
+
+            async def progress(tx: Transaction) -> dict[str, int | None]:
+                return await tx.progress()
+
+            self.sequencer.load(await self._transact(progress))
+        return written
+
+    async def _commit_apart(
+        self,
+        flush: Flush,
+        entries: list[Admitted],
+        rejected: dict[int, dict[str, Any]],
+        refusal: Refused,
+    ) -> bool:
+        """Write `entries` in two halves, each split again while the database refuses it,
+        down to the single entries it refuses, which are quarantined. Each part commits
+        on its own: the next starts from its offsets, with its symbols' progress."""
+        if len(entries) == 1:
+            return await self._quarantine(flush, entries[0], refusal)
+        half = len(entries) // 2
+        for part in (entries[:half], entries[half:]):
+            changes = _changes_of(part)
+            offsets = {entry.stream: entry.entry_id for entry in part}
+            progress = _progress_of(part)
+            mine = {k: v for k, v in rejected.items() if k in changes.rejected_places}
+            try:
+                written = await self._commit(flush, changes, mine, offsets, progress)
+            except Refused as again:
+                written = await self._commit_apart(flush, part, rejected, again)
+            else:
+                self._committed(flush, offsets, progress)
+            if not written:
+                return False
+        return True
+
+    async def _quarantine(self, flush: Flush, entry: Admitted, refusal: Refused) -> bool:
+        """The entry, whole, into the quarantine table with the database's reason, and its
+        stream's offset past it: in one transaction, as rows would have gone."""
+        cause = refusal.__cause__ or refusal
+        error = f"{type(cause).__name__}: {cause}".replace("\x00", "")[:ERROR_CHARS]
+        offsets = {entry.stream: entry.entry_id}
+        progress = _progress_of([entry])
+        now = datetime.now(UTC)
+        row = QuarantineRow(CONSUMER, entry.stream, entry.entry_id, error,
+                            len(entry.events) or 1, _fields(entry.fields), now)  # fmt: skip
+        rows = FlushRows(at=now, quarantine=[row], progress=progress, offsets=offsets)
+        if not await self._write(flush, rows, set()):
+            return False
+        self._committed(flush, offsets, progress)
+        self.quarantined += 1
+        self.last_quarantined = f"{entry.stream} {entry.entry_id}: {error}"
+        log.error(
+            "quarantined %s entry %s (%s events): the database refused it: %s; it is in the "
+            "quarantine table, the rest goes on", entry.stream, entry.entry_id,
+            len(entry.events), error,
+        )  # fmt: skip
+        record = {"stream": entry.stream, "entry_id": entry.entry_id, "error": error,
+                  "events": len(entry.events), "at_ms": int(now.timestamp() * 1000)}  # fmt: skip
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(keys.BATCHER_QUARANTINE, _json.encode(record))
+        pipe.ltrim(keys.BATCHER_QUARANTINE, 0, QUARANTINE_SHOWN - 1)
+        await pipe.execute()
+        return True
+
+    def _committed(self, flush: Flush, offsets: dict[str, str], progress: dict[str, int]) -> None:
+        """A part of the flush is in the database: from now on, undoing the flush goes back
+        to here, and the next part is checked against these offsets."""
+        self.positions.update(offsets)
+        flush.before.update(progress)
+
+    async def _transact(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """`await work(tx)` in a transaction, retried while the database's faults are
+        transient (with a line in the log); a refusal of the rows raises Refused."""
+        delay = RETRY_FIRST_S
+        failures = 0
+        while True:
+            try:
+                async with self.database.transaction() as tx:
+                    result = await work(tx)
+            except Exception as exc:
+                fault = self.database.fault(exc)
+                if fault is Fault.DATA:
+                    raise Refused(str(exc)) from exc
+                if fault is not Fault.TRANSIENT:
+                    raise
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning(
+                        "%s unavailable (%s: %s); retrying (%s tries so far)",
+                        self.database.server, type(exc).__name__, exc, failures,
+                    )  # fmt: skip
+                if self.stop is not None and self.stop.is_set():
+                    raise Stopped from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if failures:
+                log.warning("%s is back after %s failed tries", self.database.server, failures)
+            return result
 
     def _log_refused(self) -> None:
         """Events at or below their symbol's applied seq were dropped: it must not happen
@@ -396,17 +588,46 @@ def run_batcher(settings: Settings, shards: list[int]) -> None:
 
     async def main() -> None:
         redis = Redis.from_url(redis_url)
-        pool = await asyncpg.create_pool(
-            database_url, min_size=1, max_size=2, server_settings=POOL_SETTINGS
-        )
+        database = await open_database(database_url, min_size=1, max_size=2)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await Batcher.from_settings(redis, pool, settings, shards).run(stop)
+            await Batcher.from_settings(redis, database, settings, shards).run(stop)
         finally:
-            await pool.close()
+            await database.close()
             await redis.aclose()
 
     uvloop.run(main())
+
+
+def _changes_of(entries: list[Admitted]) -> Changes:
+    """The changes of some of a flush's entries, as if they had been a flush alone."""
+    changes = Changes()
+    for entry in entries:
+        transfer = entry.transfer
+        if transfer is not None:
+            changes.add_transfer(entry.entry_id, transfer.user, transfer.asset,
+                                 transfer.amount, transfer.reference)  # fmt: skip
+        else:
+            changes.add_events(entry.events)
+            changes.add_balances(entry.balances)
+    return changes
+
+
+def _progress_of(entries: list[Admitted]) -> dict[str, int]:
+    """Where the entries take each symbol: seqs only grow in the order entries apply."""
+    progress: dict[str, int] = {}
+    for entry in entries:
+        for event in entry.events:
+            if event.seq:
+                progress[event.symbol] = event.seq
+    return progress
+
+
+_fields_encoder = msgspec.msgpack.Encoder()
+
+
+def _fields(fields: dict[bytes, bytes]) -> bytes:
+    return _fields_encoder.encode(fields)

@@ -1,9 +1,10 @@
 """One-minute candles from a flush's trades. Pure: no I/O.
 
 A flush's trades all carry the flush's time as their created_at, so they fall in one
-minute: per symbol they make one candle, which batcher/postgres.py adds to the minute's row
-(a minute spans many flushes). Open and close go by seq, not by arrival: the row keeps the
-price of its lowest and highest seq, whichever flush brought them.
+minute: per symbol they make one candle, which the database adapter (store/database/) adds
+to the minute's row (a minute spans many flushes). Open and close go by seq, not by
+arrival: the row keeps the price of its lowest and highest seq, whichever flush brought
+them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Candle:
     last_seq: int
 
 
-# In Candle's field order: the columns of batcher/postgres.py's ADD_CANDLES.
+# In Candle's field order: the candles table's columns (the port's CANDLE_COLUMNS).
 CANDLE_COLUMNS: tuple[str, ...] = tuple(Candle.__dataclass_fields__)
 
 

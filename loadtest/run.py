@@ -26,8 +26,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 import psutil  # type: ignore[import-untyped]  # psutil ships no stubs (types-psutil unlocked)
 from redis.asyncio import Redis
 
@@ -45,6 +45,7 @@ from spot.stack import Stack
 from spot.status import shard_status
 from spot.supervisor import child_env, children
 from store import db, scripts
+from store.database import dialect_of, open_database
 
 HERE = Path(__file__).resolve().parent
 # Orders per second one user of the seed's model sends, on average over the weights in
@@ -216,14 +217,17 @@ async def _prepare(
         await seed(redis, settings.shards, run.traders)
     finally:
         await redis.aclose()
-    conn = await asyncpg.connect(database_url)
+    conn = await open_database(database_url, max_size=1)
     try:
         return {
-            "order_id": await conn.fetchval("SELECT COALESCE(MAX(order_id), 0) FROM orders"),
-            "trades": await conn.fetchval("SELECT COUNT(*) FROM trades"),
+            "order_id": int(await conn.fetchval("SELECT COALESCE(MAX(order_id), 0) FROM orders")),
+            "trades": int(await conn.fetchval("SELECT COUNT(*) FROM trades")),
         }
     finally:
         await conn.close()
+
+
+DATABASE_KINDS = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}
 
 
 def _groups(
@@ -234,10 +238,12 @@ def _groups(
         "workers": [p.pid for n, p in procs.items() if n.startswith("worker")],
         "batcher": [p.pid for n, p in procs.items() if n.startswith("batcher")],
     }
-    for kind, url in (("redis", redis_url), ("postgres", database_url)):
-        host_port = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-        host, _, port = host_port.rpartition(":")
-        pid = pid_listening(int(port)) if host in ("127.0.0.1", "localhost") else None
+    # The database server's CPU, named for what it is (PostgreSQL's keeps its old name).
+    database, database_port = DATABASE_KINDS[dialect_of(database_url)]
+    for kind, url, default in (("redis", redis_url, 6379), (database, database_url, database_port)):
+        parts = urlsplit(url)
+        port = parts.port or default
+        pid = pid_listening(port) if parts.hostname in ("127.0.0.1", "localhost") else None
         groups[kind] = [pid] if pid else []
     return groups
 
@@ -329,7 +335,7 @@ def _ms(stream_id: bytes) -> float:
 async def _drain(run: Run, settings: Settings, redis_url: str, database_url: str) -> None:
     """Wait for the workers and the batcher to catch up; read the batcher's flushes."""
     redis = Redis.from_url(redis_url)
-    conn = await asyncpg.connect(database_url)
+    conn = await open_database(database_url, max_size=1)
     try:
         started = time.monotonic()
         run.behind = await wait_caught_up(redis, conn, settings.shards, DRAIN_TIMEOUT_S)
@@ -343,22 +349,21 @@ async def _drain(run: Run, settings: Settings, redis_url: str, database_url: str
 
 
 async def _count(run: Run, redis_url: str, database_url: str, before: dict[str, int]) -> None:
-    conn = await asyncpg.connect(database_url)
+    conn = await open_database(database_url, max_size=1)
     try:
-        orders = await conn.fetchrow(
-            "SELECT COUNT(*) AS n, EXTRACT(EPOCH FROM MAX(created_at) - MIN(created_at)) AS s "
-            "FROM orders WHERE order_id > $1",
-            before["order_id"],
-        )
-        trades = await conn.fetchrow(
-            "SELECT COUNT(*) AS n, EXTRACT(EPOCH FROM MAX(created_at) - MIN(created_at)) AS s "
-            "FROM trades WHERE taker_order_id > $1",
-            before["order_id"],
-        )
+        # The span in Python: each database spells timestamp arithmetic its own way.
+        counted = []
+        for table, key in (("orders", "order_id"), ("trades", "taker_order_id")):
+            [row] = await conn.fetch(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS first, MAX(created_at) AS last "
+                f"FROM {table} WHERE {key} > $1",
+                before["order_id"],
+            )
+            span = (row["last"] - row["first"]).total_seconds() if row["n"] else 0.0
+            counted.append((int(row["n"]), span))
     finally:
         await conn.close()
-    run.persisted = (orders["n"], float(orders["s"] or 0))
-    run.trades = (trades["n"], float(trades["s"] or 0))
+    run.persisted, run.trades = counted
 
 
 def _server_buckets(port: int) -> dict[float, int]:

@@ -44,6 +44,8 @@ ASSETS = "assets"
 # was made, orders_total (order rows) and trades_total, for the console's rates
 BATCHER_STATS = "batcher:stats"
 BATCHER_FLUSHES = "batcher:flushes"  # list: recent flushes, newest first, for benchmarks
+# list: the newest entries the database refused and the batcher quarantined, newest first
+BATCHER_QUARANTINE = "batcher:quarantine"
 
 # -- market data --------------------------------------------------------------------------
 DEPTH = "depth:"  # depth:{symbol} -> JSON {"bids": [[price, qty]...], "asks": ...}

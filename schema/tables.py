@@ -21,11 +21,13 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     text,
 )
 from sqlalchemy.dialects import mysql
@@ -238,5 +240,26 @@ symbol_progress = Table(
     # reads as where the symbol is.
     Column("seq", BigInteger, nullable=True, autoincrement=False),
     _updated_at(),
+    **MYSQL,
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    # A stream entry the database refused (a value a column cannot hold, a constraint
+    # broken): the batcher keeps it here whole, with the error, and moves its stream's offset
+    # past it in the same transaction, so that one bad entry cannot stop persistence for
+    # everyone. Applying it by hand, once fixed, is an operator's decision.
+    Column("consumer", String(32), nullable=False),
+    Column("stream", String(64), nullable=False),
+    Column("entry_id", String(STREAM_ID), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("events", Integer, nullable=False),  # in the entry (1 for a ledger entry)
+    # The entry's fields, msgpack (schema/streams.py): up to a worker batch of events.
+    Column(
+        "fields", LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"), nullable=False
+    ),  # fmt: skip
+    _created_at(),
+    PrimaryKeyConstraint("consumer", "stream", "entry_id"),
     **MYSQL,
 )

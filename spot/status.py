@@ -49,10 +49,26 @@ async def batcher_status(redis: Any) -> str:
         return "batcher: no flush yet" + _waiting(stats)
     age_s = (time.time() * 1000 - int(stats["at_ms"])) / 1000
     return (
-        f"batcher: {stats['flushes']} flushes; the last {age_s:.1f} s ago wrote "
-        f"{stats['events']} events in {stats['flush_ms']} ms, "
-        f"{stats['lag_ms']} ms after its oldest order was accepted"
-    ) + _waiting(stats)
+        (
+            f"batcher: {stats['flushes']} flushes; the last {age_s:.1f} s ago wrote "
+            f"{stats['events']} events in {stats['flush_ms']} ms, "
+            f"{stats['lag_ms']} ms after its oldest order was accepted"
+        )
+        + _waiting(stats)
+        + _quarantined(stats)
+    )
+
+
+def _quarantined(stats: dict[str, str]) -> str:
+    """Entries the database refused, which the batcher set aside (batcher/batcher.py)."""
+    count = int(stats.get("quarantined", 0))
+    if not count:
+        return ""
+    return (
+        f"\n  {count} entr{'y' if count == 1 else 'ies'} QUARANTINED: the database refused "
+        f"them; they are in its quarantine table (and not in its other tables). The last: "
+        f"{stats.get('quarantined_last', '?')}"
+    )
 
 
 def _waiting(stats: dict[str, str]) -> str:

@@ -5,6 +5,11 @@ else embedded ones started once per session in a temporary folder (spot.stack). 
 touch what else lives on a shared server: Redis DB 15 (unless the URL names another non-zero
 DB) and a `spot_test` database, created if missing.
 
+MySQL: `SPOT_MYSQL_URL`, else the machine's MariaDB or MySQL at 127.0.0.1:3306 as root; a
+database of its own is made for each test session and dropped after. Where none can be
+reached, the tests that need it are skipped, saying why. `backend_url` runs a test (or a
+fixture) once per database: the batcher, history and audit suites are one suite for both.
+
 Async tests: an `async def test_...` runs on one uvloop event loop shared by the session
 (`aio`, an asyncio.Runner), so fixtures can set up and tear down async resources in the loop
 the test uses, with `aio.run(...)`. No pytest-asyncio.
@@ -27,10 +32,12 @@ import pytest
 import uvloop
 from redis.asyncio import Redis
 
-from spot.stack import EmbeddedPostgres, EmbeddedRedis, ensure_database
+from spot.stack import EmbeddedPostgres, EmbeddedRedis, ensure_database, with_database
 
 TEST_REDIS_DB = 15
 TEST_DATABASE = "spot_test"
+MYSQL_URL = "mysql://root@127.0.0.1:3306"
+BACKENDS = ("postgresql", "mysql")
 # A hung await fails its test instead of the whole run.
 ASYNC_TEST_TIMEOUT_S = 60.0
 
@@ -101,6 +108,46 @@ def database_url(aio: asyncio.Runner) -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mysql_url(aio: asyncio.Runner) -> Iterator[str]:
+    """A fresh database for this session on the MySQL server, dropped at the end."""
+    server = os.environ.get("SPOT_MYSQL_URL") or MYSQL_URL
+    try:
+        import asyncmy
+    except ModuleNotFoundError:
+        pytest.skip("MySQL tests need asyncmy: pip install -e '.[dev,mysql]'")
+    name = f"spot_test_{os.getpid()}"
+    try:
+        url = aio.run(ensure_database(server, name))
+    except (OSError, asyncmy.errors.MySQLError) as exc:
+        pytest.skip(f"no MySQL at {server} (set SPOT_MYSQL_URL): {exc}")
+    try:
+        yield url
+    finally:
+        aio.run(_drop_mysql_database(server, name))
+
+
+async def _drop_mysql_database(server: str, name: str) -> None:
+    import asyncmy
+
+    from store.database.mysql import connect_options
+
+    conn = await asyncmy.connect(**connect_options(with_database(server, "")))
+    try:
+        async with conn.cursor() as cursor:
+            await cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each database in turn: PostgreSQL (`database_url`), then MySQL."""
+    fixture = "database_url" if request.param == "postgresql" else "mysql_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """`spot bench batcher`: events offered at a fixed rate through the real batcher into
-PostgreSQL.
+the database (PostgreSQL, or MySQL with SPOT_DATABASE_URL=mysql://…).
 
 The events are real: the realistic engine workload (spot bench engine) applied by the
 matching core and settled, then written to `events:{shard}` in worker-sized entries
 at the offered rate, stamped with the time they are offered (their "acceptance"). The
 batcher runs as its own process, as in production. Prints rows/s, flush duration
 p50/p99, acceptance→committed p50/p99 and CPU µs per order of the batcher and of
-PostgreSQL.
+the database server.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no stubs
 import msgspec
 from redis.asyncio import Redis
 
@@ -26,15 +26,18 @@ from schema import keys
 from schema.messages import Event, Side, Trade
 from schema.settings import Settings
 from schema.streams import EventsEntry
+from schema.tables import metadata
 from spot.bench.engine import SPEC, realistic
 from spot.processes import cpu_seconds, pid_listening, spot_environment
 from spot.stack import Stack
 from spot.supervisor import child_env, spot_command
 from store import db
+from store.database import Database, empty, open_database
 from store.symbols import list_symbol
 from workers.engine import MatchingEngine
 
 ENTRY_ORDERS = 50  # commands per events entry: what one worker batch holds under load
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 def _entries(orders: int) -> list[tuple[bytes, bytes]]:
@@ -109,25 +112,25 @@ async def _run(
     orders: int,
 ) -> int:
     redis = Redis.from_url(redis_url)
-    conn = await asyncpg.connect(database_url)
+    conn = await open_database(database_url, max_size=1)
     await redis.flushdb()
-    await conn.execute(
-        "TRUNCATE orders, trades, balances, ledger, consumer_offsets, symbols, symbol_progress"
-    )
+    await empty(conn, [*metadata.tables])
     await list_symbol(redis, SPEC, settings.shards)
     env = child_env(redis_url, database_url)
     procs = [subprocess.Popen(spot_command("batcher"), env=env)]
     try:
         await asyncio.sleep(1.5)  # the batchers start and read their offsets
-        pg = pid_listening(int(database_url.rsplit(":", 1)[1].split("/")[0]))
-        groups = {"batcher": [p.pid for p in procs], "postgres": [pg] if pg else []}
+        server = pid_listening(urlsplit(database_url).port or DEFAULT_PORTS[conn.dialect])
+        groups = {"batcher": [p.pid for p in procs], conn.dialect: [server] if server else []}
         before = cpu_seconds(groups)
         took = await _offer(redis, entries, rate, settings.shards)
         await _caught_up(redis, conn, settings.shards)
         after = cpu_seconds(groups)
         flushes = [msgspec.json.decode(f) for f in await redis.lrange(keys.BATCHER_FLUSHES, 0, -1)]
-        rows = await conn.fetchval(
-            "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM trades)"
+        rows = int(
+            await conn.fetchval(
+                "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM trades)"
+            )
         )
     finally:
         for proc in procs:
@@ -140,7 +143,7 @@ async def _run(
     return 0
 
 
-async def _caught_up(redis: Redis, conn: asyncpg.Connection, shards: int) -> None:
+async def _caught_up(redis: Redis, conn: Database, shards: int) -> None:
     for n in range(shards):
         if not await redis.exists(keys.events(n)):
             continue

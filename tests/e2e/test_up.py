@@ -3,7 +3,9 @@ trades on it, Ctrl-C stops it, and a restart finds the book where it was left.""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+import pytest
 
 SECRET = "e2e-secret-that-is-long-enough-for-hs256"
 START_TIMEOUT_S = 90
@@ -128,3 +132,73 @@ def test_a_person_trades_on_spot_up_with_http_alone(env):
         wait_for(bob, f"/v1/orders/{sell['order_id']}", lambda o: o["status"] == "CANCELED")
     finally:
         stop(up)
+
+
+# -- on MySQL / MariaDB (SPOT_DATABASE_URL=mysql://…) ---------------------------------------
+
+
+@pytest.fixture
+def mysql_env(env: dict[str, str], mysql_url: str, aio: asyncio.Runner):
+    """`spot up`'s environment on the MySQL server, with a database not made yet: the stack
+    makes the URL's database when it is missing."""
+    from tests.conftest import _drop_mysql_database
+
+    server = mysql_url.rsplit("/", 1)[0]
+    name = f"spot_e2e_{os.getpid()}"
+    aio.run(_drop_mysql_database(server, name))
+    env = env | {"SPOT_DATABASE_URL": f"{server}/{name}"}
+    yield env
+    aio.run(_drop_mysql_database(server, name))
+
+
+def test_spot_up_runs_the_whole_exchange_on_mysql(mysql_env):
+    env = mysql_env
+    port = int(env["SPOT_API_PORT"])
+    up = start(env, "--seed", "--users", "3")
+    try:
+        alice = Client(port, spot("token", "u1", env=env).strip())
+        bob = Client(port, spot("token", "u2", env=env).strip())
+        order = {"symbol": "AAPL", "side": "SELL", "price": 19_000, "quantity": 10}
+        status, sell = bob.call("POST", "/v1/orders", order)
+        assert status == 202, sell
+        wait_for(bob, f"/v1/orders/{sell['order_id']}", lambda o: o["status"] == "OPEN")
+        order = {"symbol": "AAPL", "side": "BUY", "price": 19_100, "quantity": 4}
+        status, buy = alice.call("POST", "/v1/orders", order)
+        assert status == 202, buy
+        wait_for(alice, f"/v1/orders/{buy['order_id']}", lambda o: o["status"] == "FILLED")
+        # Fills are read from the database: the batcher wrote them to MySQL.
+        fills = wait_for(alice, "/v1/fills", lambda body: body["fills"])["fills"]
+        assert [(f["order_id"], f["quantity"], f["liquidity"]) for f in fills] == [
+            (buy["order_id"], 4, "TAKER")
+        ]
+        audit = subprocess.run(
+            [sys.executable, "-m", "spot.cli", "audit"], env=env, capture_output=True, text=True
+        )
+        assert audit.returncode == 0 and "audit: clean" in audit.stdout, audit.stdout
+        assert "batcher:" in spot("status", env=env)
+    finally:
+        output = stop(up)
+    assert "Spot is up" in output
+
+
+def test_spot_up_names_what_the_mysql_server_lacks(mysql_env, aio: asyncio.Runner):
+    from store.database import open_database
+
+    env = mysql_env
+    spot("db", "upgrade", env=env)  # the stack makes the database, alembic the tables
+
+    async def without_transactions() -> None:
+        database = await open_database(env["SPOT_DATABASE_URL"], max_size=1)
+        try:
+            await database.execute("ALTER TABLE balances ENGINE=MyISAM")
+        finally:
+            await database.close()
+
+    aio.run(without_transactions())
+    up = subprocess.run(
+        [sys.executable, "-m", "spot.cli", "up"], env=env, capture_output=True, text=True,
+        timeout=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "lacks settings Spot needs" in up.stderr
+    assert "table balances is MyISAM, not InnoDB" in up.stderr

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
@@ -32,6 +31,7 @@ from schema import keys
 from schema.symbols import SymbolSpec
 from spot.audit import caught_up
 from store import db
+from store.database import Database, open_database
 from store.symbols import list_asset, list_symbol
 from tests.integration.http import ROOT, SECRET, Server, admin, start_api, stop_api, user_token
 from workers.worker import Worker
@@ -74,7 +74,7 @@ class V3:
 
     api: Server
     redis: Redis
-    pool: asyncpg.Pool
+    pool: Database
     worker: Worker
     batcher: Batcher
 
@@ -131,18 +131,17 @@ class V3:
             pass
 
     async def persist(self) -> None:
-        async with self.pool.acquire() as conn:
-            for _ in range(100):
-                if not await caught_up(self.redis, conn, SHARDS):
-                    return
-                await self.batcher.step()
+        for _ in range(100):
+            if not await caught_up(self.redis, self.pool, SHARDS):
+                return
+            await self.batcher.step()
         raise AssertionError("the batcher never caught up")
 
 
 @pytest.fixture
 def v3(api: Server, redis: Redis, migrated: str, aio: asyncio.Runner) -> Iterator[V3]:
     async def setup() -> V3:
-        pool = await asyncpg.create_pool(migrated, min_size=1, max_size=2)
+        pool = await open_database(migrated, min_size=1, max_size=2)
         await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
         await list_asset(redis, "USD", 2)
         shard = await list_symbol(redis, COIN, SHARDS)

@@ -1,6 +1,7 @@
 """Order history over real HTTP: GET /v1/orders, /v1/orders/{id} and /v1/fills on real
-Redis and PostgreSQL, with a matching worker and a batcher stepped in-process, so each test
-decides when an order is matched and when the database gets it (read-your-writes).
+Redis and each database (PostgreSQL, MySQL: `backend_url`), with a matching worker and a
+batcher stepped in-process, so each test decides when an order is matched and when the
+database gets it (read-your-writes).
 
 The API server lives for the module; each test flushes Redis, truncates the tables, lists
 the symbols again and makes its own worker and batcher. Orders go in over HTTP only, so
@@ -19,23 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
 from batcher.batcher import Batcher
 from schema import keys
 from schema.symbols import SymbolSpec
+from schema.tables import metadata
 from spot.audit import caught_up
 from store import db
+from store.database import Database, dialect_of, empty, open_database
 from store.symbols import list_symbol
 from tests.integration.http import Server, admin, free_port, start_api, stop_api, user_token
 from workers.worker import Worker
 
 SHARDS = 10
-TABLES = (
-    "orders", "trades", "balances", "ledger", "consumer_offsets", "symbols", "symbol_progress"
-)  # fmt: skip
+TABLES = tuple(metadata.tables)
 BTC = SymbolSpec(
     symbol="BTC-USD",
     base="BTC",
@@ -51,9 +51,9 @@ _users = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def migrated(database_url: str, aio: asyncio.Runner) -> str:
-    aio.run(asyncio.to_thread(db.upgrade, database_url))
-    return database_url
+def migrated(backend_url: str, aio: asyncio.Runner) -> str:
+    aio.run(asyncio.to_thread(db.upgrade, backend_url))
+    return backend_url
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ class Exchange:
 
     api: Server
     redis: Redis
-    pool: asyncpg.Pool
+    database: Database
     worker: Worker
     batcher: Batcher
 
@@ -114,39 +114,40 @@ class Exchange:
 
     async def persist(self) -> None:
         """The batcher writes everything the workers have published."""
-        async with self.pool.acquire() as conn:
-            for _ in range(100):
-                if not await caught_up(self.redis, conn, SHARDS):
-                    return
-                await self.batcher.step()
+        for _ in range(100):
+            if not await caught_up(self.redis, self.database, SHARDS):
+                return
+            await self.batcher.step()
         raise AssertionError("the batcher never caught up")
 
     async def rows(self, table: str) -> int:
-        return int(await self.pool.fetchval(f"SELECT count(*) FROM {table}"))
+        return int(await self.database.fetchval(f"SELECT count(*) FROM {table}"))
 
 
 @pytest.fixture
 def exchange(api: Server, redis: Redis, migrated: str, aio: asyncio.Runner) -> Iterator[Exchange]:
     async def setup() -> Exchange:
-        pool = await asyncpg.create_pool(migrated, min_size=1, max_size=2)
+        database = await open_database(migrated, min_size=1, max_size=2)
         # The database is shared with other tests: start from empty tables.
-        await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
+        await empty(database, list(TABLES))
         shards = {await list_symbol(redis, spec, SHARDS) for spec in (BTC, ETH)}
         worker = Worker(redis, sorted(shards), batch=100)
         await worker._acquire_leases(asyncio.Event())
         await worker.load_specs()
-        batcher = Batcher(redis, pool, list(range(SHARDS)), batch=500, interval_s=0.01)
+        batcher = Batcher(redis, database, list(range(SHARDS)), batch=500, interval_s=0.01)
         await batcher.start()
-        return Exchange(api, redis, pool, worker, batcher)
+        return Exchange(api, redis, database, worker, batcher)
 
     ex = aio.run(setup())
-    # The API refreshes its symbols every 0.2 s: after the flush, wait until it lists ours.
+    # The API refreshes its symbols every 0.2 s: after the flush, wait until it lists ours
+    # (not merely two: it may still list another test module's).
     deadline = time.monotonic() + 5
-    while len(api.request("GET", "/v1/symbols")[1]["symbols"]) < 2:
+    ours = {BTC.symbol, ETH.symbol}
+    while not ours <= {s["symbol"] for s in api.request("GET", "/v1/symbols")[1]["symbols"]}:
         assert time.monotonic() < deadline, "the API never saw the symbols"
         time.sleep(0.05)
     yield ex
-    aio.run(ex.pool.close())
+    aio.run(ex.database.close())
 
 
 def without_created(view: dict[str, Any]) -> dict[str, Any]:
@@ -495,17 +496,18 @@ def test_openapi_has_the_history(api: Server) -> None:
 
 
 def test_no_database_or_an_unreachable_one_is_503(
-    redis_url: str, api: Server, tmp_path: Path
+    redis_url: str, api: Server, migrated: str, tmp_path: Path
 ) -> None:
     # `api` has listed nothing of its own here: only the module's server must be up, so
     # that both servers below share its Redis.
     token = user_token("nobody")
+    nowhere = f"postgres@127.0.0.1:{free_port()}/none"
     servers = {
         "NO_DATABASE": start_api(tmp_path, redis_url=redis_url),
         "UNAVAILABLE": start_api(
             tmp_path,
             redis_url=redis_url,
-            database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+            database_url=f"{dialect_of(migrated)}://{nowhere}",  # nothing listens there
         ),
     }
     try:

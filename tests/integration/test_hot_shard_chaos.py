@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -53,6 +52,7 @@ from schema.symbols import SymbolSpec
 from schema.tables import metadata
 from spot.audit import audit, render, wait_caught_up
 from store import db
+from store.database import Database, empty, open_database
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC, Sent, never_crashed
 from workers.book import OrderBook
@@ -76,14 +76,14 @@ _events = msgspec.msgpack.Decoder(list[Event])
 def database(database_url: str, aio: asyncio.Runner) -> str:
     db.upgrade(database_url)
 
-    async def empty() -> None:
-        conn = await asyncpg.connect(database_url)
+    async def emptied() -> None:
+        conn = await open_database(database_url, max_size=1)
         try:
-            await conn.execute(f"TRUNCATE {', '.join(metadata.tables)}")
+            await empty(conn, list(metadata.tables))
         finally:
             await conn.close()
 
-    aio.run(empty())
+    aio.run(emptied())
     return database_url
 
 
@@ -435,7 +435,7 @@ async def check_money(redis: Redis, sent: Sent, settlement, users: list[str]) ->
             assert (int(avail), int(locked)) == expected, (user, asset)
 
 
-async def check_database(redis: Redis, conn: asyncpg.Connection, sent: Sent) -> None:
+async def check_database(redis: Redis, conn: Database, sent: Sent) -> None:
     """The batcher caught up; every order row says what Redis says; the audit is clean."""
     behind = await wait_caught_up(redis, conn, SHARDS, timeout=60)
     assert not behind, behind
@@ -517,7 +517,7 @@ async def _prove(redis: Redis, redis_url: str, database_url: str, logs: Path) ->
         stopping = True
         await asyncio.gather(*clients)
         events, books = await settle_and_stop(redis, procs, recorder, home, other)
-        conn = await asyncpg.connect(database_url)
+        conn = await open_database(database_url, max_size=1)
         try:
             await check_database(redis, conn, sent)
         finally:

@@ -34,6 +34,7 @@ from schema.messages import Accepted, Event, Triggered
 from schema.symbols import SymbolSpec
 from spot.audit import audit, caught_up, render
 from store import db
+from store.database import open_database
 from store.symbols import list_symbol
 from tests.integration.http import Server, admin, start_api, stop_api, until_listed, user_token
 
@@ -170,19 +171,18 @@ def stack(
 
 
 async def persisted_and_audited(redis: Redis, database_url: str) -> None:
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    pool = await open_database(database_url, min_size=1, max_size=2)
     try:
         batcher = Batcher(redis, pool, list(range(SHARDS)), batch=500, interval_s=0.01)
         await batcher.start()
-        async with pool.acquire() as conn:
-            for _ in range(200):
-                behind = await caught_up(redis, conn, SHARDS)
-                if not behind:
-                    break
-                await batcher.step()
-            assert not behind, behind
-            found = await audit(redis, conn)
-            assert not any(found.values()), render(found, [])
+        for _ in range(200):
+            behind = await caught_up(redis, pool, SHARDS)
+            if not behind:
+                break
+            await batcher.step()
+        assert not behind, behind
+        found = await audit(redis, pool)
+        assert not any(found.values()), render(found, [])
     finally:
         await pool.close()
 

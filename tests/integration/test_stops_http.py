@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 from redis.asyncio import Redis
 
@@ -26,6 +25,7 @@ from schema import keys
 from schema.symbols import SymbolSpec
 from spot.audit import audit, caught_up, render
 from store import db
+from store.database import Database, open_database
 from store.symbols import list_symbol
 from tests.integration.http import Server, admin, start_api, stop_api, until_listed, user_token
 from workers.worker import Worker
@@ -75,7 +75,7 @@ def api(
 class Exchange:
     api: Server
     redis: Redis
-    pool: asyncpg.Pool
+    pool: Database
     worker: Worker
     batcher: Batcher
     clock: Clock
@@ -119,15 +119,14 @@ class Exchange:
 
     async def caught_up_and_audited(self) -> None:
         """The batcher writes everything; then the audit must find nothing wrong."""
-        async with self.pool.acquire() as conn:
-            for _ in range(100):
-                behind = await caught_up(self.redis, conn, SHARDS)
-                if not behind:
-                    break
-                await self.batcher.step()
-            assert not behind, behind
-            found = await audit(self.redis, conn)
-            assert not any(found.values()), render(found, [])
+        for _ in range(100):
+            behind = await caught_up(self.redis, self.pool, SHARDS)
+            if not behind:
+                break
+            await self.batcher.step()
+        assert not behind, behind
+        found = await audit(self.redis, self.pool)
+        assert not any(found.values()), render(found, [])
 
     async def row(self, order_id: int) -> dict[str, Any]:
         row = await self.pool.fetchrow(
@@ -149,7 +148,7 @@ class Exchange:
 @pytest.fixture
 def exchange(api: Server, redis: Redis, migrated: str, aio: asyncio.Runner) -> Iterator[Exchange]:
     async def setup() -> Exchange:
-        pool = await asyncpg.create_pool(migrated, min_size=1, max_size=2)
+        pool = await open_database(migrated, min_size=1, max_size=2)
         await pool.execute(f"TRUNCATE {', '.join(TABLES)}")
         shards = {await list_symbol(redis, spec, SHARDS) for spec in (BTC, ETH)}
         clock = Clock()

@@ -62,5 +62,5 @@ def test_intervals_start_on_utc_boundaries(
 
 
 def test_a_candle_has_the_candles_tables_columns_in_order() -> None:
-    # batcher/postgres.py's ADD_CANDLES sends them in this order, one array each
+    # the rows the batcher hands the database adapters take them in this order
     assert CANDLE_COLUMNS == tuple(column.name for column in tables.candles.columns)
