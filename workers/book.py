@@ -190,6 +190,10 @@ class OrderBook:
         self._tick = None if spec.tick == 1 else spec.tick
         self._lot = None if spec.lot == 1 else spec.lot
         self._min_qty, self._max_qty = spec.min_qty, spec.max_qty
+        # max_qty is usually 10**15, an int too big for CPython's fast compare, so every
+        # test against it is a generic one; the quantities below 2**30 that nearly all
+        # orders carry are settled against this small bound first.
+        self._small_max_qty = min(spec.max_qty, 2**30 - 1)
         self._banded = spec.band_bps is not None
         self._maker_fee_bps, self._taker_fee_bps = spec.maker_fee_bps, spec.taker_fee_bps
 
@@ -253,15 +257,14 @@ class OrderBook:
         cmd = command
         price, quantity = cmd.price, cmd.quantity
         order_id, tif = cmd.order_id, cmd.time_in_force
-        tick, lot = self._tick, self._lot
         if (
             cmd.type is not LIMIT
             or price is None
             or price <= 0
-            or (tick is not None and price % tick)
+            or (self._tick is not None and price % self._tick)
             or quantity < self._min_qty
-            or quantity > self._max_qty
-            or (lot is not None and quantity % lot)
+            or (quantity > self._small_max_qty and quantity > self._max_qty)
+            or (self._lot is not None and quantity % self._lot)
             or tif is FOK
             or tif is GTD
             or cmd.post_only
