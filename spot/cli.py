@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("target", choices=["engine", "pipeline", "batcher", "migration"])
     bench.add_argument("--orders", type=int, default=500_000, help="engine: orders per run")
     bench.add_argument("--runs", type=int, default=3, help="engine: runs; the median is printed")
+    bench.add_argument(
+        "--workload",
+        action="append",
+        choices=["liquibook", "realistic", "fees", "stops"],
+        help="engine: this workload only (repeatable); all four by default",
+    )
     bench.add_argument("--seconds", type=int, default=15, help="pipeline: how long wrk runs")
     bench.add_argument("--connections", type=int, default=64, help="pipeline: wrk connections")
     bench.add_argument("--users", type=int, default=50, help="pipeline: distinct traders")
@@ -403,7 +409,7 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
     if args.target == "engine":
         from spot.bench.engine import engine
 
-        engine(args.orders, args.runs)
+        engine(args.orders, args.runs, args.workload)
         return 0
     if args.target == "batcher":
         from spot.bench.batcher import batcher

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from functools import lru_cache
 from heapq import heapify, heappop, heappush, nsmallest
 from typing import Any, ClassVar
 
@@ -189,6 +190,10 @@ class OrderBook:
         self._tick = None if spec.tick == 1 else spec.tick
         self._lot = None if spec.lot == 1 else spec.lot
         self._min_qty, self._max_qty = spec.min_qty, spec.max_qty
+        # max_qty is usually 10**15, an int too big for CPython's fast compare, so every
+        # test against it is a generic one; the quantities below 2**30 that nearly all
+        # orders carry are settled against this small bound first.
+        self._small_max_qty = min(spec.max_qty, 2**30 - 1)
         self._banded = spec.band_bps is not None
         self._maker_fee_bps, self._taker_fee_bps = spec.maker_fee_bps, spec.taker_fee_bps
 
@@ -252,15 +257,14 @@ class OrderBook:
         cmd = command
         price, quantity = cmd.price, cmd.quantity
         order_id, tif = cmd.order_id, cmd.time_in_force
-        tick, lot = self._tick, self._lot
         if (
             cmd.type is not LIMIT
             or price is None
             or price <= 0
-            or (tick is not None and price % tick)
+            or (self._tick is not None and price % self._tick)
             or quantity < self._min_qty
-            or quantity > self._max_qty
-            or (lot is not None and quantity % lot)
+            or (quantity > self._small_max_qty and quantity > self._max_qty)
+            or (self._lot is not None and quantity % self._lot)
             or tif is FOK
             or tif is GTD
             or cmd.post_only
@@ -275,7 +279,7 @@ class OrderBook:
         if maker_rate is None and taker_rate is None:
             maker_rate, taker_rate = self._maker_fee_bps, self._taker_fee_bps
         else:
-            rates = self._own_rates(maker_rate, taker_rate)
+            rates = _own_rates(maker_rate, taker_rate, self._maker_fee_bps, self._taker_fee_bps)
             if rates is None:
                 return self._place_checked(cmd)
             maker_rate, taker_rate = rates
@@ -338,8 +342,9 @@ class OrderBook:
             self._cancel_incoming(
                 order_id, user_id, side, price, remaining, CancelReason.IOC_REMAINDER, events
             )
-        if self._stops:
-            self._run_stops(events, 0)  # events holds this command's only
+        # Only a trade triggers a stop, and ACCEPTED alone means there was none.
+        if self._stops and len(events) > 1 and (reached := self._reached(events, 0)):
+            self._cascade(reached, events)
         return events
 
     def _apply_other(self, command: Command) -> list[Event]:
@@ -368,15 +373,6 @@ class OrderBook:
         events.append(
             Rejected(self.symbol, self.seq, command.order_id, command.user_id, action, reason)
         )
-
-    def _own_rates(self, maker: int | None, taker: int | None) -> tuple[int, int] | None:
-        """An order's own fee rates (its user's tier), each defaulting to the symbol's;
-        None when they break the rule."""
-        if maker is None:
-            maker = self._maker_fee_bps
-        if taker is None:
-            taker = self._taker_fee_bps
-        return (maker, taker) if fee_rates_valid(maker, taker) else None
 
     def _place_checked(self, cmd: Place) -> list[Event]:
         events: list[Event] = []
@@ -856,7 +852,12 @@ class OrderBook:
         id, until it is empty. A stop leaves the untriggered set when it is queued, so
         none triggers twice and the cascade ends.
         """
-        queue = deque(self._reached(events, start))
+        reached = self._reached(events, start)
+        if reached:
+            self._cascade(reached, events)
+
+    def _cascade(self, reached: list[StopOrder], events: list[Event]) -> None:
+        queue = deque(reached)
         while queue:
             stop = queue.popleft()
             start = len(events)
@@ -867,8 +868,7 @@ class OrderBook:
     def _reached(self, events: list[Event], start: int) -> list[StopOrder]:
         """Take out the stops that the trades in events[start:] reached, placement first."""
         low = high = 0  # trade prices are positive: 0 is "no trade"
-        for i in range(start, len(events)):
-            event = events[i]
+        for event in events[start:] if start else events:
             if type(event) is Trade:
                 price = event.price
                 if not high:
@@ -877,8 +877,9 @@ class OrderBook:
                     high = price
                 elif price < low:
                     low = price
-        if not high:
-            return []
+        buys, sells = self._buy_stops, self._sell_stops
+        if not high or not ((buys and buys[0] <= high) or (sells and -sells[0] >= low)):
+            return []  # no trade, or none reached the nearest stop of either side
         reached: list[_Placed] = []
         heap, levels = self._buy_stops, self._buy_stop_levels
         while heap and heap[0] <= high:  # a BUY stop fires on a trade at or above it
@@ -1240,6 +1241,19 @@ def _resting(o: _Order) -> RestingOrder:
         o.taker_fee_bps,
         o.expire_at_ms,
     )
+
+
+@lru_cache(maxsize=1024)
+def _own_rates(
+    maker: int | None, taker: int | None, symbol_maker: int, symbol_taker: int
+) -> tuple[int, int] | None:
+    """An order's own fee rates (its user's tier), each defaulting to the symbol's; None
+    when they break the rule. Cached: the router fills in a handful of tiers' rates."""
+    if maker is None:
+        maker = symbol_maker
+    if taker is None:
+        taker = symbol_taker
+    return (maker, taker) if fee_rates_valid(maker, taker) else None
 
 
 def _market_limit(side: Side, band: tuple[int, int] | None, protection: int | None) -> int | None:

@@ -43,19 +43,23 @@ class MatchingEngine:
         return book
 
     def apply(self, command: Command) -> list[Event]:
-        book = self.books.get(command.symbol) or self.book(command.symbol)
+        # `is None`, not truth: a book's truth is its length, a Python call (and an empty
+        # book is false).
+        book = self.books.get(command.symbol)
         if book is None:
-            # No book, so no sequence to stamp: seq 0 marks an event outside any book.
-            return [
-                Rejected(
-                    command.symbol,
-                    0,
-                    command.order_id,
-                    command.user_id,
-                    _ACTIONS[type(command)],
-                    RejectReason.UNKNOWN_SYMBOL,
-                )
-            ]
+            book = self.book(command.symbol)
+            if book is None:
+                # No book, so no sequence to stamp: seq 0 marks an event outside any book.
+                return [
+                    Rejected(
+                        command.symbol,
+                        0,
+                        command.order_id,
+                        command.user_id,
+                        _ACTIONS[type(command)],
+                        RejectReason.UNKNOWN_SYMBOL,
+                    )
+                ]
         return book.apply(command)
 
 
