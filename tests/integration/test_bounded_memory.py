@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 import pytest
 
 from api.order_gateway import OrderGateway
@@ -19,6 +18,7 @@ from schema.messages import Cancel, Place, Side
 from schema.tables import metadata
 from spot.audit import caught_up
 from store import db
+from store.database import Database, empty, open_database
 from store.symbols import list_symbol
 from tests.integration.flow import SPEC
 from tests.integration.http import Server, start_api, stop_api, until_listed, user_token
@@ -37,11 +37,9 @@ def migrated(database_url: str) -> str:
 
 @pytest.fixture
 def pool(migrated: str, aio: asyncio.Runner):
-    async def setup() -> asyncpg.Pool:
-        pool = await asyncpg.create_pool(
-            migrated, min_size=1, max_size=2, server_settings=db.POOL_SETTINGS
-        )
-        await pool.execute(f"TRUNCATE {', '.join(metadata.tables)}")
+    async def setup() -> Database:
+        pool = await open_database(migrated, min_size=1, max_size=2)
+        await empty(pool, list(metadata.tables))
         return pool
 
     pool = aio.run(setup())
@@ -50,7 +48,7 @@ def pool(migrated: str, aio: asyncio.Runner):
 
 
 class Market:
-    def __init__(self, redis: Any, pool: asyncpg.Pool) -> None:
+    def __init__(self, redis: Any, pool: Database) -> None:
         self.redis = redis
         self.router = OrderGateway(redis, client_order_id_window_s=KEPT_S)
         self.pool = pool
@@ -98,12 +96,12 @@ class Market:
         await self.settle()
 
     async def settle(self) -> None:
-        async with self.pool.acquire() as conn:
-            for _ in range(10_000):
-                await self.worker.step()
-                await self.batcher.step()
-                if not await caught_up(self.redis, conn, SHARDS):
-                    break
+        conn = self.pool
+        for _ in range(10_000):
+            await self.worker.step()
+            await self.batcher.step()
+            if not await caught_up(self.redis, conn, SHARDS):
+                break
         for shard in self.worker.shards.values():
             await self.worker.snapshot(shard)  # trims what the snapshot covers
         await asyncio.sleep(KEPT_S + 1.5)  # past both windows
@@ -129,8 +127,8 @@ async def test_memory_per_finished_order_tends_to_zero(redis, pool) -> None:
     per_order = (after - before) / finished
     # A finished order's record alone is ~200 bytes, its client order id's key ~70.
     assert per_order < 10, f"{per_order:.1f} bytes per finished order ({before} -> {after})"
-    async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM orders") == market.placed
+    conn = pool
+    assert await conn.fetchval("SELECT count(*) FROM orders") == market.placed
 
 
 @pytest.fixture(scope="module")
@@ -167,15 +165,15 @@ async def test_a_committed_order_is_read_from_the_database_once_gone_from_redis(
     )
     assert status == 202, buy
     buy_id = buy["order_id"]
-    async with pool.acquire() as conn:
-        for _ in range(1_000):
-            await market.worker.step()
-            await market.batcher.step()
-            if not await caught_up(redis, conn, SHARDS):
-                break
-        assert await conn.fetchval("SELECT status FROM orders WHERE order_id = $1", buy_id) == (
-            "FILLED"
-        )
+    conn = pool
+    for _ in range(1_000):
+        await market.worker.step()
+        await market.batcher.step()
+        if not await caught_up(redis, conn, SHARDS):
+            break
+    assert await conn.fetchval("SELECT status FROM orders WHERE order_id = $1", buy_id) == (
+        "FILLED"
+    )
     assert 0 < await redis.ttl(keys.order(buy_id)) <= KEPT_S  # committed: going soon
     await asyncio.sleep(KEPT_S + 1)
     assert not await redis.exists(keys.order(buy_id), keys.order(sell["order_id"]))
@@ -214,6 +212,6 @@ async def test_a_client_order_id_is_taken_for_its_window_then_free_again(redis, 
     await asyncio.sleep(KEPT_S + 0.5)
     assert (await market.router.place(SPEC, place(third), 0)).status == "OK"
     await market.settle()
-    async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT order_id, client_order_id FROM orders ORDER BY order_id")
+    conn = pool
+    rows = await conn.fetch("SELECT order_id, client_order_id FROM orders ORDER BY order_id")
     assert [tuple(r) for r in rows] == [(first, "reused"), (third, "reused")]
