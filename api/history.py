@@ -158,7 +158,7 @@ def row_view(row: Row) -> OrderView:
         post_only=bool(row["post_only"]),  # MySQL's BOOLEAN is a TINYINT
         client_order_id=row["client_order_id"],
         status=row["status"],
-        created_ms=_ms(row["created_at"]),
+        created_ms=ms(row["created_at"]),
         reason=row["reason"],
         stop_price=row["stop_price"],
         triggered=row["triggered"],
@@ -175,13 +175,14 @@ def _fill(row: Row) -> Fill:
         quantity=row["quantity"],
         liquidity=row["liquidity"],
         seq=row["seq"],
-        created_ms=_ms(row["created_at"]),
+        created_ms=ms(row["created_at"]),
         fee=row["fee"],
         fee_asset=row["fee_asset"],
     )
 
 
-def _ms(moment: datetime) -> int:
+def ms(moment: datetime) -> int:
+    """A database timestamp (timezone-aware) in ms since the epoch."""
     return (moment - EPOCH) // MILLISECOND
 
 

@@ -12,9 +12,9 @@ from typing import Any
 from api.apikeys import TRADE, ApiKey
 from api.binance.market import now_ms, symbol_of
 from api.binance.signing import Params
-from api.binance.translate import MAX_TIME_MS, Scale, fee_text, moment, ms, show
+from api.binance.translate import MAX_TIME_MS, Scale, fee_text, moment, show
 from api.fee_tiers import FeeTiers
-from api.history import History
+from api.history import History, ms
 from api.market import Listing, Market
 from api.pipeline import PipelinedRedis
 from schema import keys

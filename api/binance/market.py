@@ -26,9 +26,8 @@ from api.binance.translate import (
     SELF_TRADE_DEFAULT,
     Scale,
     moment,
-    ms,
 )
-from api.history import History
+from api.history import History, ms
 from api.market import Listing, Market
 from api.pipeline import PipelinedRedis
 from schema import keys

@@ -12,17 +12,16 @@ is not a whole number of those units is off the grid, and refused, never rounded
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from api.history import EPOCH, MILLISECOND, ms
 from schema.codes import CancelReason
 from schema.messages import OrderType, SelfTrade, Side, TimeInForce
 from schema.orders import OrderRecord, OrderStatus
 from schema.symbols import SymbolSpec
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = timedelta(milliseconds=1)
 # The latest startTime/endTime taken (ms, the year 5138): a moment past datetime's (the
 # year 9999), or a month after it, would be no moment at all.
 MAX_TIME_MS = 10**14
@@ -140,18 +139,13 @@ def record_from_row(row: Any) -> OrderRecord:
         filled=row["filled"],
         notional=row["notional"],
         time_in_force=TimeInForce(row["time_in_force"]),
-        post_only=row["post_only"],
+        post_only=bool(row["post_only"]),  # MySQL's BOOLEAN is a TINYINT
         client_order_id=row["client_order_id"],
         status=OrderStatus(row["status"]),
         pays_with="",
         created_ms=ms(row["created_at"]),
         reason=row["reason"],
     )
-
-
-def ms(at: datetime) -> int:
-    """A database timestamp (timezone-aware) in ms since the epoch."""
-    return (at - EPOCH) // MILLISECOND
 
 
 def moment(at_ms: int | None) -> datetime | None:
