@@ -212,19 +212,29 @@ async def _prepare(
 ) -> dict[str, int]:
     """Seed, and return how far the tables went before the run (a given database may
     hold earlier runs)."""
-    redis = Redis.from_url(redis_url)
-    try:
-        await seed(redis, settings.shards, run.traders)
-    finally:
-        await redis.aclose()
     conn = await open_database(database_url, max_size=1)
     try:
-        return {
+        before = {
             "order_id": int(await conn.fetchval("SELECT COALESCE(MAX(order_id), 0) FROM orders")),
             "trades": int(await conn.fetchval("SELECT COUNT(*) FROM trades")),
         }
     finally:
         await conn.close()
+    redis = Redis.from_url(redis_url)
+    try:
+        # A new Redis (the embedded one, or a wiped one) beside a database of earlier runs
+        # would hand out their order ids again, and the batcher would refuse every row.
+        next_id = int(await redis.get(keys.ORDER_IDS) or 0)
+        if before["order_id"] > next_id:
+            raise SystemExit(
+                f"the database already holds orders up to id {before['order_id']}, made with "
+                f"another Redis (this one's ids start at {next_id + 1}): give an empty "
+                "database in SPOT_DATABASE_URL, or the Redis of those runs in SPOT_REDIS_URL"
+            )
+        await seed(redis, settings.shards, run.traders)
+    finally:
+        await redis.aclose()
+    return before
 
 
 DATABASE_KINDS = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}
