@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from api.auth import make_token
 from loadtest import results
-from loadtest.measured import Run
+from loadtest.measured import MEMORY_S, Run
 from loadtest.thresholds import Thresholds
 from schema import keys
 from schema.settings import Settings
@@ -285,6 +285,7 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
     seen: dict[bytes, bytes] = {}
     locust_cpu: dict[int, float] = {}
     started = time.monotonic()
+    memory_due = started
     run.started_ms = time.time() * 1000
     with (out / "locust.log").open("wb") as log:
         locust = subprocess.Popen(
@@ -303,6 +304,10 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
                     break
                 if time.monotonic() - started > run.seconds + 120:
                     locust.kill()
+                if time.monotonic() >= memory_due:
+                    memory_due += MEMORY_S
+                    used = (await redis.info("memory"))["used_memory"]
+                    run.redis_memory.append((time.time() * 1000, int(used)))
                 for settled, first in await _newest_batches(redis, streams):
                     if seen.get(first) != settled:
                         seen[first] = settled
