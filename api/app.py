@@ -8,8 +8,9 @@ connection (api/pipeline.py); the symbol specs and price bands come from a cache
 background task refreshes (api/market.py), never from Redis per request.
 
 The handlers live by concern: api/orders.py, api/history.py (balances, fills, the
-database), api/market.py (public market data), api/admin.py (funds, migrations); GET
-/v1/ws is market data over WebSocket, api/market_data.py, which has the protocol.
+database), api/market.py (public market data), api/candles.py (klines), api/admin.py
+(funds, migrations); GET /v1/ws is market data over WebSocket, api/market_data.py, which
+has the protocol, and Binance's streams (/ws, /stream) ride on it (api/binance/streams.py).
 
 Errors are `{"error": CODE, "message": ...}`, the status beside each code in
 schema/codes.py. Whatever a client sends gets a 4xx; a 500 means a fault of ours
@@ -32,6 +33,8 @@ from api.admin import AdminRoutes
 from api.apikeys import ApiKeyRoutes, ApiKeyStore, master_key
 from api.auth import Authenticator, AuthError
 from api.binance.routes import BinanceRoutes
+from api.binance.streams import BinanceStreams
+from api.candles import KlineRoutes
 from api.console import Console
 from api.console_page import ConsolePage
 from api.errors import HTTPError, Unavailable, redis_not_serving
@@ -130,6 +133,11 @@ class App:
                 idle_s=settings.ws_idle_timeout_s,
             ),
             trusted=self.limits.trusted,
+            history=history,
+        )
+        # Binance's streams (/ws, /stream) on the same connections and fan-out
+        self.market_data.attach(
+            BinanceStreams(self.market_data, listing, history, max_streams=settings.ws_max_channels)
         )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes
@@ -144,6 +152,7 @@ class App:
         accounts = Accounts(auth, gateway.pipeline, history)
         ledger = LedgerRoutes(auth, history)
         public = PublicMarketData(listing, gateway.pipeline)
+        klines = KlineRoutes(listing, history)
         self.admin = admin = AdminRoutes(
             auth=auth,
             gateway=gateway,
@@ -186,6 +195,7 @@ class App:
             ("GET", "/v1/symbols", public.symbols),
             ("GET", "/v1/book/{symbol}", public.book),
             ("GET", "/v1/trades/{symbol}", public.trades),
+            ("GET", "/v1/klines", klines.klines),
             ("GET", "/v1/ws", public.websocket_only),
             ("POST", "/v1/admin/deposits", admin.deposit),
             ("POST", "/v1/admin/withdrawals", admin.withdrawal),
@@ -275,7 +285,8 @@ class App:
         return error_reply(ApiError.INTERNAL, "internal error")
 
     async def _websocket(self, scope: Scope, proto: Any) -> None:
-        if scope.path == "/v1/ws":
+        path = scope.path
+        if path == "/v1/ws" or _binance_stream(path):
             await self.market_data.serve(scope, proto)
         else:
             proto.close(404)
@@ -311,6 +322,11 @@ class App:
 
     async def openapi(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         return 200, self._openapi, JSON
+
+
+def _binance_stream(path: str) -> bool:
+    """Binance's stream endpoints: /ws, /ws/<stream>, /stream (api/binance/streams.py)."""
+    return path in ("/ws", "/stream") or path.startswith(("/ws/", "/stream/"))
 
 
 app = App()

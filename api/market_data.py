@@ -22,6 +22,13 @@ all its events; a trade or depth stream skips the numbers of the other events):
                      the user's own ACCEPTED, REJECTED, FILL (price, quantity, side,
                      liquidity MAKER|TAKER, fee, fee_asset: what the fill cost, in what
                      it received, negative for a rebate), REPLACED, CANCELED and DONE
+    klines:{symbol}:{interval}
+                     {"type": "kline", "channel", "symbol", "interval", "closed", open_time,
+                     close_time, open, high, low, close, volume, ...: schema.wire.Candle}:
+                     the interval's newest candle (1m .. 1M, as GET /v1/klines) on
+                     subscribing, then as it changes, at most every second, and once more
+                     with "closed": true when its interval is over (api/candles.py
+                     CandleFeed: read back from the batcher's candles, no seq)
 
 Errors are {"type": "error", "error": CODE, "message": ...} and leave the connection
 usable: MALFORMED, MESSAGE_TOO_LARGE, UNKNOWN_OP, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL,
@@ -50,6 +57,10 @@ connections' bounded queues, each connection drained by a writer task of its own
 is not in the events: a symbol whose events arrive while someone watches its depth is
 read back from the workers' `depth:{symbol}` cache (one MGET every DEPTH_S for all such
 symbols) until the cache has caught up with the events' seq.
+
+Binance's streams (`/ws`, `/ws/<stream>`, `/stream?streams=...`: api/binance/streams.py) are
+served by the same connections, limits, fan-out and depth reads: only the protocol and the
+message shapes are theirs (`Streams` below is what this module asks of them).
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from redis.asyncio import Redis
@@ -70,6 +81,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT, StreamIdT
 
 from api.auth import Authenticator, AuthError, Principal
+from api.candles import CandleFeed, is_interval
+from api.history import History
 from api.limits import Trusted, client_address
 from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
 from schema import keys
@@ -77,7 +90,7 @@ from schema.codes import ApiError, SocketError
 from schema.fees import fee_asset
 from schema.messages import Event, Side, Trade
 from schema.symbols import SymbolSpec
-from schema.wire import DepthCache
+from schema.wire import Candle, DepthCache
 
 log = logging.getLogger("spot.api.ws")
 
@@ -93,6 +106,7 @@ CLIENT_NAME = "spot-market-data"  # the fan-out's Redis connection, in CLIENT LI
 
 TRADES = "trades:"
 DEPTH = "depth:"
+KLINES = "klines:"
 ORDERS = "orders"
 
 _encode = msgspec.json.Encoder().encode
@@ -123,14 +137,17 @@ class SocketLimits:
 class Connection:
     """One client: what it listens to and what is waiting to be sent to it."""
 
-    __slots__ = ("queue", "channels", "principal", "closing", "timer")
+    __slots__ = ("queue", "channels", "principal", "closing", "timer", "combined")
 
-    def __init__(self) -> None:
+    def __init__(self, combined: bool | None = None) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
-        self.channels: set[str] = set()
+        self.channels: set[str] = set()  # /v1 channels, or Binance stream names
         self.principal: Principal | None = None
         self.closing = False
         self.timer: asyncio.TimerHandle | None = None  # the idle timeout or token expiry
+        # None: a /v1/ws client; else Binance's, its messages wrapped {"stream", "data"}
+        # (`/stream`) or not (`/ws`)
+        self.combined = combined
 
     def push(self, message: str) -> None:
         """Queue a message; a connection that fell QUEUE_SIZE behind gets an error and is
@@ -153,6 +170,34 @@ class Connection:
         self.queue.put_nowait(None)
 
 
+class Streams(Protocol):
+    """Another protocol over these connections (api/binance/streams.py): it is handed every
+    event the fan-out reads, every depth cache read back, every candle, and the messages of
+    its own clients."""
+
+    def listening(self) -> bool: ...
+
+    def publish(self, event: Event) -> None: ...
+
+    def depth_symbols(self) -> list[str]:
+        """The symbols whose depth cache it wants read back now."""
+        ...
+
+    def on_depth(self, symbol: str, depth: DepthCache) -> None: ...
+
+    def on_candle(self, symbol: str, interval: str, candle: Candle, closed: bool) -> None: ...
+
+    async def open(self, conn: Connection, scope: Scope) -> None:
+        """A new client: the streams its URL names."""
+        ...
+
+    async def handle(self, conn: Connection, data: bytes | str) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class MarketData:
     def __init__(
         self,
@@ -165,6 +210,7 @@ class MarketData:
         *,
         limits: SocketLimits = SocketLimits(),  # noqa: B008  (frozen: shared safely)
         trusted: Trusted | None = None,
+        history: History | None = None,
     ) -> None:
         self._limits = limits
         self._trusted = trusted if trusted is not None else Trusted("")
@@ -185,11 +231,31 @@ class MarketData:
         # symbol -> (seq of its last event, loop time it came): depth to read back
         self._depth_wanted: dict[str, tuple[int, float]] = {}
         self._depth_sent: dict[str, tuple[int, bytes]] = {}  # symbol -> seq, levels pushed
+        self._candles = None if history is None else CandleFeed(history, self._on_candle)
+        self._streams: Streams | None = None
+        self.reading_since = math.inf  # loop time the fan-out began reading, inf if not
+
+    @property
+    def redis(self) -> Redis:
+        """The API's pool, for short reads (depth)."""
+        return self._redis
+
+    @property
+    def candles(self) -> CandleFeed | None:
+        return self._candles
+
+    def attach(self, streams: Streams) -> None:
+        self._streams = streams
 
     # -- a connection ---------------------------------------------------------------------
 
     async def serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
-        """Run one WebSocket connection until the client leaves or is closed."""
+        """Run one WebSocket connection until the client leaves or is closed: /v1/ws, or
+        Binance's /ws... and /stream... when their streams are attached."""
+        binance = scope.path != "/v1/ws"
+        if binance and self._streams is None:
+            proto.close(404)
+            return
         address = client_address(scope)
         counted = address not in self._trusted
         refused = self._admit(address if counted else None)
@@ -197,7 +263,7 @@ class MarketData:
             proto.close(refused)  # before the upgrade: an HTTP status
             return
         try:
-            await self._serve(scope, proto)
+            await self._serve(scope, proto, binance)
         finally:
             self._open -= 1
             if counted:
@@ -214,24 +280,24 @@ class MarketData:
         self._open += 1
         return None
 
-    async def _serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
+    async def _serve(self, scope: Scope, proto: WebsocketProtocol, binance: bool) -> None:
         try:
             transport = await proto.accept()
         except (ProtocolClosed, ProtocolError):  # gone during the handshake
             return
-        conn = Connection()
+        conn = Connection(scope.path.startswith("/stream") if binance else None)
         writer = asyncio.create_task(self._write(conn, transport, proto))
+        streams = self._streams
+        handle = self._handle if streams is None or not binance else streams.handle
         try:
-            authorization = scope.headers.get("authorization")
-            if authorization is not None:
-                self._authenticate(conn, authorization)
+            await self._open(conn, scope, binance)
             self._arm(conn)
             while not conn.closing:
                 message = await transport.receive()
                 if message.kind == WebsocketMessageType.close:
                     break
                 try:
-                    await self._handle(conn, message.data)
+                    await handle(conn, message.data)
                 except (RedisConnectionError, RedisTimeoutError):
                     conn.push(_error(SocketError.UNAVAILABLE, "market data unavailable, retry"))
                 except Exception:
@@ -253,6 +319,16 @@ class MarketData:
             writer.cancel()
             proto.close(None)
 
+    async def _open(self, conn: Connection, scope: Scope, binance: bool) -> None:
+        """What the upgrade request says: Binance's streams in its URL, a /v1 token."""
+        if binance:
+            if self._streams is not None:
+                await self._streams.open(conn, scope)
+            return
+        authorization = scope.headers.get("authorization")
+        if authorization is not None:
+            self._authenticate(conn, authorization)
+
     async def _write(self, conn: Connection, transport: Any, proto: WebsocketProtocol) -> None:
         try:
             while (message := await conn.queue.get()) is not None:
@@ -260,6 +336,10 @@ class MarketData:
         except (ProtocolClosed, ProtocolError):  # the client is gone
             return
         proto.close(None)
+
+    def arm(self, conn: Connection) -> None:
+        """After a change of the connection's subscriptions."""
+        self._arm(conn)
 
     def _arm(self, conn: Connection) -> None:
         """(Re)set the connection's one timer: the idle timeout while it has no
@@ -353,19 +433,30 @@ class MarketData:
                 self._users.setdefault(conn.principal.user_id, set()).add(conn)
             else:
                 self._channels.setdefault(channel, set()).add(conn)
+                if channel.startswith(KLINES) and self._candles is not None:
+                    self._candles.watch(*_kline_channel(channel))
         if not added:
             return
-        if self._fan_out is None:
-            self._reading = asyncio.Event()
-            self._fan_out = asyncio.create_task(self._fan_out_forever())
-        # "subscribed" promises every event from here on: not before the fan-out has read
-        # where the streams end (unless Redis is down; it starts from there once back).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reading.wait(), READY_WAIT_S)
+        await self.ensure_reading()
         conn.push(_encode({"type": "subscribed", "channels": added}).decode())
         for channel in added:
             if channel.startswith(DEPTH):
                 await self._depth_snapshot(conn, channel.removeprefix(DEPTH))
+
+    async def ensure_reading(self) -> None:
+        """Start the fan-out if it is not running, and wait until it reads: a subscription
+        promises every event from its reply on, so not before the fan-out has read where
+        the streams end (unless Redis is down; it starts from there once back)."""
+        if self._fan_out is None:
+            self._reading = asyncio.Event()
+            self._fan_out = asyncio.create_task(self._fan_out_forever())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reading.wait(), READY_WAIT_S)
+
+    def read_depth(self) -> None:
+        """Make sure the depth reads run (Streams.depth_symbols says what they read)."""
+        if self._depth_task is None:
+            self._depth_task = asyncio.create_task(self._depth_forever())
 
     def _refusal(self, conn: Connection, channel: str) -> str | None:
         """The error message that refuses this subscription, or None."""
@@ -379,9 +470,17 @@ class MarketData:
                 )
             return None
         kind, _, symbol = channel.partition(":")
-        if kind + ":" not in (TRADES, DEPTH) or not symbol:
+        if kind + ":" == KLINES:
+            symbol, _, interval = symbol.rpartition(":")
+            if not is_interval(interval):
+                return _error(SocketError.UNKNOWN_CHANNEL, "klines:SYMBOL:1m .. 1M", channel)
+            if self._candles is None:
+                return _error(SocketError.UNAVAILABLE, "klines need a database", channel)
+        elif kind + ":" not in (TRADES, DEPTH) or not symbol:
             return _error(
-                SocketError.UNKNOWN_CHANNEL, "channels: trades:SYMBOL, depth:SYMBOL", channel
+                SocketError.UNKNOWN_CHANNEL,
+                "channels: trades:SYMBOL, depth:SYMBOL, klines:SYMBOL:INTERVAL",
+                channel,
             )
         if not self._listed(symbol):
             return _error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
@@ -394,6 +493,8 @@ class MarketData:
             table, key = self._users, conn.principal.user_id
         else:
             table, key = self._channels, channel
+        if channel.startswith(KLINES) and self._candles is not None:
+            self._candles.unwatch(*_kline_channel(channel))
         listeners = table.get(key)
         if listeners is not None:
             listeners.discard(conn)
@@ -405,13 +506,18 @@ class MarketData:
                     self._depth_wanted.pop(symbol, None)
 
     def _forget(self, conn: Connection) -> None:
+        if conn.combined is not None:
+            if self._streams is not None:
+                self._streams.forget(conn)
+            return
         for channel in list(conn.channels):
             self._unsubscribe(conn, channel)
 
     # -- the fan-out ----------------------------------------------------------------------
 
     def _listening(self) -> bool:
-        return bool(self._channels or self._users)
+        streams = self._streams
+        return bool(self._channels or self._users or (streams and streams.listening()))
 
     async def _fan_out_forever(self) -> None:
         client = Redis.from_url(
@@ -426,6 +532,7 @@ class MarketData:
                 try:
                     if ids is None:
                         ids = await self._tails(client)
+                        self.reading_since = asyncio.get_running_loop().time()
                         self._reading.set()
                     reply = await client.xread(ids, count=READ_COUNT, block=BLOCK_MS)
                     self._deliver(reply, ids)
@@ -437,6 +544,7 @@ class MarketData:
                     await asyncio.sleep(RETRY_S)
             # Synchronously with the check above: a subscription from here on starts anew.
             self._fan_out = None
+            self.reading_since = math.inf
         finally:
             await client.aclose()
 
@@ -465,8 +573,9 @@ class MarketData:
                     continue
                 for event in events:
                     self._publish(event)
-        if self._depth_wanted and self._depth_task is None:
-            self._depth_task = asyncio.create_task(self._depth_forever())
+        streams = self._streams
+        if self._depth_wanted or (streams is not None and streams.depth_symbols()):
+            self.read_depth()
 
     def _publish(self, event: Event) -> None:
         symbol = event.symbol
@@ -487,10 +596,15 @@ class MarketData:
                 ).decode()
                 for conn in listeners:
                     conn.push(message)
+            if self._candles is not None:
+                self._candles.traded(symbol, event.seq)
         if self._users:
             self._publish_private(event)
         if DEPTH + symbol in self._channels:
             self._depth_wanted[symbol] = (event.seq, asyncio.get_running_loop().time())
+        streams = self._streams
+        if streams is not None and streams.listening():
+            streams.publish(event)
 
     def _publish_private(self, event: Event) -> None:
         if isinstance(event, Trade):
@@ -526,14 +640,20 @@ class MarketData:
 
     # -- depth ----------------------------------------------------------------------------
 
+    def _binance_depth(self) -> list[str]:
+        return [] if self._streams is None else self._streams.depth_symbols()
+
     async def _depth_forever(self) -> None:
-        """While some watched symbol's depth cache is behind its events: one MGET of those
-        symbols every DEPTH_S, and a push of each that changed."""
+        """While some watched symbol's depth cache is behind its events (or Binance's
+        streams want one read): one MGET of those symbols every DEPTH_S, and a push of each
+        that changed."""
         loop = asyncio.get_running_loop()
         try:
-            while self._depth_wanted:
+            while self._depth_wanted or self._binance_depth():
                 await asyncio.sleep(DEPTH_S)
-                symbols = list(self._depth_wanted)
+                symbols = list(self._depth_wanted.keys() | self._binance_depth())
+                if not symbols:
+                    continue
                 try:
                     raws = await self._redis.mget([keys.depth(s) for s in symbols])
                 except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -542,20 +662,20 @@ class MarketData:
                     continue
                 now = loop.time()
                 for symbol, raw in zip(symbols, raws, strict=True):
+                    depth = None if raw is None else _depth.decode(raw)
+                    if depth is not None and self._streams is not None:
+                        self._streams.on_depth(symbol, depth)
                     wanted = self._depth_wanted.get(symbol)
                     if wanted is None:
                         continue
-                    seq = self._push_depth(symbol, raw)
+                    seq = 0 if depth is None else self._push_depth(symbol, depth)
                     if seq >= wanted[0] or now - wanted[1] > DEPTH_PATIENCE_S:
                         del self._depth_wanted[symbol]
         finally:
             self._depth_task = None
 
-    def _push_depth(self, symbol: str, raw: bytes | str | None) -> int:
+    def _push_depth(self, symbol: str, depth: DepthCache) -> int:
         """Push the cached depth to the symbol's listeners if it changed; its seq."""
-        if raw is None:
-            return 0
-        depth = _depth.decode(raw)
         levels = _encode((depth.bids, depth.asks))
         sent = self._depth_sent.get(symbol)
         if sent is not None and (depth.seq <= sent[0] or levels == sent[1]):
@@ -573,11 +693,39 @@ class MarketData:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _on_candle(self, symbol: str, interval: str, candle: Candle, closed: bool) -> None:
+        channel = f"{KLINES}{symbol}:{interval}"
+        listeners = self._channels.get(channel)
+        if listeners:
+            message = _encode(
+                {
+                    "type": "kline",
+                    "channel": channel,
+                    "symbol": symbol,
+                    "interval": interval,
+                    "closed": closed,
+                    **msgspec.to_builtins(candle),
+                }
+            ).decode()
+            for conn in listeners:
+                conn.push(message)
+        if self._streams is not None:
+            self._streams.on_candle(symbol, interval, candle, closed)
+
     async def close(self) -> None:
+        if self._streams is not None:
+            await self._streams.close()
+        if self._candles is not None:
+            await self._candles.close()
         tasks = [t for t in (self._fan_out, self._depth_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _kline_channel(channel: str) -> tuple[str, str]:
+    symbol, _, interval = channel.removeprefix(KLINES).rpartition(":")
+    return symbol, interval
 
 
 def _count_down(counts: dict[str, int], key: str) -> None:

@@ -1,0 +1,254 @@
+# ruff: noqa: F811  (the exchange and api fixtures are test_api_ws.py's, imported)
+"""Binance's market streams (api/binance/streams.py) on /ws and /stream: the API in a
+subprocess on real Redis, a real WebSocket client, a matching worker stepped in-process (as
+tests/integration/test_api_ws.py does, whose exchange this module shares), orders over HTTP.
+
+The shapes are Binance's (web-socket-streams.md of binance/binance-spot-api-docs): the
+exact keys of each payload, the combined wrapper, the methods' replies and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import websocket
+
+from tests.integration.http import Server
+from tests.integration.test_api_ws import WAIT_S, Exchange, api, exchange  # noqa: F401
+
+TRADE_KEYS = {"e", "E", "s", "t", "p", "q", "T", "m", "M"}
+AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"}
+DIFF_KEYS = {"e", "E", "s", "U", "u", "b", "a"}
+
+
+def connect(exchange: Exchange, path: str) -> websocket.WebSocket:
+    return websocket.create_connection(f"ws://127.0.0.1:{exchange.api.port}{path}", timeout=WAIT_S)
+
+
+def call(ws: websocket.WebSocket, request: Any) -> dict[str, Any]:
+    """Send one request (a dict as JSON, or raw text) and return the first reply to it."""
+    ws.send(request if isinstance(request, str) else json.dumps(request))
+    while True:
+        message: dict[str, Any] = json.loads(ws.recv())
+        if "result" in message or "error" in message:
+            return message
+
+
+def until(exchange: Exchange, ws: websocket.WebSocket, done: Any) -> list[Any]:
+    """The messages up to and including the first that is `done` (stepping the worker)."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + WAIT_S
+    ws.settimeout(0.1)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                message = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                exchange.aio.run(exchange.worker.step())
+                continue
+            seen.append(message)
+            if done(message):
+                return seen
+    finally:
+        ws.settimeout(WAIT_S)
+    raise AssertionError(f"timed out; received {seen}")
+
+
+def trade(exchange: Exchange, price: int = 10_000, quantity: int = 10) -> None:
+    _, seller = exchange.user(AAPL=100)
+    _, buyer = exchange.user(USD=10_000_000)
+    exchange.place(seller, "SELL", price, quantity)
+    exchange.place(buyer, "BUY", price, quantity)
+    exchange.match()
+
+
+def test_a_raw_trade_stream_sends_binances_trade_payload(exchange: Exchange) -> None:
+    ws = connect(exchange, "/ws/aapl@trade")
+    try:
+        trade(exchange)
+        [message] = until(exchange, ws, lambda m: m.get("e") == "trade")
+        assert set(message) == TRADE_KEYS
+        assert (message["s"], message["p"], message["q"]) == ("AAPL", "10000", "10")
+        assert message["m"] is False and message["M"] is True  # the buyer took
+        assert message["t"] > 0 and abs(message["E"] - time.time() * 1000) < 10_000
+    finally:
+        ws.close()
+
+
+def test_a_combined_stream_wraps_each_payload_with_its_stream_name(exchange: Exchange) -> None:
+    ws = connect(exchange, "/stream?streams=aapl@aggTrade/aapl@trade")
+    try:
+        trade(exchange)
+        seen = until(exchange, ws, lambda m: m["stream"] == "aapl@aggTrade")
+        wrapped = {m["stream"]: m for m in seen}
+        assert set(wrapped["aapl@aggTrade"]) == {"stream", "data"}
+        data = wrapped["aapl@aggTrade"]["data"]
+        assert set(data) == AGG_KEYS and data["a"] == data["f"] == data["l"]
+        more = until(exchange, ws, lambda m: m["stream"] == "aapl@trade") if len(seen) < 2 else seen
+        assert any(m["stream"] == "aapl@trade" and m["data"]["e"] == "trade" for m in more)
+    finally:
+        ws.close()
+
+
+def test_subscribe_unsubscribe_and_list_reply_with_their_ids(exchange: Exchange) -> None:
+    ws = connect(exchange, "/ws/0")  # what ccxt opens: no stream, then SUBSCRIBE
+    try:
+        assert call(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 1}) == {"result": [], "id": 1}
+        subscribe = {"method": "SUBSCRIBE", "params": ["aapl@trade", "aapl@bookTicker"], "id": 2}
+        assert call(ws, subscribe) == {"result": None, "id": 2}
+        listed = call(ws, {"method": "LIST_SUBSCRIPTIONS", "id": "x-3"})
+        assert listed == {"result": ["aapl@bookTicker", "aapl@trade"], "id": "x-3"}
+        unsubscribe = {"method": "UNSUBSCRIBE", "params": ["aapl@bookTicker"], "id": 4}
+        assert call(ws, unsubscribe) == {"result": None, "id": 4}
+        assert call(ws, {"method": "LIST_SUBSCRIPTIONS", "id": None})["result"] == ["aapl@trade"]
+        assert (
+            call(ws, {"method": "GET_PROPERTY", "params": ["combined"], "id": 5})["result"] is False
+        )
+        assert call(ws, {"method": "SET_PROPERTY", "params": ["combined", True], "id": 6}) == {
+            "result": None,
+            "id": 6,
+        }
+        trade(exchange)
+        [message] = until(exchange, ws, lambda m: "stream" in m)
+        assert (message["stream"], message["data"]["e"]) == ("aapl@trade", "trade")
+    finally:
+        ws.close()
+
+
+def test_bad_requests_get_binances_errors_and_the_connection_stays(exchange: Exchange) -> None:
+    ws = connect(exchange, "/ws")
+    try:
+        bad_json = call(ws, "{not json")
+        assert bad_json["error"]["code"] == 3 and bad_json["error"]["msg"].startswith(
+            "Invalid JSON"
+        )
+        assert bad_json["id"] is None
+        cases: list[tuple[Any, Any]] = [
+            ({"method": "SUBSCRIBE", "params": ["aapl@nothing"], "id": 1}, 1),
+            ({"method": "SUBSCRIBE", "params": ["nosuch@trade"], "id": 2}, 2),
+            ({"method": "SUBSCRIBE", "params": ["AAPL@trade"], "id": 3}, 3),  # lower case only
+            ({"method": "SUBSCRIBE", "params": ["aapl@kline_7m"], "id": 4}, 4),
+            ({"method": "SUBSCRIBE", "params": "aapl@trade", "id": 5}, 5),
+            ({"method": "SUBSCRIBE", "params": [], "id": 6}, 6),
+            ({"method": "SUBSCRIBE", "params": [7], "id": 7}, 7),
+            ({"method": "PUBLISH", "params": [], "id": 8}, 8),
+            ({"params": ["aapl@trade"], "id": 9}, 9),
+            ({"method": "SUBSCRIBE", "params": ["aapl@trade"], "id": True}, None),
+            ({"method": "SUBSCRIBE", "params": ["aapl@trade"], "id": {"a": 1}}, None),
+            ({"method": "SUBSCRIBE", "params": ["aapl@trade"], "id": "x" * 37}, None),
+            ({"method": "GET_PROPERTY", "params": ["colour"], "id": 10}, 10),
+            ({"method": "SET_PROPERTY", "params": ["combined", "yes"], "id": 11}, 11),
+            ([1, 2], None),
+            ({"method": "SUBSCRIBE", "params": ["aapl@trade" * 500], "id": 12}, None),  # too large
+        ]
+        for request, rid in cases:
+            answer = call(ws, request)
+            assert set(answer) == {"error", "id"}, (request, answer)
+            assert answer["id"] == rid and isinstance(answer["error"]["msg"], str), request
+            assert answer["error"]["code"] in (0, 1, 2), (request, answer)
+        # nothing of a refused SUBSCRIBE was taken, one bad name refuses its list
+        mixed = {"method": "SUBSCRIBE", "params": ["aapl@trade", "aapl@bogus"], "id": 13}
+        assert call(ws, mixed)["error"]["code"] == 2
+        assert call(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 14}) == {"result": [], "id": 14}
+        # a stream name unknown in the URL is no stream; the connection works
+        assert (
+            call(ws, {"method": "SUBSCRIBE", "params": ["aapl@trade"], "id": 15})["result"] is None
+        )
+    finally:
+        ws.close()
+
+
+def test_klines_without_a_database_are_refused_not_a_crash(exchange: Exchange) -> None:
+    ws = connect(exchange, "/ws")
+    try:
+        answer = call(ws, {"method": "SUBSCRIBE", "params": ["aapl@kline_1m"], "id": 1})
+        assert answer["error"]["code"] == 2 and "database" in answer["error"]["msg"]
+    finally:
+        ws.close()
+    v1 = exchange.connect()
+    try:
+        v1.send(json.dumps({"op": "subscribe", "channels": ["klines:AAPL:1m", "klines:AAPL:7m"]}))
+        errors = [json.loads(v1.recv()), json.loads(v1.recv())]
+        assert {(e["error"], e["channel"]) for e in errors} == {
+            ("UNAVAILABLE", "klines:AAPL:1m"),
+            ("UNKNOWN_CHANNEL", "klines:AAPL:7m"),
+        }
+    finally:
+        v1.close()
+
+
+def settled_seq(exchange: Exchange) -> int:
+    """The depth cache's seq once the worker has published all it applied (its throttle
+    holds a change back 50 ms; an idle step publishes it)."""
+    for _ in range(3):
+        time.sleep(0.06)
+        exchange.aio.run(exchange.worker.step())
+    status, depth = exchange.api.request("GET", "/api/v3/depth?symbol=AAPL&limit=5")
+    assert status == 200
+    return int(depth["lastUpdateId"])
+
+
+def _book(depth: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {side: dict(depth[side]) for side in ("bids", "asks")}
+
+
+def _apply(book: dict[str, dict[str, str]], diff: dict[str, Any]) -> None:
+    for side, levels in (("bids", diff["b"]), ("asks", diff["a"])):
+        for price, quantity in levels:
+            if float(quantity) == 0:
+                book[side].pop(price, None)
+            else:
+                book[side][price] = quantity
+
+
+def test_depth_diffs_carry_a_snapshot_to_the_rest_depth(exchange: Exchange) -> None:
+    """Binance's procedure, by hand: the snapshot's lastUpdateId, diffs U..u chained."""
+    _, seller = exchange.user(AAPL=1_000)
+    _, buyer = exchange.user(USD=100_000_000)
+    exchange.place(seller, "SELL", 10_100, 5)
+    exchange.match()
+    ws = connect(exchange, "/stream?streams=aapl@depth@100ms/aapl@depth5/aapl@bookTicker")
+    try:
+        status, snapshot = exchange.api.request("GET", "/api/v3/depth?symbol=AAPL&limit=50")
+        assert status == 200
+        book, last = _book(snapshot), snapshot["lastUpdateId"]
+        for price in (10_200, 10_300, 10_100):
+            exchange.place(seller, "SELL", price, 3)
+        exchange.place(buyer, "BUY", 9_900, 4)
+        exchange.place(buyer, "BUY", 10_100, 6)  # takes the 10_100s: 5 then 1 of the 3
+        exchange.match()
+        target = settled_seq(exchange)
+        seen = until(
+            exchange, ws, lambda m: m["stream"] == "aapl@depth@100ms" and m["data"]["u"] >= target
+        )
+        diffs = [m["data"] for m in seen if m["stream"] == "aapl@depth@100ms"]
+        kept = [d for d in diffs if d["u"] > last]
+        assert kept and kept[0]["U"] <= last + 1 <= kept[0]["u"]
+        for before, after in zip(kept, kept[1:], strict=False):
+            assert after["U"] == before["u"] + 1
+        for diff in kept:
+            assert set(diff) == DIFF_KEYS and diff["e"] == "depthUpdate" and diff["s"] == "AAPL"
+            _apply(book, diff)
+        status, now = exchange.api.request("GET", "/api/v3/depth?symbol=AAPL&limit=50")
+        assert now["lastUpdateId"] == kept[-1]["u"]
+        assert book == _book(now)
+        assert book["asks"]["10100"] == "2" and book["bids"]["9900"] == "4"
+
+        partial = [m["data"] for m in seen if m["stream"] == "aapl@depth5"]
+        assert partial and set(partial[0]) == {"lastUpdateId", "bids", "asks"}
+        tickers = [m["data"] for m in seen if m["stream"] == "aapl@bookTicker"]
+        assert tickers and set(tickers[-1]) == {"u", "s", "b", "B", "a", "A"}
+        assert (tickers[-1]["a"], tickers[-1]["A"], tickers[-1]["b"]) == ("10100", "2", "9900")
+    finally:
+        ws.close()
+
+
+def test_an_unknown_websocket_path_is_refused(api: Server) -> None:  # noqa: F811
+    try:
+        websocket.create_connection(f"ws://127.0.0.1:{api.port}/wsx", timeout=WAIT_S)
+    except websocket.WebSocketBadStatusException as exc:
+        assert exc.status_code == 404
+    else:
+        raise AssertionError("the upgrade was accepted")
