@@ -10,7 +10,8 @@ background task refreshes (api/market.py), never from Redis per request.
 The handlers live by concern: api/orders.py, api/history.py (balances, fills, the
 database), api/market.py (public market data), api/candles.py (klines), api/admin.py
 (funds, migrations); GET /v1/ws is market data over WebSocket, api/market_data.py, which
-has the protocol, and Binance's streams (/ws, /stream) ride on it (api/binance/streams.py).
+has the protocol, and Binance's streams (/ws, /stream, /ws-api/v3) ride on it
+(api/binance/streams.py, api/binance/user_stream.py).
 
 Errors are `{"error": CODE, "message": ...}`, the status beside each code in
 schema/codes.py. Whatever a client sends gets a 4xx; a 500 means a fault of ours
@@ -34,6 +35,7 @@ from api.apikeys import ApiKeyRoutes, ApiKeyStore, master_key
 from api.auth import Authenticator, AuthError
 from api.binance.routes import BinanceRoutes
 from api.binance.streams import BinanceStreams
+from api.binance.user_stream import WS_API_PATH, ListenKeys, UserStreams
 from api.candles import KlineRoutes
 from api.console import Console
 from api.console_page import ConsolePage
@@ -135,10 +137,6 @@ class App:
             trusted=self.limits.trusted,
             history=history,
         )
-        # Binance's streams (/ws, /stream) on the same connections and fan-out
-        self.market_data.attach(
-            BinanceStreams(self.market_data, listing, history, max_streams=settings.ws_max_channels)
-        )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes
         orders = OrderRoutes(
@@ -166,6 +164,17 @@ class App:
             redis, master_key(settings.api_key_secret, settings.jwt_secret), gateway.pipeline
         )
         api_keys = ApiKeyRoutes(auth, keys, max_body)
+        listen_keys = ListenKeys(redis)
+        # Binance's streams (/ws, /stream, /ws-api/v3) on the same connections and fan-out
+        self.market_data.attach(
+            BinanceStreams(
+                self.market_data,
+                listing,
+                history,
+                max_streams=settings.ws_max_channels,
+                users=UserStreams(redis, listing, listen_keys, keys),
+            )
+        )
         binance = BinanceRoutes(
             orders=orders,
             listing=listing,
@@ -175,6 +184,7 @@ class App:
             max_body=max_body,
             unavailable=self._unavailable,
             budget=self.limits,
+            listen_keys=listen_keys,
         )
         self.console = console = Console(
             auth=auth, redis=redis, listing=listing, metrics=self.metrics, shards=settings.shards
@@ -326,7 +336,7 @@ class App:
 
 def _binance_stream(path: str) -> bool:
     """Binance's stream endpoints: /ws, /ws/<stream>, /stream (api/binance/streams.py)."""
-    return path in ("/ws", "/stream") or path.startswith(("/ws/", "/stream/"))
+    return path in ("/ws", "/stream", WS_API_PATH) or path.startswith(("/ws/", "/stream/"))
 
 
 app = App()

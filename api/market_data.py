@@ -120,6 +120,7 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
 
 
 _request = msgspec.json.Decoder(_Request)
+_NO_DEPTH = DepthCache(bids=[], asks=[], seq=0)
 _depth = msgspec.json.Decoder(DepthCache)
 
 
@@ -663,8 +664,8 @@ class MarketData:
                 now = loop.time()
                 for symbol, raw in zip(symbols, raws, strict=True):
                     depth = None if raw is None else _depth.decode(raw)
-                    if depth is not None and self._streams is not None:
-                        self._streams.on_depth(symbol, depth)
+                    if self._streams is not None:  # no cache yet: no event yet
+                        self._streams.on_depth(symbol, depth or _NO_DEPTH)
                     wanted = self._depth_wanted.get(symbol)
                     if wanted is None:
                         continue

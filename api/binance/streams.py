@@ -86,6 +86,7 @@ import msgspec
 from api import candles
 from api.binance.market import day_ticker, now_ms
 from api.binance.translate import Scale
+from api.binance.user_stream import WS_API_PATH, UserStreams
 from api.errors import HTTPError
 from api.history import History
 from api.market import Listing
@@ -200,6 +201,7 @@ class Book:
     diffs: int = 0  # subscriptions of its diff streams
     best: tuple[tuple[int, int] | None, tuple[int, int] | None] | None = None  # bookTicker's
     partial_at: float = -math.inf  # loop time of the last @100ms partial
+    partial_due: bool = False  # a change the @100ms partials have not been sent
     slow_partial: int = -1  # the seq of the last 1000 ms partial
 
 
@@ -237,16 +239,18 @@ class BinanceStreams:
         history: History,
         *,
         max_streams: int = 100,
+        users: UserStreams | None = None,
     ) -> None:
         self._md = market_data
+        self.users = users  # the user data streams (api/binance/user_stream.py)
         self._listing = listing
         self._history = history
         self._max_streams = max_streams
         self._subs: dict[str, set[Connection]] = {}  # stream name -> listeners
         self._parsed: dict[str, Stream] = {}
         # symbol -> seq of its last event read, of every event since `_since`: the loop time
-        # these streams began listening (cleared when they stop, as the events are not read
-        # for them then)
+        # a market stream was first subscribed while the events were handed here (cleared
+        # when nothing listens, as the events are not handed here then)
         self._seen: dict[str, int] = {}
         self._since = math.inf
         self._last_qty: dict[str, int] = {}  # symbol -> quantity of its last trade read
@@ -259,9 +263,11 @@ class BinanceStreams:
     # -- market_data.Streams ----------------------------------------------------------------
 
     def listening(self) -> bool:
-        return bool(self._subs)
+        return bool(self._subs) or (self.users is not None and self.users.listening())
 
     def publish(self, event: Event) -> None:
+        if self.users is not None and self.users.listening():
+            self.users.publish(event)
         symbol = event.symbol
         seq = event.seq
         if seq > self._seen.get(symbol, -1):
@@ -282,6 +288,7 @@ class BinanceStreams:
                 self._seen.get(symbol, -1) > book.seq
                 or (chain is not None and (not chain.ready.is_set() or chain.last < book.seq))
                 or book.seq < 0
+                or book.partial_due
             ):
                 wanted.append(symbol)
         return wanted
@@ -297,16 +304,17 @@ class BinanceStreams:
         if chain is not None:
             self._ready(book, chain)
             self._diff(symbol, book, chain, now)
-        if not changed:
-            return
-        if now - book.partial_at >= FAST_S:
-            book.partial_at = now
+        if changed:
+            best = (book.bids[0] if book.bids else None, book.asks[0] if book.asks else None)
+            if best != book.best:
+                book.best = best
+                self._book_ticker(symbol, book)
+            lower = symbol.lower()
+            book.partial_due = any(f"{lower}@depth{n}@100ms" in self._subs for n in PARTIAL_LEVELS)
+        if book.partial_due and now - book.partial_at >= FAST_S:
+            book.partial_due, book.partial_at = False, now
             for levels in PARTIAL_LEVELS:
                 self._partial(symbol, book, levels, "@100ms")
-        best = (book.bids[0] if book.bids else None, book.asks[0] if book.asks else None)
-        if best != book.best:
-            book.best = best
-            self._book_ticker(symbol, book)
 
     def on_candle(self, symbol: str, interval: str, candle: Candle, closed: bool) -> None:
         name = f"{symbol.lower()}@kline_{interval}"
@@ -343,6 +351,9 @@ class BinanceStreams:
 
     async def open(self, conn: Connection, scope: Scope) -> None:
         path = scope.path
+        if path == WS_API_PATH and self.users is not None:
+            self.users.open_api(conn)
+            return self._start()
         if path.startswith("/stream"):
             values = [v for k, v in _pairs(scope.query_string) if k == "streams"]
             names = "/".join(values).split("/")
@@ -351,8 +362,20 @@ class BinanceStreams:
         streams = [s for s in (self.parse(n) for n in names if n) if s is not None]
         if streams:
             await self._subscribe(conn, streams[: self._max_streams])
+        elif len(names) == 1 and self.users is not None and path.startswith("/ws/"):
+            user = await self.users.listen_keys.user_of(names[0])
+            if user is not None:  # a user data stream: /ws/<listenKey>
+                self.users.open_key(conn, user, names[0])
+                self._start()
+                await self._md.ensure_reading()
+
+    def _start(self) -> None:
+        if self._second is None:
+            self._second = asyncio.create_task(self._second_forever())
 
     async def handle(self, conn: Connection, data: bytes | str) -> None:
+        if self.users is not None and self.users.is_api(conn):
+            return await self.users.handle(conn, data)
         request = self._request(conn, data)
         if request is None:
             return
@@ -411,8 +434,18 @@ class BinanceStreams:
         return None
 
     def forget(self, conn: Connection) -> None:
+        if self.users is not None:
+            self.users.forget(conn)
+            self._maybe_stopped()
         for name in list(conn.channels):
             self._unsubscribe(conn, name)
+
+    def _maybe_stopped(self) -> None:
+        """Once nothing listens, the events are no longer handed here: what was seen of
+        them goes stale."""
+        if not self.listening():
+            self._seen.clear()
+            self._since = math.inf
 
     async def close(self) -> None:
         if self._second is not None:
@@ -459,7 +492,7 @@ class BinanceStreams:
 
     async def _subscribe(self, conn: Connection, streams: list[Stream]) -> None:
         added = [s for s in streams if s.name not in conn.channels]
-        if added and not self._subs:
+        if added and self._since == math.inf:
             self._since = asyncio.get_running_loop().time()
         for stream in added:
             conn.channels.add(stream.name)
@@ -468,8 +501,7 @@ class BinanceStreams:
             self._watch(stream)
         if not added:
             return
-        if self._second is None:
-            self._second = asyncio.create_task(self._second_forever())
+        self._start()
         await self._md.ensure_reading()
         if any(s.book for s in added):
             self._md.read_depth()
@@ -499,19 +531,17 @@ class BinanceStreams:
             self._tickers[symbol] = self._tickers.get(symbol, 0) + 1
 
     def _unsubscribe(self, conn: Connection, name: str) -> None:
-        if name not in conn.channels:
-            return
+        stream = self._parsed.get(name)
+        if name not in conn.channels or stream is None:
+            return  # not subscribed, or a user data stream's (api/binance/user_stream.py)
         conn.channels.discard(name)
-        stream = self._parsed[name]
         listeners = self._subs.get(name)
         if listeners is not None:
             listeners.discard(conn)
             if not listeners:
                 del self._subs[name]
                 del self._parsed[name]
-                if not self._subs:
-                    self._seen.clear()
-                    self._since = math.inf
+                self._maybe_stopped()
         symbol = stream.symbol
         if stream.book:
             book = self._books[symbol]
@@ -680,8 +710,10 @@ class BinanceStreams:
 
     async def _second_forever(self) -> None:
         try:
-            while self._subs:
+            while self.listening():
                 await asyncio.sleep(SLOW_S)
+                if self.users is not None:
+                    await self.users.check_keys(asyncio.get_running_loop().time())
                 for symbol, book in list(self._books.items()):
                     if book.chain is not None:
                         self._flush_slow(symbol, book.chain)

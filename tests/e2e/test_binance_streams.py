@@ -260,19 +260,22 @@ def test_a_local_book_kept_by_binances_procedure_ends_equal_to_depth(
     )
 
 
-def _pro(spot: Spot) -> Any:
-    return ccxt.pro.binance(
-        {
-            "urls": {
-                "api": {
-                    "public": spot.base,
-                    "private": spot.base,
-                    "ws": {"spot": f"ws://127.0.0.1:{spot.api.port}/ws"},
-                }
-            },
-            "options": OPTIONS,
-        }
-    )
+def _pro(spot: Spot, key: dict[str, Any] | None = None) -> Any:
+    """ccxt pro's binance with only its URLs pointed here (and a key, for the private)."""
+    ws = f"ws://127.0.0.1:{spot.api.port}"
+    config: dict[str, Any] = {
+        "urls": {
+            "api": {
+                "public": spot.base,
+                "private": spot.base,
+                "ws": {"spot": f"{ws}/ws", "ws-api": {"spot": f"{ws}/ws-api/v3"}},
+            }
+        },
+        "options": OPTIONS,
+    }
+    if key is not None:
+        config |= {"apiKey": key["api_key"], "secret": key["secret"]}
+    return ccxt.pro.binance(config)
 
 
 def test_ccxt_pro_watches_the_book_trades_candles_and_tickers(
@@ -334,3 +337,43 @@ def test_ccxt_pro_watches_the_book_trades_candles_and_tickers(
     assert seen["ticker"]["symbol"] == "BTC/USDT" and seen["ticker"]["last"] > 0
     quote = seen["bidsasks"]["BTC/USDT"]
     assert 0 < quote["bid"] < quote["ask"]
+
+
+def test_ccxt_pro_watches_its_orders_and_trades(spot: Spot, aio: asyncio.Runner) -> None:
+    """On ETHUSDT: the generator's orders rest on BTCUSDT, in the way of a taker."""
+    maker, taker = spot.trader(), spot.trader()
+
+    async def watch() -> dict[str, Any]:
+        mine = _pro(spot, maker.spot_key)
+        seen: dict[str, Any] = {}
+        try:
+            await mine.load_markets()
+            orders = asyncio.ensure_future(mine.watch_orders("ETH/USDT"))
+            trades = asyncio.ensure_future(mine.watch_my_trades("ETH/USDT"))
+            await asyncio.sleep(1)  # subscribed (userDataStream.subscribe.signature)
+            ask = await asyncio.to_thread(
+                maker.create_order, "ETH/USDT", "limit", "sell", 0.3, 2010.0
+            )
+            seen["ask"] = ask
+            seen["new"] = (await asyncio.wait_for(orders, 10))[-1]
+            await asyncio.to_thread(taker.create_order, "ETH/USDT", "limit", "buy", 0.1, 2010.0)
+            seen["trade"] = (await asyncio.wait_for(trades, 10))[-1]
+            seen["partial"] = (await asyncio.wait_for(mine.watch_orders("ETH/USDT"), 10))[-1]
+            await asyncio.to_thread(maker.cancel_order, ask["id"], "ETH/USDT")
+            seen["canceled"] = (await asyncio.wait_for(mine.watch_orders("ETH/USDT"), 10))[-1]
+        finally:
+            await mine.close()
+        return seen
+
+    seen = aio.run(watch())
+    new, partial, canceled = seen["new"], seen["partial"], seen["canceled"]
+    assert (new["id"], new["status"], new["side"], new["price"]) == (
+        seen["ask"]["id"], "open", "sell", 2010.0,
+    )  # fmt: skip
+    assert (new["amount"], new["filled"]) == (0.3, 0.0)
+    assert (partial["id"], partial["filled"], partial["remaining"]) == (new["id"], 0.1, 0.2)
+    assert (canceled["id"], canceled["status"]) == (new["id"], "canceled")
+    trade = seen["trade"]
+    assert (trade["order"], trade["side"], trade["takerOrMaker"]) == (new["id"], "sell", "maker")
+    assert (trade["price"], trade["amount"]) == (2010.0, 0.1)
+    assert trade["fee"]["currency"] == "USDT"

@@ -15,6 +15,7 @@ from typing import Any
 
 import websocket
 
+from api.binance.signing import sign
 from tests.integration.http import Server
 from tests.integration.test_api_ws import WAIT_S, Exchange, api, exchange  # noqa: F401
 
@@ -252,3 +253,93 @@ def test_an_unknown_websocket_path_is_refused(api: Server) -> None:  # noqa: F81
         assert exc.status_code == 404
     else:
         raise AssertionError("the upgrade was accepted")
+
+
+# -- the user data stream -------------------------------------------------------------------
+
+REPORT_KEYS = {
+    "e", "E", "s", "c", "S", "o", "f", "q", "p", "P", "F", "g", "C", "x", "X", "r", "i", "l",
+    "z", "L", "n", "N", "T", "t", "I", "w", "m", "M", "O", "Z", "Y", "Q", "W",
+}  # fmt: skip
+
+
+def api_key(exchange: Exchange, token: str) -> dict[str, str]:
+    body = {"permissions": ["read", "trade"]}
+    status, created = exchange.api.request("POST", "/v1/api-keys", body, token=token)
+    assert status == 201, created
+    return dict(created)
+
+
+def user_stream(exchange: Exchange, method: str, key: str, query: str = "") -> tuple[int, Any]:
+    path = "/api/v3/userDataStream" + (f"?{query}" if query else "")
+    return exchange.api.request(method, path, headers={"X-MBX-APIKEY": key})
+
+
+def test_a_listen_key_streams_execution_reports_until_closed(exchange: Exchange) -> None:
+    _, seller = exchange.user(AAPL=100)
+    _, buyer = exchange.user(USD=10_000_000)
+    key = api_key(exchange, buyer)["api_key"]
+    status, opened = user_stream(exchange, "POST", key)
+    assert status == 200 and set(opened) == {"listenKey"}
+    listen = opened["listenKey"]
+    assert user_stream(exchange, "POST", key) == (200, opened)  # the live one again
+    assert user_stream(exchange, "PUT", key, f"listenKey={listen}") == (200, {})
+    status, missing = user_stream(exchange, "PUT", key, "listenKey=" + "0" * 60)
+    assert (status, missing["code"]) == (400, -1125)
+    assert user_stream(exchange, "POST", "nokey")[1]["code"] == -2014
+
+    ws = connect(exchange, f"/ws/{listen}")
+    try:
+        order_id = exchange.place(buyer, "BUY", 10_000, 10)
+        exchange.place(seller, "SELL", 10_000, 4)
+        exchange.match()
+        seen = until(exchange, ws, lambda m: m.get("x") == "TRADE")
+        new, trade = seen[0], seen[-1]
+        assert set(new) == REPORT_KEYS and set(trade) == REPORT_KEYS
+        assert (new["e"], new["x"], new["X"], new["i"], new["S"]) == (
+            "executionReport", "NEW", "NEW", order_id, "BUY",
+        )  # fmt: skip
+        assert (new["q"], new["p"], new["z"], new["t"], new["w"]) == ("10", "10000", "0", -1, True)
+        assert (trade["X"], trade["l"], trade["z"], trade["L"], trade["m"]) == (
+            "PARTIALLY_FILLED", "4", "4", "10000", True,
+        )  # fmt: skip
+        assert trade["t"] > 0 and trade["N"] == "AAPL" and trade["Z"] == "40000"
+        status, _ = exchange.api.request("DELETE", f"/v1/orders/{order_id}", token=buyer)
+        assert status == 202
+        exchange.match()
+        canceled = until(exchange, ws, lambda m: m.get("x") == "CANCELED")[-1]
+        assert (canceled["X"], canceled["z"], canceled["w"]) == ("CANCELED", "4", False)
+    finally:
+        ws.close()
+    assert user_stream(exchange, "DELETE", key, f"listenKey={listen}") == (200, {})
+    assert user_stream(exchange, "DELETE", key, f"listenKey={listen}")[1]["code"] == -1125
+
+
+def test_the_websocket_api_subscribes_a_signed_user_data_stream(exchange: Exchange) -> None:
+    _, token = exchange.user(USD=10_000_000)
+    key = api_key(exchange, token)
+    ws = connect(exchange, "/ws-api/v3")
+    try:
+
+        def request(method: str, params: dict[str, Any], rid: Any) -> dict[str, Any]:
+            ws.send(json.dumps({"id": rid, "method": method, "params": params}))
+            answer: dict[str, Any] = json.loads(ws.recv())
+            return answer
+
+        assert request("ping", {}, "p") == {"id": "p", "status": 200, "result": {}}
+        unknown = request("order.place", {}, 7)
+        assert (unknown["id"], unknown["status"], unknown["error"]["code"]) == (7, 400, -1020)
+        params: dict[str, Any] = {"apiKey": key["api_key"], "timestamp": int(time.time() * 1000)}
+        bad = request("userDataStream.subscribe.signature", {**params, "signature": "0" * 64}, 8)
+        assert (bad["status"], bad["error"]["code"]) == (400, -1022)
+        signed = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+        params["signature"] = sign(key["secret"], signed)
+        ok = request("userDataStream.subscribe.signature", params, 9)
+        assert ok == {"id": 9, "status": 200, "result": {"subscriptionId": 0}}
+        order_id = exchange.place(token, "BUY", 9_000, 1)
+        exchange.match()
+        [event] = until(exchange, ws, lambda m: "event" in m)
+        assert event["subscriptionId"] == 0
+        assert (event["event"]["e"], event["event"]["i"]) == ("executionReport", order_id)
+    finally:
+        ws.close()
