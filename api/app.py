@@ -135,7 +135,7 @@ class App:
                 idle_s=settings.ws_idle_timeout_s,
             ),
             trusted=self.limits.trusted,
-            history=history,
+            history=history if settings.database_url is not None else None,
         )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes

@@ -291,7 +291,7 @@ class MarketData:
         streams = self._streams
         handle = self._handle if streams is None or not binance else streams.handle
         try:
-            await self._open(conn, scope, binance)
+            await self._begin(conn, scope, binance)
             self._arm(conn)
             while not conn.closing:
                 message = await transport.receive()
@@ -320,7 +320,7 @@ class MarketData:
             writer.cancel()
             proto.close(None)
 
-    async def _open(self, conn: Connection, scope: Scope, binance: bool) -> None:
+    async def _begin(self, conn: Connection, scope: Scope, binance: bool) -> None:
         """What the upgrade request says: Binance's streams in its URL, a /v1 token."""
         if binance:
             if self._streams is not None:
@@ -337,10 +337,6 @@ class MarketData:
         except (ProtocolClosed, ProtocolError):  # the client is gone
             return
         proto.close(None)
-
-    def arm(self, conn: Connection) -> None:
-        """After a change of the connection's subscriptions."""
-        self._arm(conn)
 
     def _arm(self, conn: Connection) -> None:
         """(Re)set the connection's one timer: the idle timeout while it has no

@@ -273,7 +273,8 @@ class Worker:
             # A shard idle this step publishes what the throttle held back, though others
             # are busy: else its depth cache lags its events until its next order, and
             # Binance's depth diffs (api/binance/streams.py) wait for the cache.
-            if shard.dirty and shard.number not in settled:
+            held = shard.dirty and now - shard.depth_at >= self.depth_interval_s
+            if held and shard.number not in settled:
                 pipe = self.redis.pipeline(transaction=False)
                 self._publish_depth(pipe, shard)
                 await pipe.execute()

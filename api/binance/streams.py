@@ -125,6 +125,7 @@ TRADE, AGG_TRADE, KLINE, DIFF, PARTIAL, BOOK_TICKER, TICKER, MINI_TICKER = (
     "trade", "aggTrade", "kline", "diff", "partial", "bookTicker", "ticker", "miniTicker",
 )  # fmt: skip
 _PLAIN = {TRADE, AGG_TRADE, BOOK_TICKER, TICKER, MINI_TICKER}
+_FROM_DATABASE = {KLINE, TICKER, MINI_TICKER}  # the candles
 _PARTIAL = re.compile(r"depth(5|10|20)(@100ms|@1000ms)?")
 
 
@@ -360,6 +361,8 @@ class BinanceStreams:
         else:
             names = path.removeprefix("/ws").strip("/").split("/")
         streams = [s for s in (self.parse(n) for n in names if n) if s is not None]
+        if self._md.candles is None:  # no database: like any name that is no stream
+            streams = [s for s in streams if s.kind not in _FROM_DATABASE]
         if streams:
             await self._subscribe(conn, streams[: self._max_streams])
         elif len(names) == 1 and self.users is not None and path.startswith("/ws/"):
@@ -398,8 +401,8 @@ class BinanceStreams:
             streams.append(stream)
         if len(conn.channels | {s.name for s in streams}) > self._max_streams:
             return self._invalid(conn, rid, f"at most {self._max_streams} streams a connection")
-        if any(s.kind == KLINE for s in streams) and self._md.candles is None:
-            return self._invalid(conn, rid, "klines need a database: this API has none")
+        if self._md.candles is None and any(s.kind in _FROM_DATABASE for s in streams):
+            return self._invalid(conn, rid, "klines and tickers need a database: none here")
         await self._subscribe(conn, streams)
         self._reply(conn, rid, None)
 

@@ -32,7 +32,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -79,7 +79,7 @@ class ListenKeys:
 
     async def open(self, user: str) -> str:
         """The user's live key (its hour renewed), or a new one."""
-        current = await self.redis.get(keys.user_listen_key(user))
+        current = cast(bytes | None, await self.redis.get(keys.user_listen_key(user)))
         key = current.decode() if current else secrets.token_hex(LISTEN_KEY_CHARS // 2)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.listen_key(key), user, ex=LISTEN_KEY_TTL_S)
@@ -105,7 +105,7 @@ class ListenKeys:
     async def user_of(self, key: str) -> str | None:
         if not (len(key) == LISTEN_KEY_CHARS and key.isascii() and key.isalnum()):
             return None
-        user = await self.redis.get(keys.listen_key(key))
+        user = cast(bytes | None, await self.redis.get(keys.listen_key(key)))
         return user.decode() if user else None
 
 
@@ -338,6 +338,7 @@ def reports(
 WS_API_PATH = "/ws-api/v3"
 KEY_CHECK_S = 30.0  # how often the listen keys of open streams are looked at
 QUEUE_LIMIT = 100_000  # order events waiting for their reports, past which the oldest go
+ORDERS_KEPT = 100_000  # order states kept (the open orders of the users listening)
 
 
 class UserStreams:
@@ -406,8 +407,8 @@ class UserStreams:
         self._checked_at = now
         for conn, (user, key) in list(self._keyed.items()):
             if await self.listen_keys.user_of(key) != user:
-                self._send(conn, None, {"e": "listenKeyExpired", "E": now_ms(), "listenKey": key})
-                conn.close_with(_encode({"e": "listenKeyExpired", "listenKey": key}).decode())
+                expired = {"e": "listenKeyExpired", "E": now_ms(), "listenKey": key}
+                conn.close_with(_encode(expired).decode())
                 self.forget(conn)
 
     # -- the WebSocket API ----------------------------------------------------------------
@@ -516,6 +517,8 @@ class UserStreams:
         if after is None:
             self._orders.pop(order_id, None)
         else:
+            if len(self._orders) >= ORDERS_KEPT:  # of users gone: read back when seen again
+                self._orders.clear()
             self._orders[order_id] = after
         for payload in payloads:
             for conn in list(listeners):
@@ -524,7 +527,7 @@ class UserStreams:
     async def _recorded(self, order_id: int, event: Event) -> OrderState | None:
         """An order placed before its user's stream opened, from its record; the record has
         this event's fill in it already (settled before the event was written)."""
-        raw = await self._redis.hgetall(keys.order(order_id))  # type: ignore[misc]
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(keys.order(order_id)))
         if not raw:
             return None
         state = OrderState.recorded(OrderRecord.from_hash(raw))

@@ -164,8 +164,15 @@ def test_bad_requests_get_binances_errors_and_the_connection_stays(exchange: Exc
 def test_klines_without_a_database_are_refused_not_a_crash(exchange: Exchange) -> None:
     ws = connect(exchange, "/ws")
     try:
-        answer = call(ws, {"method": "SUBSCRIBE", "params": ["aapl@kline_1m"], "id": 1})
-        assert answer["error"]["code"] == 2 and "database" in answer["error"]["msg"]
+        for stream in ("aapl@kline_1m", "aapl@ticker", "aapl@miniTicker"):
+            answer = call(ws, {"method": "SUBSCRIBE", "params": [stream], "id": 1})
+            assert answer["error"]["code"] == 2 and "database" in answer["error"]["msg"]
+    finally:
+        ws.close()
+    ws = connect(exchange, "/stream?streams=aapl@kline_1m/aapl@trade")  # the kline left out
+    try:
+        listed = call(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 2})
+        assert listed == {"result": ["aapl@trade"], "id": 2}
     finally:
         ws.close()
     v1 = exchange.connect()
@@ -239,6 +246,9 @@ def test_depth_diffs_carry_a_snapshot_to_the_rest_depth(exchange: Exchange) -> N
 
         partial = [m["data"] for m in seen if m["stream"] == "aapl@depth5"]
         assert partial and set(partial[0]) == {"lastUpdateId", "bids", "asks"}
+        seen += until(  # sent after the diff of the same read
+            exchange, ws, lambda m: m["stream"] == "aapl@bookTicker" and m["data"]["u"] >= target
+        )
         tickers = [m["data"] for m in seen if m["stream"] == "aapl@bookTicker"]
         assert tickers and set(tickers[-1]) == {"u", "s", "b", "B", "a", "A"}
         assert (tickers[-1]["a"], tickers[-1]["A"], tickers[-1]["b"]) == ("10100", "2", "9900")
