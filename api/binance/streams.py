@@ -244,6 +244,8 @@ class BinanceStreams:
     ) -> None:
         self._md = market_data
         self.users = users  # the user data streams (api/binance/user_stream.py)
+        if users is not None:
+            users.start_reading = market_data.ensure_reading
         self._listing = listing
         self._history = history
         self._max_streams = max_streams

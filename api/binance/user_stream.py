@@ -31,6 +31,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -362,6 +363,9 @@ class UserStreams:
         self._queue: asyncio.Queue[tuple[Event, str, int, int]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._checked_at = 0.0
+        # the fan-out's start (MarketData.ensure_reading, set by api/binance/streams.py):
+        # a subscription is answered once every event from then on will be read
+        self.start_reading: Callable[[], Awaitable[None]] | None = None
 
     def listening(self) -> bool:
         return bool(self._users)
@@ -451,6 +455,8 @@ class UserStreams:
         subscriptions[number] = key.user_id
         conn.channels.add(f"userDataStream:{number}")
         self._listen(conn, key.user_id)
+        if self.start_reading is not None:
+            await self.start_reading()
         self._result(conn, rid, {"subscriptionId": number})
 
     async def _api_keys_lookup(self, api_key: str | None) -> ApiKey:

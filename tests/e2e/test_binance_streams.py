@@ -46,7 +46,7 @@ class Generator:
         self.tokens = []
         for n in range(users):
             user = f"gen{seed}-{n}-{time.monotonic_ns()}"
-            for asset, amount in (("BTC", 10**9), ("USDT", 10**16)):
+            for asset, amount in (("BTC", 10**12), ("USDT", 10**15)):
                 body = {"user_id": user, "asset": asset, "amount": amount}
                 status, _ = spot.api.request("POST", "/v1/admin/deposits", body, token=admin())
                 assert status == 200
@@ -355,12 +355,17 @@ def test_ccxt_pro_watches_its_orders_and_trades(spot: Spot, aio: asyncio.Runner)
                 maker.create_order, "ETH/USDT", "limit", "sell", 0.3, 2010.0
             )
             seen["ask"] = ask
-            seen["new"] = (await asyncio.wait_for(orders, 10))[-1]
+            seen["new"] = dict((await asyncio.wait_for(orders, 10))[-1])  # ccxt updates it in place
+            # each watch returns the next update: the next one is watched before it comes
+            partial = asyncio.ensure_future(mine.watch_orders("ETH/USDT"))
+            await asyncio.sleep(0.2)
             await asyncio.to_thread(taker.create_order, "ETH/USDT", "limit", "buy", 0.1, 2010.0)
             seen["trade"] = (await asyncio.wait_for(trades, 10))[-1]
-            seen["partial"] = (await asyncio.wait_for(mine.watch_orders("ETH/USDT"), 10))[-1]
+            seen["partial"] = dict((await asyncio.wait_for(partial, 10))[-1])
+            canceled = asyncio.ensure_future(mine.watch_orders("ETH/USDT"))
+            await asyncio.sleep(0.2)
             await asyncio.to_thread(maker.cancel_order, ask["id"], "ETH/USDT")
-            seen["canceled"] = (await asyncio.wait_for(mine.watch_orders("ETH/USDT"), 10))[-1]
+            seen["canceled"] = dict((await asyncio.wait_for(canceled, 10))[-1])
         finally:
             await mine.close()
         return seen
