@@ -76,6 +76,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -94,7 +95,8 @@ from api.market_data import DEPTH_S, MAX_MESSAGE_BYTES, READY_WAIT_S, Connection
 from api.rsgi import Scope
 from schema import keys
 from schema.messages import Accepted, Canceled, Event, Replaced, Side, Trade, Triggered
-from schema.wire import Candle, DepthCache
+from schema.streams import LedgerEntry
+from schema.wire import Balance, Candle, DepthCache
 
 log = logging.getLogger("spot.api.binance.streams")
 
@@ -351,6 +353,15 @@ class BinanceStreams:
                 },
             },
         )
+
+    def balance_users(self) -> Collection[str]:
+        return () if self.users is None else self.users.balance_users()
+
+    def on_balances(
+        self, amounts: dict[str, list[Balance]], transfers: list[LedgerEntry], time_ms: int
+    ) -> None:
+        if self.users is not None:
+            self.users.on_balances(amounts, transfers, time_ms)
 
     async def open(self, conn: Connection, scope: Scope) -> None:
         path = scope.path

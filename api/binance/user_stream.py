@@ -31,7 +31,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -43,7 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.apikeys import READ, ApiKey, ApiKeyStore, well_formed
 from api.binance.errors import Binance, BinanceError
 from api.binance.signing import Params, verify
-from api.binance.translate import TYPES, Scale, canceled_status, fee_text
+from api.binance.translate import TYPES, Scale, canceled_status, fee_text, show
 from api.market import Listing
 from api.market_data import MAX_MESSAGE_BYTES, Connection
 from schema import keys
@@ -63,7 +63,9 @@ from schema.messages import (
     Triggered,
 )
 from schema.orders import OrderRecord
+from schema.streams import LedgerEntry
 from schema.symbols import SymbolSpec
+from schema.wire import Balance
 
 log = logging.getLogger("spot.api.binance.user")
 _encode = msgspec.json.Encoder().encode
@@ -336,6 +338,7 @@ def reports(
 
 # -- the connections ------------------------------------------------------------------------
 
+Queued = tuple[Event | None, str, int | list[Balance] | LedgerEntry, int]
 WS_API_PATH = "/ws-api/v3"
 KEY_CHECK_S = 30.0  # how often the listen keys of open streams are looked at
 QUEUE_LIMIT = 100_000  # order events waiting for their reports, past which the oldest go
@@ -360,7 +363,10 @@ class UserStreams:
         self._api: dict[Connection, dict[int, str]] = {}
         self._keyed: dict[Connection, tuple[str, str]] = {}  # /ws/<key>: (user, key)
         self._orders: dict[int, OrderState] = {}
-        self._queue: asyncio.Queue[tuple[Event, str, int, int]] = asyncio.Queue()
+        # in the fan-out's order: (event, user, order id, ms) for the reports; (None, user,
+        # its balances, ms) for an outboundAccountPosition; (None, user, a deposit or
+        # withdrawal, ms) for a balanceUpdate
+        self._queue: asyncio.Queue[Queued] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._checked_at = 0.0
         # the fan-out's start (MarketData.ensure_reading, set by api/binance/streams.py):
@@ -490,9 +496,26 @@ class UserStreams:
         """An event of the fan-out; its reports are made in order, by `_reports_forever`."""
         for user, order_id in order_ids(event):
             if user in self._users:
-                if self._queue.qsize() >= QUEUE_LIMIT:
-                    self._queue.get_nowait()
-                self._queue.put_nowait((event, user, order_id, now_ms()))
+                self._put((event, user, order_id, now_ms()))
+
+    def balance_users(self) -> Collection[str]:
+        return self._users.keys()
+
+    def on_balances(
+        self, amounts: dict[str, list[Balance]], transfers: list[LedgerEntry], time_ms: int
+    ) -> None:
+        """A read's balances, sent after the reports of its events (the same queue)."""
+        for transfer in transfers:
+            if transfer.user in self._users:
+                self._put((None, transfer.user, transfer, time_ms))
+        for user, balances in amounts.items():
+            if user in self._users:
+                self._put((None, user, balances, time_ms))
+
+    def _put(self, item: Queued) -> None:
+        if self._queue.qsize() >= QUEUE_LIMIT:
+            self._queue.get_nowait()
+        self._queue.put_nowait(item)
 
     async def _reports_forever(self) -> None:
         try:
@@ -502,7 +525,7 @@ class UserStreams:
                 except TimeoutError:
                     continue
                 try:
-                    await self._report(*item)
+                    await self._deliver(*item)
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     log.warning("user data: Redis unavailable, a report lost: %r", exc)
                 except Exception:
@@ -510,10 +533,36 @@ class UserStreams:
         finally:
             self._task = None
 
-    async def _report(self, event: Event, user: str, order_id: int, at: int) -> None:
+    async def _deliver(
+        self, event: Event | None, user: str, what: int | list[Balance] | LedgerEntry, at: int
+    ) -> None:
         listeners = self._users.get(user)
         if not listeners:
             return
+        if event is None:
+            assert not isinstance(what, int)
+            payload = self._balances(what, at)
+            for conn in list(listeners):
+                self._send(conn, user, payload)
+            return
+        assert isinstance(what, int)
+        await self._report(event, user, what, at, listeners)
+
+    def _balances(self, what: list[Balance] | LedgerEntry, at: int) -> dict[str, Any]:
+        decimals = self._listing.market.decimals
+        if isinstance(what, LedgerEntry):
+            amount = show(what.amount, decimals.get(what.asset, 0))
+            return {"e": "balanceUpdate", "E": at, "a": what.asset, "d": amount, "T": at}
+        held = [
+            {"a": b.asset, "f": show(b.available, decimals.get(b.asset, 0)),
+             "l": show(b.locked, decimals.get(b.asset, 0))}
+            for b in what
+        ]  # fmt: skip
+        return {"e": "outboundAccountPosition", "E": at, "u": at, "B": held}
+
+    async def _report(
+        self, event: Event, user: str, order_id: int, at: int, listeners: set[Connection]
+    ) -> None:
         state = self._orders.get(order_id)
         if state is None and type(event) is not Accepted:
             state = await self._recorded(order_id, event)

@@ -339,7 +339,7 @@ def test_ccxt_pro_watches_the_book_trades_candles_and_tickers(
     assert 0 < quote["bid"] < quote["ask"]
 
 
-def test_ccxt_pro_watches_its_orders_and_trades(spot: Spot, aio: asyncio.Runner) -> None:
+def test_ccxt_pro_watches_its_orders_trades_and_balance(spot: Spot, aio: asyncio.Runner) -> None:
     """On ETHUSDT: the generator's orders rest on BTCUSDT, in the way of a taker."""
     maker, taker = spot.trader(), spot.trader()
 
@@ -350,6 +350,14 @@ def test_ccxt_pro_watches_its_orders_and_trades(spot: Spot, aio: asyncio.Runner)
             await mine.load_markets()
             orders = asyncio.ensure_future(mine.watch_orders("ETH/USDT"))
             trades = asyncio.ensure_future(mine.watch_my_trades("ETH/USDT"))
+            balances: list[dict[str, Any]] = []
+
+            async def watch_balance() -> None:
+                while True:
+                    balance = await mine.watch_balance()
+                    balances.append({c: dict(balance[c]) for c in ("ETH", "USDT") if c in balance})
+
+            watching = asyncio.ensure_future(watch_balance())
             await asyncio.sleep(1)  # subscribed (userDataStream.subscribe.signature)
             ask = await asyncio.to_thread(
                 maker.create_order, "ETH/USDT", "limit", "sell", 0.3, 2010.0
@@ -362,10 +370,16 @@ def test_ccxt_pro_watches_its_orders_and_trades(spot: Spot, aio: asyncio.Runner)
             await asyncio.to_thread(taker.create_order, "ETH/USDT", "limit", "buy", 0.1, 2010.0)
             seen["trade"] = (await asyncio.wait_for(trades, 10))[-1]
             seen["partial"] = dict((await asyncio.wait_for(partial, 10))[-1])
+            deadline = time.monotonic() + 10  # the hold's update came first
+            while not balances or balances[-1].get("ETH", {}).get("used") != 0.2:
+                assert time.monotonic() < deadline, balances
+                await asyncio.sleep(0.05)
+            seen["balance"] = balances[-1]
             canceled = asyncio.ensure_future(mine.watch_orders("ETH/USDT"))
             await asyncio.sleep(0.2)
             await asyncio.to_thread(maker.cancel_order, ask["id"], "ETH/USDT")
             seen["canceled"] = dict((await asyncio.wait_for(canceled, 10))[-1])
+            watching.cancel()
         finally:
             await mine.close()
         return seen
@@ -382,3 +396,6 @@ def test_ccxt_pro_watches_its_orders_and_trades(spot: Spot, aio: asyncio.Runner)
     assert (trade["order"], trade["side"], trade["takerOrMaker"]) == (new["id"], "sell", "maker")
     assert (trade["price"], trade["amount"]) == (2010.0, 0.1)
     assert trade["fee"]["currency"] == "USDT"
+    # 0.1 ETH sold at 2010 less the maker's 10 bps, 0.2 ETH still held by the ask
+    assert seen["balance"]["ETH"] | {"total": None} == {"free": 99.7, "used": 0.2, "total": None}
+    assert seen["balance"]["USDT"]["free"] == 1_000_200.799
