@@ -44,12 +44,13 @@ from api.history import Accounts, History
 from api.ledger import LedgerRoutes
 from api.limits import RateLimits
 from api.market import Listing, PublicMarketData
-from api.market_data import MarketData, SocketLimits
+from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
 from api.order_gateway import OrderGateway
 from api.orders import OrderRoutes
 from api.request import JSON, TEXT, UNAUTHORIZED, UNAVAILABLE, Reply, encode, error_reply
 from api.rsgi import HTTPProtocol, ProtocolClosed, Scope
+from api.sockets import SocketLimits
 from schema.codes import ApiError
 from schema.settings import Settings
 from schema.wire import Error, MigrationConflict

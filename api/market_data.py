@@ -78,7 +78,7 @@ symbols) until the cache has caught up with the events' seq.
 
 Binance's streams (`/ws`, `/ws/<stream>`, `/stream?streams=...`: api/binance/streams.py) are
 served by the same connections, limits, fan-out and depth reads: only the protocol and the
-message shapes are theirs (`Streams` below is what this module asks of them).
+message shapes are theirs (api/sockets.py `Streams` is what this module asks of them).
 """
 
 from __future__ import annotations
@@ -88,9 +88,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Container
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Container
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -98,16 +97,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT, StreamIdT
 
-from api.auth import Authenticator, AuthError, Principal
+from api.auth import Authenticator, AuthError
 from api.candles import CandleFeed, is_interval
 from api.history import History
 from api.limits import Trusted, client_address
 from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
+from api.sockets import (
+    MAX_MESSAGE_BYTES,
+    Connection,
+    SocketLimits,
+    Streams,
+    count_down,
+    wire_error,
+)
 from schema import keys
 from schema.codes import ApiError, SocketError
 from schema.fees import fee_asset
 from schema.messages import Event, Side, Trade
-from schema.streams import LedgerEntry
 from schema.symbols import SymbolSpec
 from schema.wire import Balance, Candle, DepthCache
 from store.balances import Moves, balance_list
@@ -120,8 +126,6 @@ RETRY_S = 1.0  # after Redis failed the fan-out or the depth reads
 READY_WAIT_S = 5.0  # a subscription waits at most this long for the fan-out to start
 DEPTH_S = 0.05  # the workers' own depth throttle: reading faster finds nothing new
 DEPTH_PATIENCE_S = 2.0  # a depth cache that never catches up with the events is let be
-QUEUE_SIZE = 1_000  # messages a connection may fall behind before it is closed
-MAX_MESSAGE_BYTES = 4_096  # of a client's message
 CLIENT_NAME = "spot-market-data"  # the fan-out's Redis connection, in CLIENT LIST
 
 TRADES = "trades:"
@@ -143,92 +147,6 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
 _request = msgspec.json.Decoder(_Request)
 _NO_DEPTH = DepthCache(bids=[], asks=[], seq=0)
 _depth = msgspec.json.Decoder(DepthCache)
-
-
-@dataclass(frozen=True)
-class SocketLimits:
-    """Per API process; schema/settings.py's SPOT_WS_* say what each is for."""
-
-    per_user: int = 10
-    per_address: int = 50
-    total: int = 10_000
-    channels: int = 100
-    idle_s: float = 30.0
-
-
-class Connection:
-    """One client: what it listens to and what is waiting to be sent to it."""
-
-    __slots__ = ("queue", "channels", "principal", "closing", "timer", "combined")
-
-    def __init__(self, combined: bool | None = None) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
-        self.channels: set[str] = set()  # /v1 channels, or Binance stream names
-        self.principal: Principal | None = None
-        self.closing = False
-        self.timer: asyncio.TimerHandle | None = None  # the idle timeout or token expiry
-        # None: a /v1/ws client; else Binance's, its messages wrapped {"stream", "data"}
-        # (`/stream`) or not (`/ws`)
-        self.combined = combined
-
-    def push(self, message: str) -> None:
-        """Queue a message; a connection that fell QUEUE_SIZE behind gets an error and is
-        closed, so one slow client never holds up the rest."""
-        if self.closing:
-            return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.close_with(_error(SocketError.SLOW_CONSUMER, f"more than {QUEUE_SIZE} behind"))
-
-    def close_with(self, message: str) -> None:
-        """Drop what waits, send `message` and close (None tells the writer to)."""
-        if self.closing:
-            return
-        self.closing = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(message)
-        self.queue.put_nowait(None)
-
-
-class Streams(Protocol):
-    """Another protocol over these connections (api/binance/streams.py): it is handed every
-    event the fan-out reads, every depth cache read back, every candle, and the messages of
-    its own clients."""
-
-    def listening(self) -> bool: ...
-
-    def publish(self, event: Event) -> None: ...
-
-    def depth_symbols(self) -> list[str]:
-        """The symbols whose depth cache it wants read back now."""
-        ...
-
-    def on_depth(self, symbol: str, depth: DepthCache) -> None: ...
-
-    def on_candle(self, symbol: str, interval: str, candle: Candle, closed: bool) -> None: ...
-
-    def balance_users(self) -> Collection[str]:
-        """The users whose balance changes it wants (`on_balances`)."""
-        ...
-
-    def on_balances(
-        self, amounts: dict[str, list[Balance]], transfers: list[LedgerEntry], time_ms: int
-    ) -> None:
-        """One read's moved balances (absolute, by user), and the deposits and withdrawals
-        of the users it watches among the read's entries."""
-        ...
-
-    async def open(self, conn: Connection, scope: Scope) -> None:
-        """A new client: the streams its URL names."""
-        ...
-
-    async def handle(self, conn: Connection, data: bytes | str) -> None: ...
-
-    def forget(self, conn: Connection) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class MarketData:
@@ -303,7 +221,7 @@ class MarketData:
         finally:
             self._open -= 1
             if counted:
-                _count_down(self._per_address, address)
+                count_down(self._per_address, address)
 
     def _admit(self, address: str | None) -> int | None:
         """Count a new connection in, or the HTTP status that refuses it."""
@@ -335,10 +253,10 @@ class MarketData:
                 try:
                     await handle(conn, message.data)
                 except (RedisConnectionError, RedisTimeoutError):
-                    conn.push(_error(SocketError.UNAVAILABLE, "market data unavailable, retry"))
+                    conn.push(wire_error(SocketError.UNAVAILABLE, "market data unavailable, retry"))
                 except Exception:
                     log.exception("WebSocket message failed")
-                    conn.push(_error(SocketError.INTERNAL, "internal error"))
+                    conn.push(wire_error(SocketError.INTERNAL, "internal error"))
                 self._arm(conn)
         except ProtocolClosed:
             pass
@@ -349,7 +267,7 @@ class MarketData:
                 conn.timer.cancel()
             self._forget(conn)
             if conn.principal is not None:
-                _count_down(self._per_user, conn.principal.user_id)
+                count_down(self._per_user, conn.principal.user_id)
             if conn.closing:  # the writer sends the error and closes
                 await asyncio.wait([writer], timeout=RETRY_S)
             writer.cancel()
@@ -395,25 +313,27 @@ class MarketData:
 
     def _expire(self, conn: Connection, token: bool) -> None:
         if token:
-            conn.close_with(_error(ApiError.TOKEN_EXPIRED.code, "the token has expired"))
+            conn.close_with(wire_error(ApiError.TOKEN_EXPIRED.code, "the token has expired"))
         else:
             idle = self._limits.idle_s
             conn.close_with(
-                _error(SocketError.IDLE_TIMEOUT, f"no subscription and nothing sent for {idle:g} s")
+                wire_error(
+                    SocketError.IDLE_TIMEOUT, f"no subscription and nothing sent for {idle:g} s"
+                )
             )
 
     async def _handle(self, conn: Connection, data: bytes | str) -> None:
         if len(data if isinstance(data, bytes) else data.encode()) > MAX_MESSAGE_BYTES:
             limit = f"a message is at most {MAX_MESSAGE_BYTES} bytes"
-            conn.push(_error(SocketError.MESSAGE_TOO_LARGE, limit))
+            conn.push(wire_error(SocketError.MESSAGE_TOO_LARGE, limit))
             return
         try:
             request = _request.decode(data)
         except msgspec.DecodeError as exc:
-            conn.push(_error(SocketError.MALFORMED, str(exc)))
+            conn.push(wire_error(SocketError.MALFORMED, str(exc)))
             return
         if request.op in ("subscribe", "unsubscribe") and not request.channels:
-            conn.push(_error(SocketError.MALFORMED, f"{request.op} needs channels"))
+            conn.push(wire_error(SocketError.MALFORMED, f"{request.op} needs channels"))
         elif request.op == "subscribe":
             await self._subscribe(conn, request.channels)
         elif request.op == "unsubscribe":
@@ -423,26 +343,30 @@ class MarketData:
             conn.push(_encode({"type": "unsubscribed", "channels": gone}).decode())
         elif request.op == "auth":
             if request.token is None:
-                conn.push(_error(SocketError.MALFORMED, "auth needs a token"))
+                conn.push(wire_error(SocketError.MALFORMED, "auth needs a token"))
             else:
                 self._authenticate(conn, f"Bearer {request.token}")
         else:
-            conn.push(_error(SocketError.UNKNOWN_OP, f"unknown op {request.op!r}"))
+            conn.push(wire_error(SocketError.UNKNOWN_OP, f"unknown op {request.op!r}"))
 
     def _authenticate(self, conn: Connection, authorization: str) -> None:
         if conn.principal is not None:
-            conn.push(_error(SocketError.ALREADY_AUTHENTICATED, "this connection is authenticated"))
+            conn.push(
+                wire_error(SocketError.ALREADY_AUTHENTICATED, "this connection is authenticated")
+            )
             return
         try:
             principal = self._auth.principal(authorization)
         except AuthError as exc:
-            conn.push(_error(exc.code, exc.message))
+            conn.push(wire_error(exc.code, exc.message))
             return
         user = principal.user_id
         if self._per_user.get(user, 0) >= self._limits.per_user:
             limit = self._limits.per_user
             conn.close_with(
-                _error(SocketError.TOO_MANY_CONNECTIONS, f"{user} has {limit} connections already")
+                wire_error(
+                    SocketError.TOO_MANY_CONNECTIONS, f"{user} has {limit} connections already"
+                )
             )
             return
         self._per_user[user] = self._per_user.get(user, 0) + 1
@@ -493,10 +417,10 @@ class MarketData:
         """The error message that refuses this subscription, or None."""
         if len(conn.channels) >= self._limits.channels:
             most = self._limits.channels
-            return _error(SocketError.TOO_MANY_CHANNELS, f"at most {most} channels", channel)
+            return wire_error(SocketError.TOO_MANY_CHANNELS, f"at most {most} channels", channel)
         if channel in (ORDERS, BALANCES):
             if conn.principal is None:
-                return _error(
+                return wire_error(
                     SocketError.UNAUTHENTICATED, f"{channel} needs a token (op auth)", channel
                 )
             return None
@@ -504,17 +428,17 @@ class MarketData:
         if kind + ":" == KLINES:
             symbol, _, interval = symbol.rpartition(":")
             if not is_interval(interval):
-                return _error(SocketError.UNKNOWN_CHANNEL, "klines:SYMBOL:1m .. 1M", channel)
+                return wire_error(SocketError.UNKNOWN_CHANNEL, "klines:SYMBOL:1m .. 1M", channel)
             if self._candles is None:
-                return _error(SocketError.UNAVAILABLE, "klines need a database", channel)
+                return wire_error(SocketError.UNAVAILABLE, "klines need a database", channel)
         elif kind + ":" not in (TRADES, DEPTH) or not symbol:
-            return _error(
+            return wire_error(
                 SocketError.UNKNOWN_CHANNEL,
                 "channels: trades:SYMBOL, depth:SYMBOL, klines:SYMBOL:INTERVAL",
                 channel,
             )
         if not self._listed(symbol):
-            return _error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
+            return wire_error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
         return None
 
     def _listeners(self, conn: Connection, channel: str) -> tuple[dict[str, set[Connection]], str]:
@@ -807,14 +731,6 @@ def _kline_channel(channel: str) -> tuple[str, str]:
     return symbol, interval
 
 
-def _count_down(counts: dict[str, int], key: str) -> None:
-    left = counts.get(key, 0) - 1
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)
-
-
 def _push_order(listeners: set[Connection], event: Event, fields: dict[str, Any]) -> None:
     message = _encode(
         {"type": "order", "channel": ORDERS, "symbol": event.symbol, "seq": event.seq, **fields}
@@ -846,10 +762,3 @@ def _depth_message(symbol: str, depth: DepthCache) -> str:
             "asks": depth.asks,
         }
     ).decode()
-
-
-def _error(code: str, message: str, channel: str | None = None) -> str:
-    body: dict[str, str] = {"type": "error", "error": code, "message": message}
-    if channel is not None:
-        body["channel"] = channel
-    return _encode(body).decode()

@@ -91,8 +91,9 @@ from api.binance.user_stream import WS_API_PATH, UserStreams
 from api.errors import HTTPError
 from api.history import History
 from api.market import Listing
-from api.market_data import DEPTH_S, MAX_MESSAGE_BYTES, READY_WAIT_S, Connection, MarketData
+from api.market_data import DEPTH_S, READY_WAIT_S, MarketData
 from api.rsgi import Scope
+from api.sockets import MAX_MESSAGE_BYTES, Connection
 from schema import keys
 from schema.messages import Accepted, Canceled, Event, Replaced, Side, Trade, Triggered
 from schema.streams import LedgerEntry

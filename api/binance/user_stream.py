@@ -45,7 +45,7 @@ from api.binance.errors import Binance, BinanceError
 from api.binance.signing import Params, verify
 from api.binance.translate import TYPES, Scale, canceled_status, fee_text, show
 from api.market import Listing
-from api.market_data import MAX_MESSAGE_BYTES, Connection
+from api.sockets import MAX_MESSAGE_BYTES, Connection
 from schema import keys
 from schema.codes import CancelReason
 from schema.fees import fee_asset
