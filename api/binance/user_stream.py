@@ -18,10 +18,14 @@ Two ways in, as Binance has them:
 Payloads: `executionReport` for every order event (x: NEW, TRADE with l/z/L/Y/Z, n/N its
 commission and asset, t the trade id = the event seq, m maker; CANCELED; EXPIRED for an IOC,
 FOK or market remainder and a GTD expiry; TRADE_PREVENTION (X EXPIRED_IN_MATCH) for a
-self-trade; REJECTED with r the reason; REPLACED for an in-place replace), and the balances
-(outboundAccountPosition, balanceUpdate) where api/market_data.py's balance step is merged.
-An order placed before the stream was opened is read back from its Redis record on its first
-event: its cumulative quantities are then the record's at that read.
+self-trade; REJECTED with r the reason; REPLACED for an in-place replace; DONE makes none,
+its last TRADE says FILLED), then the balances: `balanceUpdate` for each deposit or
+withdrawal (d, the signed amount) and `outboundAccountPosition` with the absolute free and
+locked of each asset the read moved, from the fan-out's one balance step (store/balances.py
+Moves, as /v1/ws `balances`), queued behind the same read's reports. An order placed before
+the stream was opened (and a refused placement, which has no ACCEPTED) is read back from its
+Redis record on its first event: its cumulative quantities are then the record's at that
+read.
 """
 
 from __future__ import annotations
