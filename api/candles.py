@@ -4,14 +4,32 @@
 
 Intervals start on UTC boundaries counted from the epoch, weeks on Mondays (Binance's
 weekly candles), months on the 1st. Only intervals with trades have a candle.
+
+Served as GET /v1/klines (KlineRoutes), GET /api/v3/klines (api/binance/market.py), and
+live (CandleFeed) on /v1/ws `klines:{symbol}:{interval}` and Binance's
+`<symbol>@kline_<interval>` streams: the feed reads the newest candles back from this same
+table once a second while a watched symbol has traded since, so every surface shows the
+batcher's one aggregation, never one of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from api.errors import HTTPError, malformed
 from api.history import History
+from api.market import Listing
+from api.request import JSON, Reply, encode, query, query_int, query_text
+from api.rsgi import HTTPProtocol, Scope
+from schema.wire import Candle, Klines
+
+log = logging.getLogger("spot.api.candles")
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -136,3 +154,148 @@ async def seq_range(
     if not rows or rows[0]["first_seq"] is None:
         return None
     return rows[0]["first_seq"], rows[0]["last_seq"]
+
+
+def is_interval(interval: str) -> bool:
+    return interval in INTERVALS or interval == MONTH
+
+
+def candle(row: Any, interval: str) -> Candle:
+    """A row of `klines` as the /v1 record (the sums are numerics: Decimals to int)."""
+    return Candle(
+        open_time=row["open_time"],
+        close_time=bucket_end(row["open_time"], interval) - 1,
+        open=row["open"],
+        high=row["high"],
+        low=row["low"],
+        close=row["close"],
+        volume=int(row["volume"]),
+        quote_volume=int(row["quote_volume"]),
+        taker_buy_volume=int(row["taker_buy_volume"]),
+        taker_buy_quote_volume=int(row["taker_buy_quote_volume"]),
+        trades=int(row["trades"]),
+        first_seq=row["first_seq"],
+        last_seq=row["last_seq"],
+    )
+
+
+KLINES_LIMIT = (1, 1000, 500)
+TIME_LIMIT = (0, 10**14, 0)  # ms since the epoch (translate.MAX_TIME_MS)
+
+
+class KlineRoutes:
+    """GET /v1/klines?symbol=&interval=&start_ms=&end_ms=&limit=, in minor units."""
+
+    def __init__(self, listing: Listing, history: History) -> None:
+        self.listing = listing
+        self.history = history
+
+    async def klines(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+        params = query(scope)
+        symbol = query_text(params, "symbol")
+        if symbol is None:
+            raise malformed("symbol is required")
+        self.listing.listed(symbol)
+        interval = query_text(params, "interval") or ""
+        if not is_interval(interval):
+            raise malformed(f"interval must be one of {', '.join([*INTERVALS, MONTH])}")
+        limit = query_int(params, "limit", KLINES_LIMIT)
+        start = query_int(params, "start_ms", TIME_LIMIT) if "start_ms" in params else None
+        end = query_int(params, "end_ms", TIME_LIMIT) if "end_ms" in params else None
+        rows = await klines(self.history, symbol, interval, start, end, limit)
+        body = Klines(symbol=symbol, interval=interval, klines=[candle(r, interval) for r in rows])
+        return 200, encode(body), JSON
+
+
+# -- live -------------------------------------------------------------------------------------
+
+FEED_S = 1.0  # Binance pushes a kline every 1-2 s; the batcher writes every 100 ms
+
+# (symbol, interval, the candle, whether its interval is over)
+CandleSink = Callable[[str, str, Candle, bool], None]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Watched:
+    listeners: int = 0
+    upto: int = 0  # the last trade seq the candles read back held
+    sent: tuple[int, int, bool] | None = None  # open_time, last_seq, closed of the last push
+    force: bool = True  # push the newest candle even if unchanged (a new listener)
+
+
+class CandleFeed:
+    """The newest candles of the watched (symbol, interval)s, read back from the candles
+    table once every FEED_S while the symbol traded since (its trade seq is ahead of what
+    the last read held) or the last candle pushed has ended, and pushed to `sink`: each
+    change, and a candle once more, `closed`, when its interval is over. One task per API
+    process, running while anything is watched."""
+
+    def __init__(self, history: History, sink: CandleSink, *, every_s: float = FEED_S) -> None:
+        self._history = history
+        self._sink = sink
+        self._every_s = every_s
+        self._watched: dict[tuple[str, str], _Watched] = {}
+        self._traded: dict[str, int] = {}  # symbol -> the seq of its last trade seen
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, symbol: str, interval: str) -> None:
+        watched = self._watched.setdefault((symbol, interval), _Watched())
+        watched.listeners += 1
+        watched.force = True
+        if self._task is None:
+            self._task = asyncio.create_task(self._forever())
+
+    def unwatch(self, symbol: str, interval: str) -> None:
+        watched = self._watched.get((symbol, interval))
+        if watched is not None:
+            watched.listeners -= 1
+            if watched.listeners <= 0:
+                del self._watched[symbol, interval]
+
+    def traded(self, symbol: str, seq: int) -> None:
+        """A trade event of `symbol` (the fan-out calls this for every trade it reads)."""
+        self._traded[symbol] = seq
+
+    async def _forever(self) -> None:
+        try:
+            while self._watched:
+                await asyncio.sleep(self._every_s)
+                for key in list(self._watched):
+                    try:
+                        await self._poll(*key)
+                    except HTTPError as exc:  # no database, or it is down: next time
+                        log.warning("candles unavailable: %s", exc.message)
+                        break
+        finally:
+            self._task = None
+
+    async def _poll(self, symbol: str, interval: str) -> None:
+        watched = self._watched.get((symbol, interval))
+        if watched is None:
+            return
+        now = _now_ms()
+        sent = watched.sent
+        ended = sent is not None and not sent[2] and bucket_end(sent[0], interval) <= now
+        if not (watched.force or ended or self._traded.get(symbol, 0) > watched.upto):
+            return
+        rows = await klines(self._history, symbol, interval, None, None, 2)
+        if (symbol, interval) not in self._watched:
+            return
+        force, watched.force = watched.force, False
+        for i, row in enumerate(rows):
+            closed = i < len(rows) - 1 or bucket_end(row["open_time"], interval) <= now
+            state = (row["open_time"], row["last_seq"], closed)
+            if sent is not None and (state[0] < sent[0] or (state == sent and not force)):
+                continue
+            watched.sent = state
+            watched.upto = max(watched.upto, row["last_seq"])
+            self._sink(symbol, interval, candle(row, interval), closed)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -308,7 +308,7 @@ class PublicRoutes:
         days = await candles.day_summaries(self.history, [s.symbol for s in specs], now)
         tops = await self._tops(specs)
         tickers = [
-            _day_ticker(spec, Scale(spec, market.decimals), days[spec.symbol], top, now)
+            day_ticker(spec, Scale(spec, market.decimals), days[spec.symbol], top, now)
             for spec, top in zip(specs, tops, strict=True)
         ]
         return tickers[0] if params.get("symbol") is not None else tickers
@@ -358,7 +358,7 @@ def _best(scale: Scale, book: DepthCache) -> dict[str, str]:
     }
 
 
-def _day_ticker(
+def day_ticker(
     spec: SymbolSpec, scale: Scale, day: Any, top: tuple[DepthCache, int | None], now: int
 ) -> dict[str, Any]:
     """Binance's 24 h ticker from the minute candles of the last day. The last price is

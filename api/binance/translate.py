@@ -113,8 +113,13 @@ _STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 
 def status(order: OrderRecord) -> str:
     if order.status is OrderStatus.CANCELED:
-        return _EXPIRED.get(order.reason, "CANCELED")
+        return canceled_status(order.reason)
     return _STATUSES[order.status]
+
+
+def canceled_status(reason: str | None) -> str:
+    """A canceled order's Binance status by why it was canceled."""
+    return _EXPIRED.get(reason, "CANCELED")
 
 
 def order_type(order: OrderRecord) -> str:

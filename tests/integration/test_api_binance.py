@@ -427,8 +427,12 @@ def _sweep(v3: V3, key: Any, own: int) -> None:
         "origClientOrderId": [*ODD_VALUES["origClientOrderId"], "own-1"],
     }
     answered_ok = set()
+    status, opened = v3.call("POST", "/userDataStream", key)
+    assert status == 200, opened
     for endpoint in ENDPOINTS:
         base = {"symbol": "COINUSD"}
+        if endpoint.path == "/userDataStream" and endpoint.method != "POST":
+            base |= {"listenKey": opened["listenKey"]}  # DELETE closes it: -1125 after
         if endpoint.method == "POST":
             base |= {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1"}
             base |= {"price": "400.00", "newOrderRespType": "ACK"}
