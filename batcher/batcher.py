@@ -607,7 +607,7 @@ def run_batcher(settings: Settings, shards: list[int]) -> None:
         gc.freeze()
         gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         redis = Redis.from_url(redis_url)
-        database = await open_database(database_url, min_size=1, max_size=2)
+        database = await open_database(database_url, min_size=1, max_size=2, writer=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
