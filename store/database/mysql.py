@@ -45,6 +45,7 @@ import asyncmy
 import msgspec
 from asyncmy import converters, errors
 from asyncmy.constants import FIELD_TYPE
+from asyncmy.converters import escape_sequence
 from asyncmy.cursors import DictCursor
 
 from schema import tables
@@ -162,6 +163,10 @@ CONVERSIONS: dict[Any, Any] = {
     FIELD_TYPE.DATETIME: _utc,
     FIELD_TYPE.TIMESTAMP: _utc,
 }
+
+# What asyncmy takes apart from CONVERSIONS to escape values with (the keys that are types).
+ENCODERS = {kind: encode for kind, encode in CONVERSIONS.items() if type(kind) is not int}
+CHARSET = "utf8mb4"
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -373,12 +378,14 @@ class MySQLTransaction(MySQLSession):
     async def _rows(self, statement: tuple[str, str], rows: Sequence[Any]) -> None:
         """Multi-row statements of `rows`, each under the size the server takes."""
         head, tail = statement
-        literal, limit = self.conn.literal, self.dialect.max_statement - len(head) - len(tail)
+        limit = self.dialect.max_statement - len(head) - len(tail)
         values: list[str] = []
         size = 0
         for row in rows:
-            # "(1,'u1',NULL,…)"; asyncmy escapes only a plain tuple so (not a named one)
-            text = literal(row if type(row) is tuple else tuple(row))
+            # "(1,'u1',NULL,…)", by asyncmy's escaping of a tuple, called without the
+            # connection's literal() before it (its type checks were 0.3 µs a row); only a
+            # plain tuple is escaped so, not a named one
+            text = escape_sequence(row if type(row) is tuple else tuple(row), CHARSET, ENCODERS)
             if values and size + len(text) > limit:
                 await self.conn.query(head + ",".join(values) + tail)
                 values, size = [], 0
@@ -562,7 +569,7 @@ def connect_options(url: str) -> dict[str, Any]:
         "port": parts.port or 3306,
         "user": unquote(parts.username or "root"),
         "password": unquote(parts.password or ""),
-        "charset": "utf8mb4",
+        "charset": CHARSET,
     }
     if database:
         options["database"] = unquote(database)
