@@ -103,5 +103,8 @@ MIGRATION_FINISH = Script("migration_finish")
 # and the load test's sampling of the settled batches (loadtest/run.py)
 NEWEST_BATCH = Script("newest_batch")
 
+# batcher: the records of orders whose end is committed leave Redis (batcher/batcher.py)
+EXPIRE_RECORDS = Script("expire_records")
+
 # the API's operator console: each shard's backlog (api/console.py)
 SHARD_LAG = Script("shard_lag")
