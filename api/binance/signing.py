@@ -75,6 +75,8 @@ class Params:
 
     def refuse(self, *names: str) -> None:
         """Parameters Binance takes that this order type (or this server) does not."""
+        if self.values.keys().isdisjoint(names):  # the usual case, in one look
+            return
         for name in names:
             if self.get(name) is not None:
                 raise BinanceError(Binance.PARAM_NOT_REQUIRED, param=name)
