@@ -3,7 +3,11 @@
 (a minute's seq range makes a time range of trades a range of their primary key).
 
 Intervals start on UTC boundaries counted from the epoch, weeks on Mondays (Binance's
-weekly candles), months on the 1st. Only intervals with trades have a candle.
+weekly candles), months on the 1st. The batcher writes a minute only when it has trades;
+klines are Binance's unbroken series all the same: from the symbol's first trade to the
+interval now running, an interval without trades is a candle at the last close with no
+volume (a bot reads a missing candle as a market whose data stopped: freqtrade ignores a
+pair whose newest candle is a few intervals old).
 
 Served as GET /v1/klines (KlineRoutes), GET /api/v3/klines (api/binance/market.py), and
 live (CandleFeed) on /v1/ws `klines:{symbol}:{interval}` and Binance's
@@ -66,17 +70,17 @@ _MONTHLY = (
 )
 
 
-def _klines_query(monthly: bool, ascending: bool) -> str:
+def _klines_query(monthly: bool) -> str:
     """$1 symbol, $2..$3 the range of minutes, the limit last ($4, or $6 after the fixed
-    intervals' $4 offset and $5 width)."""
+    intervals' $4 offset and $5 width); oldest first."""
     bucket, limit = (_MONTHLY, "$4") if monthly else (_FIXED, "$6")
     return f"""
 SELECT {bucket} AS open_time, {_SUMS}
 FROM candles WHERE symbol = $1 AND open_time >= $2 AND open_time < $3
-GROUP BY 1 ORDER BY 1 {"ASC" if ascending else "DESC"} LIMIT {limit}"""
+GROUP BY 1 ORDER BY 1 LIMIT {limit}"""
 
 
-KLINES = {(m, a): _klines_query(m, a) for m in (False, True) for a in (False, True)}
+KLINES = {monthly: _klines_query(monthly) for monthly in (False, True)}
 
 DAY = f"""
 SELECT s.symbol, w.*, p.close AS prev_close
@@ -114,6 +118,11 @@ def bucket_end(start_ms: int, interval: str) -> int:
     return start_ms + INTERVALS[interval][0]
 
 
+CLOSE_BEFORE = """
+SELECT close FROM candles WHERE symbol = $1 AND open_time < $2 ORDER BY open_time DESC LIMIT 1
+"""
+
+
 async def klines(
     history: History,
     symbol: str,
@@ -121,21 +130,59 @@ async def klines(
     start_ms: int | None,
     end_ms: int | None,
     limit: int,
+    now_ms: int,
 ) -> list[Any]:
-    """Candles of `interval` that start within start_ms..end_ms, oldest first: the first
-    `limit` from start_ms on, or without start_ms the newest `limit`."""
-    low = 0
+    """Candles of `interval` that start within start_ms..end_ms and by now_ms, oldest
+    first, every interval from the symbol's first trade on (gaps(): a quiet one at the last
+    close): the first `limit` from start_ms on, or without start_ms the newest `limit`."""
+    last = bucket_start(now_ms if end_ms is None else min(end_ms, now_ms), interval)
     if start_ms is not None:
         first = bucket_start(start_ms, interval)
         low = first if first == start_ms else bucket_end(first, interval)
-    high = 2**62 if end_ms is None else bucket_end(bucket_start(end_ms, interval), interval)
-    query = KLINES[interval == MONTH, start_ms is not None]
+    else:  # the window of the newest `limit`, traded or not
+        low = last
+        for _ in range(limit - 1):
+            if low <= 0:
+                break
+            low = bucket_start(low - 1, interval)
+    if low > last:
+        return []
+    high = bucket_end(last, interval)
+    # every traded interval of the window is among these: it holds at most `limit` intervals
+    query = KLINES[interval == MONTH]
     if interval == MONTH:
         rows = await history.fetch(query, symbol, low, high, limit)
     else:
         width, offset = INTERVALS[interval]
         rows = await history.fetch(query, symbol, low, high, offset, width, limit)
-    return rows if start_ms is not None else rows[::-1]
+    before = await history.fetch(CLOSE_BEFORE, symbol, low)
+    return gaps(rows, interval, low, last, limit, before[0]["close"] if before else None)
+
+
+def gaps(
+    rows: list[Any], interval: str, low: int, last: int, limit: int, close: int | None
+) -> list[Any]:
+    """`rows` (traded intervals from `low` on, oldest first) with the intervals between
+    them up to `last`, at most `limit`: an interval without trades is a candle at the last
+    close, with no volume; none before the first trade (`close`: the last before `low`)."""
+    traded = {row["open_time"]: row for row in rows}
+    out: list[Any] = []
+    at = low if close is not None or not rows else rows[0]["open_time"]
+    while at <= last and len(out) < limit:
+        row = traded.get(at)
+        if row is not None:
+            out.append(row)
+            close = row["close"]
+        elif close is not None:
+            out.append(
+                {
+                    "open_time": at, "open": close, "high": close, "low": close,
+                    "close": close, "volume": 0, "quote_volume": 0, "taker_buy_volume": 0,
+                    "taker_buy_quote_volume": 0, "trades": 0,
+                }
+            )  # fmt: skip
+        at = bucket_end(at, interval)
+    return out
 
 
 async def day_summaries(history: History, symbols: list[str], now_ms: int) -> dict[str, Any]:
@@ -202,7 +249,7 @@ class KlineRoutes:
         limit = query_int(params, "limit", KLINES_LIMIT)
         start = query_int(params, "start_ms", TIME_LIMIT) if "start_ms" in params else None
         end = query_int(params, "end_ms", TIME_LIMIT) if "end_ms" in params else None
-        rows = await klines(self.history, symbol, interval, start, end, limit)
+        rows = await klines(self.history, symbol, interval, start, end, limit, _now_ms())
         body = Klines(symbol=symbol, interval=interval, klines=[candle(r, interval) for r in rows])
         return 200, encode(body), JSON
 
@@ -282,7 +329,7 @@ class CandleFeed:
         ended = sent is not None and not sent[2] and bucket_end(sent[0], interval) <= now
         if not (watched.force or ended or self._traded.get(symbol, 0) > watched.upto):
             return
-        rows = await klines(self._history, symbol, interval, None, None, 2)
+        rows = await klines(self._history, symbol, interval, None, None, 2, now)
         if (symbol, interval) not in self._watched:
             return
         force, watched.force = watched.force, False

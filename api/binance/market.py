@@ -280,7 +280,9 @@ class PublicRoutes:
         limit = _limit(params, KLINES_LIMIT)
         start = params.integer("startTime", 0, MAX_TIME_MS)
         end = params.integer("endTime", 0, MAX_TIME_MS)
-        rows = await candles.klines(self.history, spec.symbol, interval, start, end, limit)
+        rows = await candles.klines(
+            self.history, spec.symbol, interval, start, end, limit, now_ms()
+        )
         scale = Scale(spec, market.decimals)
         return [
             [
