@@ -1,4 +1,4 @@
-"""The depth-diff chain of api/binance/streams.py against the real matching core: random
+"""The depth-diff chain of api/binance/depth_diffs.py against the real matching core: random
 orders, cancels and replaces; the worker's depth cache (a few levels, so that levels keep
 crossing its edge) published at random moments; the API's fan-out reading the events late
 and its depth reads sampling the cache at random moments, making diffs. Then a client that
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from api.binance.streams import Chain, next_diff, touches
+from api.binance.depth_diffs import Chain, next_diff, touches
 from schema.messages import Cancel, Command, Event, Place, Replace, Side, TimeInForce
 from schema.symbols import SymbolSpec
 from workers.engine import MatchingEngine
