@@ -45,6 +45,7 @@ from schema.settings import Settings
 from schema.streams import EventsEntry, LedgerEntry
 from store.database import Database, Fault, Transaction, open_database, require_settings
 from store.database.port import FlushRows, QuarantineRow
+from store.scripts import EXPIRE_ORDERS
 from store.symbols import load_specs
 
 log = logging.getLogger("spot.batcher")
@@ -65,6 +66,7 @@ GATHER_S = 0.02
 HOLD_WARN_S = 5.0
 HOLD_STATS_INTERVAL_S = 1.0  # how often the stats show a wait while nothing is flushed
 FINISHED_ORDER_KEPT_S = 10  # a finished order's record in Redis once committed (Settings)
+EXPIRE_CHUNK = 1_000  # order ids per EXPIRE_ORDERS call, so that one call holds Redis ~1 ms
 # A transient database fault is retried after RETRY_FIRST_S, doubling up to RETRY_MAX_S.
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 2.0
@@ -379,10 +381,6 @@ class Batcher:
         pipe = self.redis.pipeline(transaction=False)
         for stream, last in flush.offsets.items():
             pipe.xtrim(stream, minid=last, approximate=True)
-        # An order that ended is in the database now: its record leaves Redis soon (reads
-        # fall back to the database), so Redis holds open orders, not a day of history.
-        for order_id in flush.changes.finished():
-            pipe.expire(keys.order(order_id), self.finished_order_kept_s)
         # From the oldest order's acceptance to its rows committed: the flush's worst case.
         lag_ms = time.time() * 1000 - (flush.oldest_ms or 0)
         stats = {
@@ -407,6 +405,16 @@ class Batcher:
         pipe.lpush(keys.BATCHER_FLUSHES, _json.encode(stats))
         pipe.ltrim(keys.BATCHER_FLUSHES, 0, 9_999)
         await pipe.execute()
+        # An order that ended is in the database now: its record leaves Redis soon (reads
+        # fall back to the database), so Redis holds open orders, not a day of history.
+        # One script call for them all, outside the pipeline so that a Redis that lost its
+        # scripts is given it again (Script.run) rather than failing the flush's aftermath.
+        finished = flush.changes.finished()
+        for start in range(0, len(finished), EXPIRE_CHUNK):
+            chunk = finished[start : start + EXPIRE_CHUNK]
+            await EXPIRE_ORDERS.run(
+                self.redis, [], [keys.ORDER, self.finished_order_kept_s, *chunk]
+            )
 
     async def _commit(
         self,

@@ -92,6 +92,9 @@ ADOPTED = Script("adopted")  # tell the orchestrator which shard holds the book 
 CLAIM = Script("claim")  # a DRAIN marker, atomically against the rollback
 WORKER_SCRIPTS = (SETTLE, RENEW, RELEASE, STORE_HANDOFF, ADOPTED, CLAIM)
 
+# batcher: the records of ended orders it committed leave Redis soon after (batcher/)
+EXPIRE_ORDERS = Script("expire_orders")
+
 # control: the hot-shard migration's steps (control/migration.py)
 MIGRATION_START = Script("migration_start")
 MIGRATION_PAUSE = Script("migration_pause")
