@@ -15,7 +15,6 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.messages import Cancel, CancelAll, OrderType, Place, Replace, Side, TimeInForce
 from schema.orders import (
@@ -28,6 +27,7 @@ from schema.orders import (
 )
 from schema.streams import CommandEntry, LedgerEntry
 from schema.wire import MAX_INTEGER
+from store.pipeline import PipelinedRedis
 from store.scripts import API_SCRIPTS, CANCEL, CANCEL_ALL, LUA, PLACE, REPLACE, TRANSFER, Script
 
 SYMBOL = "AAPL"
