@@ -54,6 +54,7 @@ class PipelinedRedis:
         self._connecting = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._timeout: float | None = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._bound: asyncio.AbstractEventLoop | None = None
 
     def call(self, script: Script, *keys_and_args: Any) -> Awaitable[Any]:
         """EVALSHA of `script`, its `numkeys` keys first: its reply, or a ResponseError
@@ -85,8 +86,18 @@ class PipelinedRedis:
     def lrange(self, key: str, start: int, end: int) -> Awaitable[list[bytes]]:
         return self.command("LRANGE", key, start, end)
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once per loop: CPython 3.11's get_running_loop()
+        calls getpid() each time (a syscall, to notice a fork), and the order path asked it
+        about once per request and once per batch. The connection belongs to one loop
+        anyway; a new running loop (tests run several) is looked up again."""
+        loop = self._bound
+        if loop is None or loop.is_closed():
+            loop = self._bound = asyncio.get_running_loop()
+        return loop
+
     def _enqueue(self, packed: bytes, script: Script | None) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = self._loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((packed, script, future))
         if not self._scheduled:
@@ -110,7 +121,7 @@ class PipelinedRedis:
         self._sent.extend(batch)
         link.transport.write(b"".join([item[0] for item in batch]))
         if self._timeout is not None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop()
             self._sent_at = loop.time()
             if self._watchdog is None:  # one timer, not one per batch
                 self._watchdog = loop.call_later(self._timeout, self._check)
