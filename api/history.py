@@ -22,7 +22,8 @@ from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError
 from schema.messages import OrderType, Side, TimeInForce
-from schema.wire import Balance, Balances, Fill, Fills, OrderView
+from schema.wire import Balances, Fill, Fills, OrderView
+from store.balances import balance_list
 from store.database import Database, Row, dialect_of, open_database
 from store.pipeline import PipelinedRedis
 
@@ -197,18 +198,7 @@ class Accounts:
     async def balances(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         user = principal(self.auth, scope).user_id
         fields = await self.reads.hgetall(keys.balance(user))
-        avail, held = keys.available(""), keys.locked("")
-        amounts: dict[str, list[int]] = {}
-        for field, value in fields.items():
-            name = field.decode()
-            if name.startswith(avail):
-                amounts.setdefault(name[len(avail) :], [0, 0])[0] = int(value)
-            elif name.startswith(held):
-                amounts.setdefault(name[len(held) :], [0, 0])[1] = int(value)
-        balances = [
-            Balance(asset=a, available=v[0], locked=v[1]) for a, v in sorted(amounts.items())
-        ]
-        return 200, encode(Balances(user_id=user, balances=balances)), JSON
+        return 200, encode(Balances(user_id=user, balances=balance_list(fields))), JSON
 
     async def fills(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         user = principal(self.auth, scope).user_id

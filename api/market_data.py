@@ -3,9 +3,10 @@
 Protocol (JSON text frames both ways):
 
     -> {"op": "auth", "token": "<JWT>"}           or an Authorization: Bearer header on
-                                                  the upgrade; needed for `orders` only
+                                                  the upgrade; needed for `orders` and
+                                                  `balances` only
     <- {"type": "authenticated", "user_id": ...}
-    -> {"op": "subscribe", "channels": ["trades:AAPL", "depth:AAPL", "orders"]}
+    -> {"op": "subscribe", "channels": ["trades:AAPL", "depth:AAPL", "orders", "balances"]}
     <- {"type": "subscribed", "channels": [...]}  the channels this request added
     -> {"op": "unsubscribe", "channels": [...]}
     <- {"type": "unsubscribed", "channels": [...]}
@@ -22,6 +23,19 @@ all its events; a trade or depth stream skips the numbers of the other events):
                      the user's own ACCEPTED, REJECTED, FILL (price, quantity, side,
                      liquidity MAKER|TAKER, fee, fee_asset: what the fill cost, in what
                      it received, negative for a rebate), REPLACED, CANCELED and DONE
+    balances         {"type": "balance", "channel", "snapshot", "balances": [{"asset",
+                     "available", "locked"}, ...], "time_ms"}: the user's own balances,
+                     absolute amounts as GET /v1/balances gives them, as they were read at
+                     time_ms. On subscribing a snapshot (`snapshot` true: every asset the
+                     user has); then, whenever something moved them (a fill and its fee, a
+                     placement's or a replace's hold, its release by a cancel, a rejection,
+                     an expiry or a better price, a deposit, a withdrawal), the assets it
+                     moved (`snapshot` false): at most one message per user for each read
+                     of the streams, however many changes it held. A hold taken at the door
+                     shows once the order's worker has settled it, with its ACCEPTED (or
+                     REJECTED) on `orders`, which comes first; so does every FILL before
+                     the balances it moved. Carries no `seq`: the amounts are the latest,
+                     and a later message supersedes an earlier one.
 
 Errors are {"type": "error", "error": CODE, "message": ...} and leave the connection
 usable: MALFORMED, MESSAGE_TOO_LARGE, UNKNOWN_OP, UNKNOWN_CHANNEL, UNKNOWN_SYMBOL,
@@ -45,8 +59,12 @@ Granian does not let us lower): the connection limits bound how many such buffer
 
 One fan-out task per API process, started by the first subscription and ended once nobody
 is subscribed (so it costs the order path nothing while nobody listens): one blocking
-XREAD over every `events:{n}`, each batch decoded once and pushed into the subscribed
-connections' bounded queues, each connection drained by a writer task of its own. Depth
+XREAD over every `events:{n}` and the `ledger`, each batch decoded once and pushed into
+the subscribed connections' bounded queues, each connection drained by a writer task of its
+own. While some user listens on `balances`, each read's entries name whose balances moved
+(store/balances.py Moves) and one pipeline reads those users' amounts back from Redis;
+a snapshot and those reads take turns (one lock), so a connection never gets an older
+amount after a newer one. Depth
 is not in the events: a symbol whose events arrive while someone watches its depth is
 read back from the workers' `depth:{symbol}` cache (one MGET every DEPTH_S for all such
 symbols) until the cache has caught up with the events' seq.
@@ -61,7 +79,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -77,7 +95,8 @@ from schema.codes import ApiError, SocketError
 from schema.fees import fee_asset
 from schema.messages import Event, Side, Trade
 from schema.symbols import SymbolSpec
-from schema.wire import DepthCache
+from schema.wire import Balance, DepthCache
+from store.balances import Moves, balance_list
 
 log = logging.getLogger("spot.api.ws")
 
@@ -94,6 +113,7 @@ CLIENT_NAME = "spot-market-data"  # the fan-out's Redis connection, in CLIENT LI
 TRADES = "trades:"
 DEPTH = "depth:"
 ORDERS = "orders"
+BALANCES = "balances"
 
 _encode = msgspec.json.Encoder().encode
 _events = msgspec.msgpack.Decoder(list[Event])
@@ -179,6 +199,9 @@ class MarketData:
         self._spec_of = spec_of  # a fill's fee asset is the base or quote of its symbol
         self._channels: dict[str, set[Connection]] = {}  # public channel -> listeners
         self._users: dict[str, set[Connection]] = {}  # user id -> `orders` listeners
+        self._holders: dict[str, set[Connection]] = {}  # user id -> `balances` listeners
+        # Held while balances are read and pushed: one read's push before the next read.
+        self._balance_turn = asyncio.Lock()
         self._fan_out: asyncio.Task[None] | None = None
         self._reading = asyncio.Event()  # set once the fan-out knows where the streams end
         self._depth_task: asyncio.Task[None] | None = None
@@ -348,11 +371,8 @@ class MarketData:
                 continue
             conn.channels.add(channel)
             added.append(channel)
-            if channel == ORDERS:
-                assert conn.principal is not None
-                self._users.setdefault(conn.principal.user_id, set()).add(conn)
-            else:
-                self._channels.setdefault(channel, set()).add(conn)
+            table, key = self._listeners(conn, channel)
+            table.setdefault(key, set()).add(conn)
         if not added:
             return
         if self._fan_out is None:
@@ -366,16 +386,18 @@ class MarketData:
         for channel in added:
             if channel.startswith(DEPTH):
                 await self._depth_snapshot(conn, channel.removeprefix(DEPTH))
+            elif channel == BALANCES:
+                await self._balance_snapshot(conn)
 
     def _refusal(self, conn: Connection, channel: str) -> str | None:
         """The error message that refuses this subscription, or None."""
         if len(conn.channels) >= self._limits.channels:
             most = self._limits.channels
             return _error(SocketError.TOO_MANY_CHANNELS, f"at most {most} channels", channel)
-        if channel == ORDERS:
+        if channel in (ORDERS, BALANCES):
             if conn.principal is None:
                 return _error(
-                    SocketError.UNAUTHENTICATED, "orders needs a token (op auth)", channel
+                    SocketError.UNAUTHENTICATED, f"{channel} needs a token (op auth)", channel
                 )
             return None
         kind, _, symbol = channel.partition(":")
@@ -387,13 +409,17 @@ class MarketData:
             return _error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
         return None
 
+    def _listeners(self, conn: Connection, channel: str) -> tuple[dict[str, set[Connection]], str]:
+        """The table a subscription to `channel` is kept in, and its key there."""
+        if channel == ORDERS or channel == BALANCES:
+            assert conn.principal is not None
+            table = self._users if channel == ORDERS else self._holders
+            return table, conn.principal.user_id
+        return self._channels, channel
+
     def _unsubscribe(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)
-        if channel == ORDERS:
-            assert conn.principal is not None
-            table, key = self._users, conn.principal.user_id
-        else:
-            table, key = self._channels, channel
+        table, key = self._listeners(conn, channel)
         listeners = table.get(key)
         if listeners is not None:
             listeners.discard(conn)
@@ -411,7 +437,7 @@ class MarketData:
     # -- the fan-out ----------------------------------------------------------------------
 
     def _listening(self) -> bool:
-        return bool(self._channels or self._users)
+        return bool(self._channels or self._users or self._holders)
 
     async def _fan_out_forever(self) -> None:
         client = Redis.from_url(
@@ -421,6 +447,7 @@ class MarketData:
             client_name=CLIENT_NAME,
         )
         ids: dict[KeyT, StreamIdT] | None = None
+        moves = Moves()  # kept across a failed read of the balances, to be read again
         try:
             while self._listening():
                 try:
@@ -428,7 +455,10 @@ class MarketData:
                         ids = await self._tails(client)
                         self._reading.set()
                     reply = await client.xread(ids, count=READ_COUNT, block=BLOCK_MS)
-                    self._deliver(reply, ids)
+                    self._deliver(reply, ids, moves)
+                    if moves:
+                        await self._push_balances(moves)
+                        moves = Moves()
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     log.warning("market data: Redis unavailable, retrying: %r", exc)
                     await asyncio.sleep(RETRY_S)
@@ -441,20 +471,27 @@ class MarketData:
             await client.aclose()
 
     async def _tails(self, client: Redis) -> dict[KeyT, StreamIdT]:
-        """Each events stream's last id: the fan-out reads what comes after it."""
+        """Each events stream's last id, and the ledger's: the fan-out reads what comes after."""
         pipe = client.pipeline(transaction=False)
-        names = [keys.events(n) for n in range(self._shards)]
+        names = [keys.events(n) for n in range(self._shards)] + [keys.LEDGER]
         for name in names:
             pipe.xrevrange(name, count=1)
         lasts = await pipe.execute()
         return {n: last[0][0] if last else "0-0" for n, last in zip(names, lasts, strict=True)}
 
-    def _deliver(self, reply: Any, ids: dict[KeyT, StreamIdT]) -> None:
+    def _deliver(self, reply: Any, ids: dict[KeyT, StreamIdT], moves: Moves) -> None:
+        """Publish one read's events; add to `moves` whose watched balances they moved."""
         streams = reply.items() if isinstance(reply, dict) else reply or ()
+        holders = self._holders
         for stream, entries in streams:
             name = stream.decode() if isinstance(stream, bytes) else stream
             for entry_id, fields in entries:
                 ids[name] = entry_id
+                if holders:
+                    try:
+                        moves.add(name, fields, holders)
+                    except (msgspec.DecodeError, KeyError, ValueError):
+                        log.error("market data: undecodable balances in %s %s", name, entry_id)
                 raw = fields.get(b"events")
                 if not raw:
                     continue
@@ -523,6 +560,29 @@ class MarketData:
             fields["event"] = fields.pop("type")
             del fields["user_id"], fields["symbol"], fields["seq"]
             _push_order(listeners, event, fields)
+
+    # -- balances -------------------------------------------------------------------------
+
+    async def _push_balances(self, moves: Moves) -> None:
+        """Read the moved balances of the users who listen and push one message to each."""
+        async with self._balance_turn:
+            amounts = await moves.read(self._redis)
+            time_ms = int(time.time() * 1000)
+            for user, moved in amounts.items():
+                listeners = self._holders.get(user)
+                if listeners:
+                    message = _balance_message(moved, time_ms, snapshot=False)
+                    for conn in listeners:
+                        conn.push(message)
+
+    async def _balance_snapshot(self, conn: Connection) -> None:
+        assert conn.principal is not None
+        async with self._balance_turn:
+            raw = await self._redis.hgetall(keys.balance(conn.principal.user_id))
+            fields = cast(dict[bytes, bytes], raw)  # the client does not decode replies
+            conn.push(
+                _balance_message(balance_list(fields), int(time.time() * 1000), snapshot=True)
+            )
 
     # -- depth ----------------------------------------------------------------------------
 
@@ -594,6 +654,18 @@ def _push_order(listeners: set[Connection], event: Event, fields: dict[str, Any]
     ).decode()
     for conn in listeners:
         conn.push(message)
+
+
+def _balance_message(moved: list[Balance], time_ms: int, *, snapshot: bool) -> str:
+    return _encode(
+        {
+            "type": "balance",
+            "channel": BALANCES,
+            "snapshot": snapshot,
+            "balances": moved,
+            "time_ms": time_ms,
+        }
+    ).decode()
 
 
 def _depth_message(symbol: str, depth: DepthCache) -> str:

@@ -442,7 +442,9 @@ def document(shards: int | None = None) -> dict[str, Any]:
                 "description": (
                     'Upgrade to WebSocket, then send {"op": "subscribe", "channels": [...]}. '
                     "Public channels: trades:{symbol}, depth:{symbol}. Private: orders (the "
-                    "user's own order events and fills, each fill with its fee and fee_asset), "
+                    "user's own order events and fills, each fill with its fee and fee_asset) "
+                    "and balances (a snapshot of the user's balances, then the absolute "
+                    "available and locked of each asset that moved, with time_ms), "
                     'after {"op": "auth", "token": ...} or with an Authorization: Bearer '
                     "header on the upgrade."
                 ),

@@ -284,16 +284,22 @@ class OrderRoutes:
         )
         if result.status is ScriptStatus.OK:
             return 202, encode(OrderAccepted(order_id=order_id, status="REPLACE_REQUESTED")), JSON
+        if result.status is ScriptStatus.NOT_FOUND:
+            # Its record left Redis since the HMGET above (committed, then let go): the
+            # database knows how it ended.
+            raise await self._ended_or_unknown(user, order_id)
         raise _replace_refused(result, order_id, name)
 
     async def _ended_or_unknown(self, user: str, order_id: int) -> HTTPError:
         """No record in Redis: no such order, or one that ended and is in the database only
         (the batcher lets a finished order's record go once committed): 409 as while its
-        record was there. Without the database to ask: 404."""
+        record was there. Without the database to ask, its 503: the order may exist."""
+        if await self.reads.command("EXISTS", keys.order(order_id)):  # another user's
+            return unknown_order(order_id)
         try:
             rows = await self.history.fetch(ORDER_BY_ID, order_id)
-        except HTTPError:
-            return unknown_order(order_id)
+        except HTTPError as unavailable:
+            return unavailable
         if rows and rows[0]["user_id"] == user:
             return not_open(order_id, rows[0]["status"])
         return unknown_order(order_id)
@@ -301,8 +307,6 @@ class OrderRoutes:
 
 def _replace_refused(result: GatewayResult, order_id: int, symbol: str) -> HTTPError:
     status = result.status
-    if status is ScriptStatus.NOT_FOUND:
-        return unknown_order(order_id)
     if status is ScriptStatus.NOT_OPEN:
         return not_open(order_id, result.detail)
     if status is ScriptStatus.PENDING:

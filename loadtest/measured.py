@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SAMPLE_S = 0.2  # how often the worker streams are sampled for acceptance→matched
+MEMORY_S = 5.0  # how often Redis's used_memory is sampled
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Run:
     started_ms: float = 0.0  # wall clock when Locust started
     load_s: float = 0.0  # Locust's whole run, spawning included
     matched_ms: list[float] = field(default_factory=list)  # acceptance→events, sampled
+    # (wall ms, bytes) of Redis's used_memory every MEMORY_S: whether it levels off
+    redis_memory: list[tuple[float, int]] = field(default_factory=list)
     sample_s: float = SAMPLE_S
     flushes: list[dict[str, float]] = field(default_factory=list)
     backlog: int = 0  # orders queued but not matched when Locust stopped

@@ -1,5 +1,6 @@
 """A PNG of a run over time: throughput from Locust's stats history, HTTP latency
-percentiles beside acceptance→committed (each batcher flush's oldest order)."""
+percentiles beside acceptance→committed (each batcher flush's oldest order), and Redis's
+used_memory."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import textwrap
 from pathlib import Path
 
 
-def plot(history_csv: Path, flushes: list[dict[str, float]], out: Path, title: str) -> None:
+def plot(
+    history_csv: Path,
+    flushes: list[dict[str, float]],
+    redis_memory: list[tuple[float, int]],
+    out: Path,
+    title: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display; before pyplot is imported
@@ -20,7 +27,9 @@ def plot(history_csv: Path, flushes: list[dict[str, float]], out: Path, title: s
     start = float(rows[0]["Timestamp"])
     t = [float(r["Timestamp"]) - start for r in rows]
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    fig, (top, bottom, memory) = plt.subplots(
+        3, 1, figsize=(11, 9), sharex=True, height_ratios=(3, 3, 2)
+    )
     top.plot(t, [_num(r["Requests/s"]) for r in rows], label="requests/s")
     top.plot(t, [_num(r["Failures/s"]) for r in rows], label="failures/s", color="tab:red")
     top.set_ylabel("per second")
@@ -43,9 +52,18 @@ def plot(history_csv: Path, flushes: list[dict[str, float]], out: Path, title: s
         )
     bottom.set_yscale("log")
     bottom.set_ylabel("ms (log)")
-    bottom.set_xlabel("seconds since Locust started")
     bottom.legend(loc="upper left", fontsize="small")
-    for axis in (top, bottom):
+    memory.plot(
+        [at_ms / 1000 - start for at_ms, _ in redis_memory],
+        [used / 2**20 for _, used in redis_memory],
+        color="tab:purple",
+        label="Redis used_memory",
+    )
+    memory.set_ylabel("MB")
+    memory.set_ylim(bottom=0)
+    memory.set_xlabel("seconds since Locust started")
+    memory.legend(loc="upper left", fontsize="small")
+    for axis in (top, bottom, memory):
         axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)

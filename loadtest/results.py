@@ -128,6 +128,7 @@ def summary(run: Run, out: Path, thresholds: Thresholds) -> Table:
         f"   worker batches sampled every {run.sample_s:.1f} s per shard)",
         "",
         _batcher(run),
+        _redis_memory(run),
         "",
         _cpu(run, handled),
         "",
@@ -158,7 +159,7 @@ def summary(run: Run, out: Path, thresholds: Thresholds) -> Table:
         )
     )
     png = out / "timeline.png"
-    plot(out / "locust_stats_history.csv", run.flushes, png, lines[0])
+    plot(out / "locust_stats_history.csv", run.flushes, run.redis_memory, png, lines[0])
     lines.append(f"report: {out / 'report.html'}  plot: {png}")
     return Table("\n".join(lines), misses)
 
@@ -172,6 +173,21 @@ def _batcher(run: Run) -> str:
         f"(median), flush p50 {percentile(flush_ms, 50):.1f} ms / p99 "
         f"{percentile(flush_ms, 99):.1f} ms; when Locust stopped {run.backlog:,} orders were "
         f"queued, all persisted {run.drained_s:.1f} s later{behind}"
+    )
+
+
+def _redis_memory(run: Run) -> str:
+    """Where Redis's memory went: a bounded Redis grows while the books and windows fill,
+    then levels off; one that keeps what traffic leaves behind grows to the end."""
+    samples = run.redis_memory
+    if len(samples) < 3:
+        return "Redis used_memory: too few samples"
+    (t0, first), (t1, half), (t2, last) = samples[0], samples[len(samples) // 2], samples[-1]
+    per_min = (last - half) / max(t2 - t1, 1.0) * 60_000
+    return (
+        f"Redis used_memory: {first / 2**20:.1f} MB when Locust started, "
+        f"{half / 2**20:.1f} MB at {(t1 - t0) / 1000:.0f} s, {last / 2**20:.1f} MB at "
+        f"{(t2 - t0) / 1000:.0f} s ({per_min / 2**20:+.2f} MB/min over the second half)"
     )
 
 

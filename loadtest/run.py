@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from api.auth import make_token
 from loadtest import results
-from loadtest.measured import Run
+from loadtest.measured import MEMORY_S, Run
 from loadtest.thresholds import Thresholds
 from schema import keys
 from schema.settings import Settings
@@ -212,19 +212,29 @@ async def _prepare(
 ) -> dict[str, int]:
     """Seed, and return how far the tables went before the run (a given database may
     hold earlier runs)."""
-    redis = Redis.from_url(redis_url)
-    try:
-        await seed(redis, settings.shards, run.traders)
-    finally:
-        await redis.aclose()
     conn = await open_database(database_url, max_size=1)
     try:
-        return {
+        before = {
             "order_id": int(await conn.fetchval("SELECT COALESCE(MAX(order_id), 0) FROM orders")),
             "trades": int(await conn.fetchval("SELECT COUNT(*) FROM trades")),
         }
     finally:
         await conn.close()
+    redis = Redis.from_url(redis_url)
+    try:
+        # A new Redis (the embedded one, or a wiped one) beside a database of earlier runs
+        # would hand out their order ids again, and the batcher would refuse every row.
+        next_id = int(await redis.get(keys.ORDER_IDS) or 0)
+        if before["order_id"] > next_id:
+            raise SystemExit(
+                f"the database already holds orders up to id {before['order_id']}, made with "
+                f"another Redis (this one's ids start at {next_id + 1}): give an empty "
+                "database in SPOT_DATABASE_URL, or the Redis of those runs in SPOT_REDIS_URL"
+            )
+        await seed(redis, settings.shards, run.traders)
+    finally:
+        await redis.aclose()
+    return before
 
 
 DATABASE_KINDS = {"postgresql": ("postgres", 5432), "mysql": ("mysql", 3306)}
@@ -275,6 +285,7 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
     seen: dict[bytes, bytes] = {}
     locust_cpu: dict[int, float] = {}
     started = time.monotonic()
+    memory_due = started
     run.started_ms = time.time() * 1000
     with (out / "locust.log").open("wb") as log:
         locust = subprocess.Popen(
@@ -293,6 +304,10 @@ async def _load(run: Run, settings: Settings, redis_url: str, config: Path, out:
                     break
                 if time.monotonic() - started > run.seconds + 120:
                     locust.kill()
+                if time.monotonic() >= memory_due:
+                    memory_due += MEMORY_S
+                    used = (await redis.info("memory"))["used_memory"]
+                    run.redis_memory.append((time.time() * 1000, int(used)))
                 for settled, first in await _newest_batches(redis, streams):
                     if seen.get(first) != settled:
                         seen[first] = settled

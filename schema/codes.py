@@ -161,7 +161,7 @@ class SocketError(StrEnum):
     UNKNOWN_CHANNEL = "UNKNOWN_CHANNEL"
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
     TOO_MANY_CHANNELS = "TOO_MANY_CHANNELS"
-    UNAUTHENTICATED = "UNAUTHENTICATED"  # `orders` before op auth
+    UNAUTHENTICATED = "UNAUTHENTICATED"  # `orders` or `balances` before op auth
     ALREADY_AUTHENTICATED = "ALREADY_AUTHENTICATED"
     SLOW_CONSUMER = "SLOW_CONSUMER"  # the last message before the server closes
     # the last message before the server closes, too

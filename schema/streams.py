@@ -132,6 +132,11 @@ def decode_events(payload: bytes) -> list[Event]:
     return _events.decode(payload)
 
 
+def decode_balances(payload: bytes) -> list[tuple[str, str, int, int]]:
+    """An EventsEntry's `balances` without the rest of the entry (the balance fan-out)."""
+    return _balances.decode(payload)
+
+
 class LedgerEntry(msgspec.Struct, frozen=True, gc=False):
     """A deposit (amount > 0) or withdrawal (amount < 0) of available funds."""
 

@@ -14,6 +14,7 @@ from batcher.batcher import CONSUMER
 from schema import keys
 from schema.fees import FEE_ACCOUNT
 from schema.orders import OPEN_STATUSES, OrderStatus
+from store.balances import by_asset
 from store.database import Database
 from store.symbols import load_specs
 
@@ -29,8 +30,6 @@ CHECKS = {
 }
 
 # The balance hash's money fields, by their prefix: avail:{asset} and locked:{asset}.
-BALANCE_KINDS = {keys.available("").rstrip(":"): 0, keys.locked("").rstrip(":"): 1}
-
 # Per asset, what the trades charged: each side's fee is in the asset it received (the
 # buyer's in base, the seller's in quote), a maker's rebate negative.
 FEES_CHARGED = """
@@ -104,10 +103,8 @@ async def redis_balances(redis: Any) -> dict[tuple[str, str], list[int]]:
     out: dict[tuple[str, str], list[int]] = {}
     async for key in redis.scan_iter(match=keys.BALANCE + "*", count=1000):
         user = key.decode()[len(keys.BALANCE) :]
-        for field, value in (await redis.hgetall(key)).items():
-            kind, _, asset = field.decode().partition(":")
-            if kind in BALANCE_KINDS:  # not the open-order counts that share the hash
-                out.setdefault((user, asset), [0, 0])[BALANCE_KINDS[kind]] = int(value)
+        for asset, amounts in by_asset(await redis.hgetall(key)).items():
+            out[(user, asset)] = amounts
     return out
 
 

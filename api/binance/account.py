@@ -20,6 +20,7 @@ from schema import keys
 from schema.fees import fee_asset
 from schema.messages import Side
 from schema.symbols import SymbolSpec
+from store.balances import by_asset
 from store.pipeline import PipelinedRedis
 
 TRADES_LIMIT = (1, 1000, 500)
@@ -80,14 +81,7 @@ class AccountRoutes:
     async def account(self, key: ApiKey, params: Params) -> Any:
         market = self.listing.market
         fields = await self.reads.hgetall(keys.balance(key.user_id))
-        avail, held = keys.available(""), keys.locked("")
-        amounts: dict[str, list[int]] = {asset: [0, 0] for asset in market.assets}
-        for field, value in fields.items():
-            name = field.decode()
-            if name.startswith(avail):
-                amounts.setdefault(name[len(avail) :], [0, 0])[0] = int(value)
-            elif name.startswith(held):
-                amounts.setdefault(name[len(held) :], [0, 0])[1] = int(value)
+        amounts = {asset: [0, 0] for asset in market.assets} | by_asset(fields)
         maker, taker = self.tiers.rates.get(key.user_id) or _rates(market)
         trading = TRADE in key.permissions
         return {

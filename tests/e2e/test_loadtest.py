@@ -37,7 +37,7 @@ def test_a_short_low_rate_run_passes_with_a_clean_audit(tmp_path: Path) -> None:
     summary = run.stdout
     for line in ("offered: order commands sent", "accepted (202)", "persisted orders",
                  "matched: trades", "HTTP response, all requests", "acceptance→committed",
-                 "CPU seconds", "audit: clean", "thresholds met"):  # fmt: skip
+                 "Redis used_memory", "CPU seconds", "audit: clean", "thresholds met"):  # fmt: skip
         assert line in summary, summary
     for name in ("report.html", "locust_stats.csv", "locust_stats_history.csv", "timeline.png"):
         assert (out / name).stat().st_size > 0, name
