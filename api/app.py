@@ -8,8 +8,10 @@ connection (store/pipeline.py); the symbol specs and price bands come from a cac
 background task refreshes (api/market.py), never from Redis per request.
 
 The handlers live by concern: api/orders.py, api/history.py (balances, fills, the
-database), api/market.py (public market data), api/admin.py (funds, migrations); GET
-/v1/ws is market data over WebSocket, api/market_data.py, which has the protocol.
+database), api/market.py (public market data), api/candles.py (klines), api/admin.py
+(funds, migrations); GET /v1/ws is market data over WebSocket, api/market_data.py, which
+has the protocol, and Binance's streams (/ws, /stream, /ws-api/v3) ride on it
+(api/binance/streams.py, api/binance/user_stream.py).
 
 Errors are `{"error": CODE, "message": ...}`, the status beside each code in
 schema/codes.py. Whatever a client sends gets a 4xx; a 500 means a fault of ours
@@ -32,6 +34,9 @@ from api.admin import AdminRoutes
 from api.apikeys import ApiKeyRoutes, ApiKeyStore, master_key
 from api.auth import Authenticator, AuthError
 from api.binance.routes import BinanceRoutes
+from api.binance.streams import BinanceStreams
+from api.binance.user_stream import WS_API_PATH, ListenKeys, UserStreams
+from api.candles import KlineRoutes
 from api.console import Console
 from api.console_page import ConsolePage
 from api.errors import HTTPError, Unavailable, redis_not_serving
@@ -39,12 +44,13 @@ from api.history import Accounts, History
 from api.ledger import LedgerRoutes
 from api.limits import RateLimits
 from api.market import Listing, PublicMarketData
-from api.market_data import MarketData, SocketLimits
+from api.market_data import MarketData
 from api.metrics import Metrics, RouteStats
 from api.order_gateway import OrderGateway
 from api.orders import OrderRoutes
 from api.request import JSON, TEXT, UNAUTHORIZED, UNAVAILABLE, Reply, encode, error_reply
 from api.rsgi import HTTPProtocol, ProtocolClosed, Scope
+from api.sockets import SocketLimits
 from schema.codes import ApiError
 from schema.settings import Settings
 from schema.wire import Error, MigrationConflict
@@ -130,6 +136,7 @@ class App:
                 idle_s=settings.ws_idle_timeout_s,
             ),
             trusted=self.limits.trusted,
+            history=history if settings.database_url is not None else None,
         )
         self.metrics = Metrics(redis, settings.shards)
         max_body = settings.max_body_bytes
@@ -144,6 +151,7 @@ class App:
         accounts = Accounts(auth, gateway.pipeline, history)
         ledger = LedgerRoutes(auth, history)
         public = PublicMarketData(listing, gateway.pipeline)
+        klines = KlineRoutes(listing, history)
         self.admin = admin = AdminRoutes(
             auth=auth,
             gateway=gateway,
@@ -157,6 +165,17 @@ class App:
             redis, master_key(settings.api_key_secret, settings.jwt_secret), gateway.pipeline
         )
         api_keys = ApiKeyRoutes(auth, keys, max_body)
+        listen_keys = ListenKeys(redis)
+        # Binance's streams (/ws, /stream, /ws-api/v3) on the same connections and fan-out
+        self.market_data.attach(
+            BinanceStreams(
+                self.market_data,
+                listing,
+                history,
+                max_streams=settings.ws_max_channels,
+                users=UserStreams(redis, listing, listen_keys, keys),
+            )
+        )
         binance = BinanceRoutes(
             orders=orders,
             listing=listing,
@@ -166,6 +185,7 @@ class App:
             max_body=max_body,
             unavailable=self._unavailable,
             budget=self.limits,
+            listen_keys=listen_keys,
         )
         self.console = console = Console(
             auth=auth, redis=redis, listing=listing, metrics=self.metrics, shards=settings.shards
@@ -186,6 +206,7 @@ class App:
             ("GET", "/v1/symbols", public.symbols),
             ("GET", "/v1/book/{symbol}", public.book),
             ("GET", "/v1/trades/{symbol}", public.trades),
+            ("GET", "/v1/klines", klines.klines),
             ("GET", "/v1/ws", public.websocket_only),
             ("POST", "/v1/admin/deposits", admin.deposit),
             ("POST", "/v1/admin/withdrawals", admin.withdrawal),
@@ -275,7 +296,8 @@ class App:
         return error_reply(ApiError.INTERNAL, "internal error")
 
     async def _websocket(self, scope: Scope, proto: Any) -> None:
-        if scope.path == "/v1/ws":
+        path = scope.path
+        if path == "/v1/ws" or _binance_stream(path):
             await self.market_data.serve(scope, proto)
         else:
             proto.close(404)
@@ -311,6 +333,11 @@ class App:
 
     async def openapi(self, scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
         return 200, self._openapi, JSON
+
+
+def _binance_stream(path: str) -> bool:
+    """Binance's stream endpoints: /ws, /ws/<stream>, /stream (api/binance/streams.py)."""
+    return path in ("/ws", "/stream", WS_API_PATH) or path.startswith(("/ws/", "/stream/"))
 
 
 app = App()

@@ -23,6 +23,13 @@ all its events; a trade or depth stream skips the numbers of the other events):
                      the user's own ACCEPTED, REJECTED, FILL (price, quantity, side,
                      liquidity MAKER|TAKER, fee, fee_asset: what the fill cost, in what
                      it received, negative for a rebate), REPLACED, CANCELED and DONE
+    klines:{symbol}:{interval}
+                     {"type": "kline", "channel", "symbol", "interval", "closed", open_time,
+                     close_time, open, high, low, close, volume, ...: schema.wire.Candle}:
+                     the interval's newest candle (1m .. 1M, as GET /v1/klines) on
+                     subscribing, then as it changes, at most every second, and once more
+                     with "closed": true when its interval is over (api/candles.py
+                     CandleFeed: read back from the batcher's candles, no seq)
     balances         {"type": "balance", "channel", "snapshot", "balances": [{"asset",
                      "available", "locked"}, ...], "time_ms"}: the user's own balances,
                      absolute amounts as GET /v1/balances gives them, as they were read at
@@ -68,6 +75,10 @@ amount after a newer one. Depth
 is not in the events: a symbol whose events arrive while someone watches its depth is
 read back from the workers' `depth:{symbol}` cache (one MGET every DEPTH_S for all such
 symbols) until the cache has caught up with the events' seq.
+
+Binance's streams (`/ws`, `/ws/<stream>`, `/stream?streams=...`: api/binance/streams.py) are
+served by the same connections, limits, fan-out and depth reads: only the protocol and the
+message shapes are theirs (api/sockets.py `Streams` is what this module asks of them).
 """
 
 from __future__ import annotations
@@ -77,8 +88,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Container
 from typing import Any, cast
 
 import msgspec
@@ -87,15 +97,25 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import KeyT, StreamIdT
 
-from api.auth import Authenticator, AuthError, Principal
+from api.auth import Authenticator, AuthError
+from api.candles import CandleFeed, is_interval
+from api.history import History
 from api.limits import Trusted, client_address
 from api.rsgi import ProtocolClosed, ProtocolError, Scope, WebsocketMessageType, WebsocketProtocol
+from api.sockets import (
+    MAX_MESSAGE_BYTES,
+    Connection,
+    SocketLimits,
+    Streams,
+    count_down,
+    wire_error,
+)
 from schema import keys
 from schema.codes import ApiError, SocketError
 from schema.fees import fee_asset
 from schema.messages import Event, Side, Trade
 from schema.symbols import SymbolSpec
-from schema.wire import Balance, DepthCache
+from schema.wire import Balance, Candle, DepthCache
 from store.balances import Moves, balance_list
 
 log = logging.getLogger("spot.api.ws")
@@ -106,12 +126,11 @@ RETRY_S = 1.0  # after Redis failed the fan-out or the depth reads
 READY_WAIT_S = 5.0  # a subscription waits at most this long for the fan-out to start
 DEPTH_S = 0.05  # the workers' own depth throttle: reading faster finds nothing new
 DEPTH_PATIENCE_S = 2.0  # a depth cache that never catches up with the events is let be
-QUEUE_SIZE = 1_000  # messages a connection may fall behind before it is closed
-MAX_MESSAGE_BYTES = 4_096  # of a client's message
 CLIENT_NAME = "spot-market-data"  # the fan-out's Redis connection, in CLIENT LIST
 
 TRADES = "trades:"
 DEPTH = "depth:"
+KLINES = "klines:"
 ORDERS = "orders"
 BALANCES = "balances"
 
@@ -126,51 +145,8 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
 
 
 _request = msgspec.json.Decoder(_Request)
+_NO_DEPTH = DepthCache(bids=[], asks=[], seq=0)
 _depth = msgspec.json.Decoder(DepthCache)
-
-
-@dataclass(frozen=True)
-class SocketLimits:
-    """Per API process; schema/settings.py's SPOT_WS_* say what each is for."""
-
-    per_user: int = 10
-    per_address: int = 50
-    total: int = 10_000
-    channels: int = 100
-    idle_s: float = 30.0
-
-
-class Connection:
-    """One client: what it listens to and what is waiting to be sent to it."""
-
-    __slots__ = ("queue", "channels", "principal", "closing", "timer")
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_SIZE)
-        self.channels: set[str] = set()
-        self.principal: Principal | None = None
-        self.closing = False
-        self.timer: asyncio.TimerHandle | None = None  # the idle timeout or token expiry
-
-    def push(self, message: str) -> None:
-        """Queue a message; a connection that fell QUEUE_SIZE behind gets an error and is
-        closed, so one slow client never holds up the rest."""
-        if self.closing:
-            return
-        try:
-            self.queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.close_with(_error(SocketError.SLOW_CONSUMER, f"more than {QUEUE_SIZE} behind"))
-
-    def close_with(self, message: str) -> None:
-        """Drop what waits, send `message` and close (None tells the writer to)."""
-        if self.closing:
-            return
-        self.closing = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(message)
-        self.queue.put_nowait(None)
 
 
 class MarketData:
@@ -185,6 +161,7 @@ class MarketData:
         *,
         limits: SocketLimits = SocketLimits(),  # noqa: B008  (frozen: shared safely)
         trusted: Trusted | None = None,
+        history: History | None = None,
     ) -> None:
         self._limits = limits
         self._trusted = trusted if trusted is not None else Trusted("")
@@ -208,11 +185,31 @@ class MarketData:
         # symbol -> (seq of its last event, loop time it came): depth to read back
         self._depth_wanted: dict[str, tuple[int, float]] = {}
         self._depth_sent: dict[str, tuple[int, bytes]] = {}  # symbol -> seq, levels pushed
+        self._candles = None if history is None else CandleFeed(history, self._on_candle)
+        self._streams: Streams | None = None
+        self.reading_since = math.inf  # loop time the fan-out began reading, inf if not
+
+    @property
+    def redis(self) -> Redis:
+        """The API's pool, for short reads (depth)."""
+        return self._redis
+
+    @property
+    def candles(self) -> CandleFeed | None:
+        return self._candles
+
+    def attach(self, streams: Streams) -> None:
+        self._streams = streams
 
     # -- a connection ---------------------------------------------------------------------
 
     async def serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
-        """Run one WebSocket connection until the client leaves or is closed."""
+        """Run one WebSocket connection until the client leaves or is closed: /v1/ws, or
+        Binance's /ws... and /stream... when their streams are attached."""
+        binance = scope.path != "/v1/ws"
+        if binance and self._streams is None:
+            proto.close(404)
+            return
         address = client_address(scope)
         counted = address not in self._trusted
         refused = self._admit(address if counted else None)
@@ -220,11 +217,11 @@ class MarketData:
             proto.close(refused)  # before the upgrade: an HTTP status
             return
         try:
-            await self._serve(scope, proto)
+            await self._serve(scope, proto, binance)
         finally:
             self._open -= 1
             if counted:
-                _count_down(self._per_address, address)
+                count_down(self._per_address, address)
 
     def _admit(self, address: str | None) -> int | None:
         """Count a new connection in, or the HTTP status that refuses it."""
@@ -237,29 +234,29 @@ class MarketData:
         self._open += 1
         return None
 
-    async def _serve(self, scope: Scope, proto: WebsocketProtocol) -> None:
+    async def _serve(self, scope: Scope, proto: WebsocketProtocol, binance: bool) -> None:
         try:
             transport = await proto.accept()
         except (ProtocolClosed, ProtocolError):  # gone during the handshake
             return
-        conn = Connection()
+        conn = Connection(scope.path.startswith("/stream") if binance else None)
         writer = asyncio.create_task(self._write(conn, transport, proto))
+        streams = self._streams
+        handle = self._handle if streams is None or not binance else streams.handle
         try:
-            authorization = scope.headers.get("authorization")
-            if authorization is not None:
-                self._authenticate(conn, authorization)
+            await self._begin(conn, scope, binance)
             self._arm(conn)
             while not conn.closing:
                 message = await transport.receive()
                 if message.kind == WebsocketMessageType.close:
                     break
                 try:
-                    await self._handle(conn, message.data)
+                    await handle(conn, message.data)
                 except (RedisConnectionError, RedisTimeoutError):
-                    conn.push(_error(SocketError.UNAVAILABLE, "market data unavailable, retry"))
+                    conn.push(wire_error(SocketError.UNAVAILABLE, "market data unavailable, retry"))
                 except Exception:
                     log.exception("WebSocket message failed")
-                    conn.push(_error(SocketError.INTERNAL, "internal error"))
+                    conn.push(wire_error(SocketError.INTERNAL, "internal error"))
                 self._arm(conn)
         except ProtocolClosed:
             pass
@@ -270,11 +267,21 @@ class MarketData:
                 conn.timer.cancel()
             self._forget(conn)
             if conn.principal is not None:
-                _count_down(self._per_user, conn.principal.user_id)
+                count_down(self._per_user, conn.principal.user_id)
             if conn.closing:  # the writer sends the error and closes
                 await asyncio.wait([writer], timeout=RETRY_S)
             writer.cancel()
             proto.close(None)
+
+    async def _begin(self, conn: Connection, scope: Scope, binance: bool) -> None:
+        """What the upgrade request says: Binance's streams in its URL, a /v1 token."""
+        if binance:
+            if self._streams is not None:
+                await self._streams.open(conn, scope)
+            return
+        authorization = scope.headers.get("authorization")
+        if authorization is not None:
+            self._authenticate(conn, authorization)
 
     async def _write(self, conn: Connection, transport: Any, proto: WebsocketProtocol) -> None:
         try:
@@ -306,25 +313,27 @@ class MarketData:
 
     def _expire(self, conn: Connection, token: bool) -> None:
         if token:
-            conn.close_with(_error(ApiError.TOKEN_EXPIRED.code, "the token has expired"))
+            conn.close_with(wire_error(ApiError.TOKEN_EXPIRED.code, "the token has expired"))
         else:
             idle = self._limits.idle_s
             conn.close_with(
-                _error(SocketError.IDLE_TIMEOUT, f"no subscription and nothing sent for {idle:g} s")
+                wire_error(
+                    SocketError.IDLE_TIMEOUT, f"no subscription and nothing sent for {idle:g} s"
+                )
             )
 
     async def _handle(self, conn: Connection, data: bytes | str) -> None:
         if len(data if isinstance(data, bytes) else data.encode()) > MAX_MESSAGE_BYTES:
             limit = f"a message is at most {MAX_MESSAGE_BYTES} bytes"
-            conn.push(_error(SocketError.MESSAGE_TOO_LARGE, limit))
+            conn.push(wire_error(SocketError.MESSAGE_TOO_LARGE, limit))
             return
         try:
             request = _request.decode(data)
         except msgspec.DecodeError as exc:
-            conn.push(_error(SocketError.MALFORMED, str(exc)))
+            conn.push(wire_error(SocketError.MALFORMED, str(exc)))
             return
         if request.op in ("subscribe", "unsubscribe") and not request.channels:
-            conn.push(_error(SocketError.MALFORMED, f"{request.op} needs channels"))
+            conn.push(wire_error(SocketError.MALFORMED, f"{request.op} needs channels"))
         elif request.op == "subscribe":
             await self._subscribe(conn, request.channels)
         elif request.op == "unsubscribe":
@@ -334,26 +343,30 @@ class MarketData:
             conn.push(_encode({"type": "unsubscribed", "channels": gone}).decode())
         elif request.op == "auth":
             if request.token is None:
-                conn.push(_error(SocketError.MALFORMED, "auth needs a token"))
+                conn.push(wire_error(SocketError.MALFORMED, "auth needs a token"))
             else:
                 self._authenticate(conn, f"Bearer {request.token}")
         else:
-            conn.push(_error(SocketError.UNKNOWN_OP, f"unknown op {request.op!r}"))
+            conn.push(wire_error(SocketError.UNKNOWN_OP, f"unknown op {request.op!r}"))
 
     def _authenticate(self, conn: Connection, authorization: str) -> None:
         if conn.principal is not None:
-            conn.push(_error(SocketError.ALREADY_AUTHENTICATED, "this connection is authenticated"))
+            conn.push(
+                wire_error(SocketError.ALREADY_AUTHENTICATED, "this connection is authenticated")
+            )
             return
         try:
             principal = self._auth.principal(authorization)
         except AuthError as exc:
-            conn.push(_error(exc.code, exc.message))
+            conn.push(wire_error(exc.code, exc.message))
             return
         user = principal.user_id
         if self._per_user.get(user, 0) >= self._limits.per_user:
             limit = self._limits.per_user
             conn.close_with(
-                _error(SocketError.TOO_MANY_CONNECTIONS, f"{user} has {limit} connections already")
+                wire_error(
+                    SocketError.TOO_MANY_CONNECTIONS, f"{user} has {limit} connections already"
+                )
             )
             return
         self._per_user[user] = self._per_user.get(user, 0) + 1
@@ -373,15 +386,11 @@ class MarketData:
             added.append(channel)
             table, key = self._listeners(conn, channel)
             table.setdefault(key, set()).add(conn)
+            if channel.startswith(KLINES) and self._candles is not None:
+                self._candles.watch(*_kline_channel(channel))
         if not added:
             return
-        if self._fan_out is None:
-            self._reading = asyncio.Event()
-            self._fan_out = asyncio.create_task(self._fan_out_forever())
-        # "subscribed" promises every event from here on: not before the fan-out has read
-        # where the streams end (unless Redis is down; it starts from there once back).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reading.wait(), READY_WAIT_S)
+        await self.ensure_reading()
         conn.push(_encode({"type": "subscribed", "channels": added}).decode())
         for channel in added:
             if channel.startswith(DEPTH):
@@ -389,24 +398,47 @@ class MarketData:
             elif channel == BALANCES:
                 await self._balance_snapshot(conn)
 
+    async def ensure_reading(self) -> None:
+        """Start the fan-out if it is not running, and wait until it reads: a subscription
+        promises every event from its reply on, so not before the fan-out has read where
+        the streams end (unless Redis is down; it starts from there once back)."""
+        if self._fan_out is None:
+            self._reading = asyncio.Event()
+            self._fan_out = asyncio.create_task(self._fan_out_forever())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reading.wait(), READY_WAIT_S)
+
+    def read_depth(self) -> None:
+        """Make sure the depth reads run (Streams.depth_symbols says what they read)."""
+        if self._depth_task is None:
+            self._depth_task = asyncio.create_task(self._depth_forever())
+
     def _refusal(self, conn: Connection, channel: str) -> str | None:
         """The error message that refuses this subscription, or None."""
         if len(conn.channels) >= self._limits.channels:
             most = self._limits.channels
-            return _error(SocketError.TOO_MANY_CHANNELS, f"at most {most} channels", channel)
+            return wire_error(SocketError.TOO_MANY_CHANNELS, f"at most {most} channels", channel)
         if channel in (ORDERS, BALANCES):
             if conn.principal is None:
-                return _error(
+                return wire_error(
                     SocketError.UNAUTHENTICATED, f"{channel} needs a token (op auth)", channel
                 )
             return None
         kind, _, symbol = channel.partition(":")
-        if kind + ":" not in (TRADES, DEPTH) or not symbol:
-            return _error(
-                SocketError.UNKNOWN_CHANNEL, "channels: trades:SYMBOL, depth:SYMBOL", channel
+        if kind + ":" == KLINES:
+            symbol, _, interval = symbol.rpartition(":")
+            if not is_interval(interval):
+                return wire_error(SocketError.UNKNOWN_CHANNEL, "klines:SYMBOL:1m .. 1M", channel)
+            if self._candles is None:
+                return wire_error(SocketError.UNAVAILABLE, "klines need a database", channel)
+        elif kind + ":" not in (TRADES, DEPTH) or not symbol:
+            return wire_error(
+                SocketError.UNKNOWN_CHANNEL,
+                "channels: trades:SYMBOL, depth:SYMBOL, klines:SYMBOL:INTERVAL",
+                channel,
             )
         if not self._listed(symbol):
-            return _error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
+            return wire_error(SocketError.UNKNOWN_SYMBOL, f"unknown symbol {symbol!r}", channel)
         return None
 
     def _listeners(self, conn: Connection, channel: str) -> tuple[dict[str, set[Connection]], str]:
@@ -420,6 +452,8 @@ class MarketData:
     def _unsubscribe(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)
         table, key = self._listeners(conn, channel)
+        if channel.startswith(KLINES) and self._candles is not None:
+            self._candles.unwatch(*_kline_channel(channel))
         listeners = table.get(key)
         if listeners is not None:
             listeners.discard(conn)
@@ -431,13 +465,19 @@ class MarketData:
                     self._depth_wanted.pop(symbol, None)
 
     def _forget(self, conn: Connection) -> None:
+        if conn.combined is not None:
+            if self._streams is not None:
+                self._streams.forget(conn)
+            return
         for channel in list(conn.channels):
             self._unsubscribe(conn, channel)
 
     # -- the fan-out ----------------------------------------------------------------------
 
     def _listening(self) -> bool:
-        return bool(self._channels or self._users or self._holders)
+        streams = self._streams
+        listening = self._channels or self._users or self._holders
+        return bool(listening or (streams and streams.listening()))
 
     async def _fan_out_forever(self) -> None:
         client = Redis.from_url(
@@ -453,6 +493,7 @@ class MarketData:
                 try:
                     if ids is None:
                         ids = await self._tails(client)
+                        self.reading_since = asyncio.get_running_loop().time()
                         self._reading.set()
                     reply = await client.xread(ids, count=READ_COUNT, block=BLOCK_MS)
                     self._deliver(reply, ids, moves)
@@ -467,6 +508,7 @@ class MarketData:
                     await asyncio.sleep(RETRY_S)
             # Synchronously with the check above: a subscription from here on starts anew.
             self._fan_out = None
+            self.reading_since = math.inf
         finally:
             await client.aclose()
 
@@ -482,7 +524,7 @@ class MarketData:
     def _deliver(self, reply: Any, ids: dict[KeyT, StreamIdT], moves: Moves) -> None:
         """Publish one read's events; add to `moves` whose watched balances they moved."""
         streams = reply.items() if isinstance(reply, dict) else reply or ()
-        holders = self._holders
+        holders = self._balance_watchers()
         for stream, entries in streams:
             name = stream.decode() if isinstance(stream, bytes) else stream
             for entry_id, fields in entries:
@@ -502,8 +544,9 @@ class MarketData:
                     continue
                 for event in events:
                     self._publish(event)
-        if self._depth_wanted and self._depth_task is None:
-            self._depth_task = asyncio.create_task(self._depth_forever())
+        streams = self._streams
+        if self._depth_wanted or (streams is not None and streams.depth_symbols()):
+            self.read_depth()
 
     def _publish(self, event: Event) -> None:
         symbol = event.symbol
@@ -524,10 +567,15 @@ class MarketData:
                 ).decode()
                 for conn in listeners:
                     conn.push(message)
+            if self._candles is not None:
+                self._candles.traded(symbol, event.seq)
         if self._users:
             self._publish_private(event)
         if DEPTH + symbol in self._channels:
             self._depth_wanted[symbol] = (event.seq, asyncio.get_running_loop().time())
+        streams = self._streams
+        if streams is not None and streams.listening():
+            streams.publish(event)
 
     def _publish_private(self, event: Event) -> None:
         if isinstance(event, Trade):
@@ -563,6 +611,13 @@ class MarketData:
 
     # -- balances -------------------------------------------------------------------------
 
+    def _balance_watchers(self) -> Container[str]:
+        """The users whose balances someone listens to: on `balances`, or on a Binance user
+        data stream."""
+        streams = self._streams
+        theirs = streams.balance_users() if streams is not None else ()
+        return self._holders.keys() | theirs if theirs else self._holders
+
     async def _push_balances(self, moves: Moves) -> None:
         """Read the moved balances of the users who listen and push one message to each."""
         async with self._balance_turn:
@@ -574,6 +629,8 @@ class MarketData:
                     message = _balance_message(moved, time_ms, snapshot=False)
                     for conn in listeners:
                         conn.push(message)
+            if self._streams is not None:
+                self._streams.on_balances(amounts, moves.transfers, time_ms)
 
     async def _balance_snapshot(self, conn: Connection) -> None:
         assert conn.principal is not None
@@ -586,14 +643,20 @@ class MarketData:
 
     # -- depth ----------------------------------------------------------------------------
 
+    def _binance_depth(self) -> list[str]:
+        return [] if self._streams is None else self._streams.depth_symbols()
+
     async def _depth_forever(self) -> None:
-        """While some watched symbol's depth cache is behind its events: one MGET of those
-        symbols every DEPTH_S, and a push of each that changed."""
+        """While some watched symbol's depth cache is behind its events (or Binance's
+        streams want one read): one MGET of those symbols every DEPTH_S, and a push of each
+        that changed."""
         loop = asyncio.get_running_loop()
         try:
-            while self._depth_wanted:
+            while self._depth_wanted or self._binance_depth():
                 await asyncio.sleep(DEPTH_S)
-                symbols = list(self._depth_wanted)
+                symbols = list(self._depth_wanted.keys() | self._binance_depth())
+                if not symbols:
+                    continue
                 try:
                     raws = await self._redis.mget([keys.depth(s) for s in symbols])
                 except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -602,20 +665,20 @@ class MarketData:
                     continue
                 now = loop.time()
                 for symbol, raw in zip(symbols, raws, strict=True):
+                    depth = None if raw is None else _depth.decode(raw)
+                    if self._streams is not None:  # no cache yet: no event yet
+                        self._streams.on_depth(symbol, depth or _NO_DEPTH)
                     wanted = self._depth_wanted.get(symbol)
                     if wanted is None:
                         continue
-                    seq = self._push_depth(symbol, raw)
+                    seq = 0 if depth is None else self._push_depth(symbol, depth)
                     if seq >= wanted[0] or now - wanted[1] > DEPTH_PATIENCE_S:
                         del self._depth_wanted[symbol]
         finally:
             self._depth_task = None
 
-    def _push_depth(self, symbol: str, raw: bytes | str | None) -> int:
+    def _push_depth(self, symbol: str, depth: DepthCache) -> int:
         """Push the cached depth to the symbol's listeners if it changed; its seq."""
-        if raw is None:
-            return 0
-        depth = _depth.decode(raw)
         levels = _encode((depth.bids, depth.asks))
         sent = self._depth_sent.get(symbol)
         if sent is not None and (depth.seq <= sent[0] or levels == sent[1]):
@@ -633,19 +696,39 @@ class MarketData:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _on_candle(self, symbol: str, interval: str, candle: Candle, closed: bool) -> None:
+        channel = f"{KLINES}{symbol}:{interval}"
+        listeners = self._channels.get(channel)
+        if listeners:
+            message = _encode(
+                {
+                    "type": "kline",
+                    "channel": channel,
+                    "symbol": symbol,
+                    "interval": interval,
+                    "closed": closed,
+                    **msgspec.to_builtins(candle),
+                }
+            ).decode()
+            for conn in listeners:
+                conn.push(message)
+        if self._streams is not None:
+            self._streams.on_candle(symbol, interval, candle, closed)
+
     async def close(self) -> None:
+        if self._streams is not None:
+            await self._streams.close()
+        if self._candles is not None:
+            await self._candles.close()
         tasks = [t for t in (self._fan_out, self._depth_task) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _count_down(counts: dict[str, int], key: str) -> None:
-    left = counts.get(key, 0) - 1
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)
+def _kline_channel(channel: str) -> tuple[str, str]:
+    symbol, _, interval = channel.removeprefix(KLINES).rpartition(":")
+    return symbol, interval
 
 
 def _push_order(listeners: set[Connection], event: Event, fields: dict[str, Any]) -> None:
@@ -679,10 +762,3 @@ def _depth_message(symbol: str, depth: DepthCache) -> str:
             "asks": depth.asks,
         }
     ).decode()
-
-
-def _error(code: str, message: str, channel: str | None = None) -> str:
-    body: dict[str, str] = {"type": "error", "error": code, "message": message}
-    if channel is not None:
-        body["channel"] = channel
-    return _encode(body).decode()

@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 
-from api.binance.routes import ENDPOINTS, PREFIX
+from api.binance.routes import ENDPOINTS, PREFIX, USER_STREAM
+from api.candles import INTERVALS, MONTH
 from schema import console, wire
 
 REF = "#/components/schemas/{name}"
@@ -215,7 +216,9 @@ def _binance_paths() -> dict[str, Any]:
             "description": "Binance's spot API v3: its parameters (query string; a POST's "
             "in an application/x-www-form-urlencoded body) and its reply. "
             + (
-                f"SIGNED: X-MBX-APIKEY, timestamp, recvWindow, signature; the key needs "
+                "USER_STREAM: X-MBX-APIKEY only."
+                if endpoint.permission == USER_STREAM
+                else f"SIGNED: X-MBX-APIKEY, timestamp, recvWindow, signature; the key needs "
                 f"permission {endpoint.permission!r}."
                 if signed
                 else "Public."
@@ -417,6 +420,39 @@ def document(shards: int | None = None) -> dict[str, Any]:
                 parameters=[*SYMBOL, _query_param("limit", 1, 100, 50)],
             )
         },
+        "/v1/klines": {
+            "get": _op(
+                "Candles of an interval, oldest first: the batcher's one-minute candles summed "
+                "(only intervals with trades have one); without start_ms the newest `limit`",
+                (200, "Klines", "candles"),
+                (400, 404, 503),
+                parameters=[
+                    {
+                        "name": "symbol",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 32},
+                    },
+                    {
+                        "name": "interval",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "enum": [*INTERVALS, MONTH]},
+                    },
+                    *(
+                        {
+                            "name": name,
+                            "in": "query",
+                            "required": False,
+                            "description": "ms since the epoch",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10**14},
+                        }
+                        for name in ("start_ms", "end_ms")
+                    ),
+                    _query_param("limit", 1, 1000, 500),
+                ],
+            )
+        },
         "/v1/admin/deposits": {
             "post": _op(
                 "Credit a user's available balance (admin)",
@@ -441,7 +477,8 @@ def document(shards: int | None = None) -> dict[str, Any]:
                 "summary": "Market data over WebSocket (api/market_data.py has the protocol)",
                 "description": (
                     'Upgrade to WebSocket, then send {"op": "subscribe", "channels": [...]}. '
-                    "Public channels: trades:{symbol}, depth:{symbol}. Private: orders (the "
+                    "Public channels: trades:{symbol}, depth:{symbol}, "
+                    "klines:{symbol}:{interval}. Private: orders (the "
                     "user's own order events and fills, each fill with its fee and fee_asset) "
                     "and balances (a snapshot of the user's balances, then the absolute "
                     "available and locked of each asset that moved, with time_ms), "

@@ -40,27 +40,40 @@ CANDLE_COLUMNS: tuple[str, ...] = tuple(Candle.__dataclass_fields__)
 def minute_candles(trades: list[Trade], now_ms: int) -> list[Candle]:
     """The candles of `trades`, one per symbol, in the minute of `now_ms`."""
     minute = now_ms - now_ms % MINUTE_MS
-    candles: dict[str, Candle] = {}
+    by_symbol: dict[str, list[Trade]] = {}
     for t in trades:
-        notional = t.price * t.quantity
-        bought = t.taker_side is Side.BUY
-        c = candles.get(t.symbol)
-        if c is None:
-            candles[t.symbol] = Candle(
-                t.symbol, minute, t.price, t.price, t.price, t.price, t.quantity, notional,
-                t.quantity if bought else 0, notional if bought else 0, 1, t.seq, t.seq,
-            )  # fmt: skip
-            continue
-        c.high = max(c.high, t.price)
-        c.low = min(c.low, t.price)
-        if t.seq < c.first_seq:
-            c.first_seq, c.open = t.seq, t.price
-        if t.seq > c.last_seq:
-            c.last_seq, c.close = t.seq, t.price
-        c.volume += t.quantity
-        c.quote_volume += notional
-        if bought:
-            c.taker_buy_volume += t.quantity
-            c.taker_buy_quote_volume += notional
-        c.trades += 1
-    return list(candles.values())
+        same = by_symbol.get(t.symbol)
+        if same is None:
+            by_symbol[t.symbol] = [t]
+        else:
+            same.append(t)
+    return [_candle(symbol, minute, same) for symbol, same in by_symbol.items()]
+
+
+def _candle(symbol: str, minute: int, trades: list[Trade]) -> Candle:
+    """One symbol's trades summed in locals: updating a Candle's attributes and calling
+    max() and min() for each trade cost ~5,000 instructions a trade, more than its row."""
+    first = trades[0]
+    open_ = high = low = close = first.price
+    first_seq = last_seq = first.seq
+    volume = quote_volume = buy_volume = buy_quote_volume = 0
+    for t in trades:
+        price, quantity, seq = t.price, t.quantity, t.seq
+        notional = price * quantity
+        if price > high:
+            high = price
+        elif price < low:
+            low = price
+        if seq < first_seq:
+            first_seq, open_ = seq, price
+        elif seq > last_seq:
+            last_seq, close = seq, price
+        volume += quantity
+        quote_volume += notional
+        if t.taker_side is Side.BUY:
+            buy_volume += quantity
+            buy_quote_volume += notional
+    return Candle(
+        symbol, minute, open_, high, low, close, volume, quote_volume, buy_volume,
+        buy_quote_volume, len(trades), first_seq, last_seq,
+    )  # fmt: skip

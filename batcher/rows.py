@@ -5,6 +5,9 @@ for every database adapter, so a column added to a table cannot be missed by one
 Pure: no I/O. Records are plain tuples in their table's column order (what COPY and a
 multi-row INSERT take; a named tuple's constructor doubled a row's cost, and the batcher
 makes about two an order); tests/unit/test_rows.py holds each builder to its column list.
+Enum fields go in as the members themselves: they are StrEnums, strings to asyncpg, asyncmy
+and msgspec alike, and reading `.value` (a property of Enum's) cost ~0.25 µs each, four
+an order.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def trade_record(t: Trade, now: datetime) -> WriteRow:
         t.taker_order_id,
         t.maker_user_id,
         t.taker_user_id,
-        t.taker_side.value,
+        t.taker_side,
         now,
         t.maker_fee,
         t.taker_fee,
@@ -108,8 +111,8 @@ def order_record(accepted: Accepted, change: OrderChange, now: datetime) -> Writ
         accepted.order_id,
         accepted.user_id,
         accepted.symbol,
-        accepted.side.value,
-        accepted.order_type.value,
+        accepted.side,
+        accepted.order_type,
         change.price if change.price is not None else accepted.price,
         accepted.quantity,
         change.filled,
@@ -117,7 +120,7 @@ def order_record(accepted: Accepted, change: OrderChange, now: datetime) -> Writ
         change.notional,
         change.status,
         change.reason,
-        accepted.time_in_force.value,
+        accepted.time_in_force,
         accepted.post_only,
         accepted.client_order_id,
         accepted.seq,

@@ -26,6 +26,8 @@ CLIENT_ORDER = "cid:"  # cid:{user}:{client_order_id} -> order id (duplicate che
 LEDGER = "ledger"  # stream of deposits and withdrawals, for the batcher
 API_KEY = "apikey:"  # apikey:{key} -> hash user_id, permissions, created_ms (no secret)
 USER_API_KEYS = "apikeys:"  # apikeys:{user} -> set of the user's API keys
+LISTEN_KEY = "listenkey:"  # listenkey:{key} -> user id of a Binance user data stream (1 h TTL)
+USER_LISTEN_KEY = "listenkeys:"  # listenkeys:{user} -> the user's live listen key (1 h TTL)
 FEE_TIERS = "fee_tiers"  # hash user -> schema.fees.FeeTier JSON: the user's own fee rates
 FEE_TIERS_VERSION = "fee_tiers:version"  # counter, bumped with every change to FEE_TIERS
 
@@ -112,6 +114,14 @@ def api_key(key: str) -> str:
 
 def user_api_keys(user: str) -> str:
     return USER_API_KEYS + user
+
+
+def listen_key(key: str) -> str:
+    return LISTEN_KEY + key
+
+
+def user_listen_key(user: str) -> str:
+    return USER_LISTEN_KEY + user
 
 
 def open_orders(symbol: str) -> str:

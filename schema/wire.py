@@ -271,6 +271,35 @@ class Trades(msgspec.Struct, kw_only=True, gc=False):
     trades: list[PublicTrade]
 
 
+class Candle(msgspec.Struct, kw_only=True, gc=False):
+    """One interval's candle, summed from the batcher's one-minute candles (api/candles.py):
+    prices in quote minor units, volumes in base units, `quote_volume` in quote minor
+    units; `first_seq`..`last_seq` the symbol's trades in it. `close_time` is the last
+    millisecond of the interval. Only intervals with trades have a candle."""
+
+    open_time: int
+    close_time: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    quote_volume: int
+    taker_buy_volume: int
+    taker_buy_quote_volume: int
+    trades: int
+    first_seq: int
+    last_seq: int
+
+
+class Klines(msgspec.Struct, kw_only=True, gc=False):
+    """GET /v1/klines: oldest first."""
+
+    symbol: str
+    interval: str
+    klines: list[Candle]
+
+
 # forbid_unknown_fields: its schema then forbids other fields, so a MigrationConflict (one
 # field more) is not an Error too, as the OpenAPI document's 409 `oneOf` needs.
 class Error(msgspec.Struct, forbid_unknown_fields=True, **_reply):
@@ -296,6 +325,7 @@ REPLIES = (
     Symbols,
     Book,
     Trades,
+    Klines,
     Error,
 )
 

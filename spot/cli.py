@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=int, default=15, help="pipeline: how long wrk runs")
     bench.add_argument("--connections", type=int, default=64, help="pipeline: wrk connections")
     bench.add_argument("--users", type=int, default=50, help="pipeline: distinct traders")
+    bench.add_argument(
+        "--api",
+        choices=["v1", "v3"],
+        default="v1",
+        help="pipeline: POST /v1/orders, or Binance's signed POST /api/v3/order",
+    )
     bench.add_argument("--rate", type=int, default=20_000, help="batcher: orders/s offered")
     bench.add_argument("--load", type=int, default=5_000, help="migration: orders/s offered")
     bench.add_argument("--migrations", type=int, default=20, help="migration: moves to make")
@@ -421,7 +427,7 @@ def _bench(args: argparse.Namespace, settings: Any) -> int:
         return migration_bench(settings, args.load, args.migrations, args.hot_share, args.users)
     from spot.bench.pipeline import pipeline
 
-    return pipeline(settings, args.seconds, args.connections, args.users)
+    return pipeline(settings, args.seconds, args.connections, args.users, args.api)
 
 
 def _migrate(args: argparse.Namespace, settings: Any) -> int:

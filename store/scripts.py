@@ -93,9 +93,6 @@ ADOPTED = Script("adopted")  # tell the orchestrator which shard holds the book 
 CLAIM = Script("claim")  # a DRAIN marker, atomically against the rollback
 WORKER_SCRIPTS = (SETTLE, RENEW, RELEASE, STORE_HANDOFF, ADOPTED, CLAIM)
 
-# batcher: the records of ended orders it committed leave Redis soon after (batcher/)
-EXPIRE_ORDERS = Script("expire_orders")
-
 # control: the hot-shard migration's steps (control/migration.py)
 MIGRATION_START = Script("migration_start")
 MIGRATION_PAUSE = Script("migration_pause")
@@ -106,6 +103,9 @@ MIGRATION_SWITCH = Script("migration_switch")
 MIGRATION_FINISH = Script("migration_finish")
 # and the load test's sampling of the settled batches (loadtest/run.py)
 NEWEST_BATCH = Script("newest_batch")
+
+# batcher: the records of orders whose end is committed leave Redis (batcher/batcher.py)
+EXPIRE_RECORDS = Script("expire_records")
 
 # the API's operator console: each shard's backlog (api/console.py)
 SHARD_LAG = Script("shard_lag")

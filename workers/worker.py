@@ -272,8 +272,13 @@ class Worker:
             applied = await self._settle_all(reply)
         await self._tick()
         now = time.monotonic()
+        settled = {int(stream.rpartition(b":")[2]) for stream, _ in reply or ()}
         for shard in self.shards.values():
-            if shard.dirty and not reply:  # idle: publish what the throttle held back
+            # A shard idle this step publishes what the throttle held back, though others
+            # are busy: else its depth cache lags its events until its next order, and
+            # Binance's depth diffs (api/binance/streams.py) wait for the cache.
+            held = shard.dirty and now - shard.depth_at >= self.depth_interval_s
+            if held and shard.number not in settled:
                 pipe = Batch(self.link)
                 self._publish_depth(pipe, shard)
                 await pipe.execute()

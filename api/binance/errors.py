@@ -57,6 +57,9 @@ class Binance(Enum):
     BAD_SYMBOL = -1121, 400, "Invalid symbol."
     INVALID_PARAMETER = -1130, 400, "Invalid data sent for a parameter."
     BAD_RECV_WINDOW = -1131, 400, "recvWindow must be less than 60000"
+    NO_LISTEN_KEY = -1125, 400, "This listenKey does not exist."
+    # the WebSocket API's, for a method it does not serve
+    UNSUPPORTED_OPERATION = -1020, 400, "This operation is not supported."
     NEW_ORDER_REJECTED = -2010, 400, "New order rejected."
     # cancelReplace: one of the two failed (409, Binance's status for it), or the cancel did
     # and the new order was not attempted, or both failed (400)

@@ -280,7 +280,9 @@ class PublicRoutes:
         limit = _limit(params, KLINES_LIMIT)
         start = params.integer("startTime", 0, MAX_TIME_MS)
         end = params.integer("endTime", 0, MAX_TIME_MS)
-        rows = await candles.klines(self.history, spec.symbol, interval, start, end, limit)
+        rows = await candles.klines(
+            self.history, spec.symbol, interval, start, end, limit, now_ms()
+        )
         scale = Scale(spec, market.decimals)
         return [
             [
@@ -308,7 +310,7 @@ class PublicRoutes:
         days = await candles.day_summaries(self.history, [s.symbol for s in specs], now)
         tops = await self._tops(specs)
         tickers = [
-            _day_ticker(spec, Scale(spec, market.decimals), days[spec.symbol], top, now)
+            day_ticker(spec, Scale(spec, market.decimals), days[spec.symbol], top, now)
             for spec, top in zip(specs, tops, strict=True)
         ]
         return tickers[0] if params.get("symbol") is not None else tickers
@@ -358,7 +360,7 @@ def _best(scale: Scale, book: DepthCache) -> dict[str, str]:
     }
 
 
-def _day_ticker(
+def day_ticker(
     spec: SymbolSpec, scale: Scale, day: Any, top: tuple[DepthCache, int | None], now: int
 ) -> dict[str, Any]:
     """Binance's 24 h ticker from the minute candles of the last day. The last price is

@@ -19,6 +19,7 @@ from api.binance.market import PublicRoutes
 from api.binance.replace import ReplaceRoutes
 from api.binance.signing import Params, Signer, public
 from api.binance.trading import TradingRoutes
+from api.binance.user_stream import ListenKeys, UserStreamRoutes
 from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import History
 from api.market import Listing
@@ -28,6 +29,7 @@ from api.rsgi import HTTPProtocol, Scope
 from store.pipeline import PipelinedRedis
 
 PREFIX = "/api/v3"
+USER_STREAM = "user_stream"  # Binance's USER_STREAM security: an API key, no signature
 
 Handler = Callable[[Scope, HTTPProtocol, str], Awaitable[Reply]]
 PublicHandler = Callable[[Params], Awaitable[Any]]
@@ -39,7 +41,7 @@ _encode = msgspec.json.Encoder().encode
 class Endpoint(NamedTuple):
     method: str
     path: str
-    permission: str | None  # None: public; else what the API key must be allowed
+    permission: str | None  # None: public; USER_STREAM: a key; else what it must be allowed
     summary: str
 
 
@@ -64,6 +66,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/account", READ, "Balances, free and locked; commission rates (signed)"),
     Endpoint("GET", "/account/commission", READ, "A symbol's commission rates (signed)"),
     Endpoint("GET", "/myTrades", READ, "The account's trades in a symbol (signed)"),
+    Endpoint("POST", "/userDataStream", USER_STREAM, "A listen key for /ws/<listenKey> (API key)"),
+    Endpoint("PUT", "/userDataStream", USER_STREAM, "Keep a listen key 60 min more (API key)"),
+    Endpoint("DELETE", "/userDataStream", USER_STREAM, "Close a listen key (API key)"),
 )
 
 
@@ -79,6 +84,7 @@ class BinanceRoutes:
         max_body: int,
         unavailable: Unavailable,
         budget: Budget,
+        listen_keys: ListenKeys,
     ) -> None:
         self.signer = Signer(keys, max_body)
         self.budget = budget  # the per-user rate limits /v1 charges (api/limits.py)
@@ -110,6 +116,12 @@ class BinanceRoutes:
             ("GET", "/account/commission"): account.commission,
             ("GET", "/myTrades"): account.my_trades,
         }
+        user_stream = UserStreamRoutes(listen_keys)
+        self.keyed: dict[tuple[str, str], SignedHandler] = {
+            ("POST", "/userDataStream"): user_stream.open,
+            ("PUT", "/userDataStream"): user_stream.keep_alive,
+            ("DELETE", "/userDataStream"): user_stream.close,
+        }
 
     def routes(self) -> list[tuple[str, str, Handler]]:
         """(method, path, handler) for api/app.py's dispatch, one per ENDPOINTS entry."""
@@ -118,6 +130,8 @@ class BinanceRoutes:
             where = (endpoint.method, endpoint.path)
             if endpoint.permission is None:
                 handler = self._serve_public(self.public[where])
+            elif endpoint.permission == USER_STREAM:
+                handler = self._serve_keyed(self.keyed[where])
             else:
                 # placing and cancelling are order commands, as on /v1
                 order_command = endpoint.method != "GET" and endpoint.permission == TRADE
@@ -141,6 +155,17 @@ class BinanceRoutes:
             try:
                 key, params = await self.signer.signed(scope, proto, permission)
                 self.budget.charge(key.user_id, order_command)
+                return 200, _encode(await handler(key, params)), JSON
+            except Exception as exc:
+                return self._failed(exc)
+
+        return serve
+
+    def _serve_keyed(self, handler: SignedHandler) -> Handler:
+        async def serve(scope: Scope, proto: HTTPProtocol, _: str) -> Reply:
+            try:
+                key, params = await self.signer.keyed(scope, proto)
+                self.budget.charge(key.user_id, False)
                 return 200, _encode(await handler(key, params)), JSON
             except Exception as exc:
                 return self._failed(exc)

@@ -64,6 +64,15 @@ def parse(text: str, decimals: int) -> int | None:
     """A decimal string as a whole number of 10**-decimals units, or None when it is not
     one (more decimals than the asset has, or a price finer than the quote's unit). The
     caller checks the text against DECIMAL first."""
+    if decimals >= 0 and text[:1] != "-":
+        # digits[.digits]: the digits with the point moved, by hand (Decimal costs twice
+        # as much, on each price and quantity of every order)
+        whole, _, fraction = text.partition(".")
+        if len(fraction) > decimals:
+            if fraction[decimals:].strip("0"):
+                return None
+            fraction = fraction[:decimals]
+        return int(whole + fraction.ljust(decimals, "0"))
     try:
         value = Decimal(text).scaleb(decimals)
     except InvalidOperation:
@@ -113,8 +122,13 @@ _STOPS = (OrderType.STOP_LIMIT, OrderType.STOP_MARKET)
 
 def status(order: OrderRecord) -> str:
     if order.status is OrderStatus.CANCELED:
-        return _EXPIRED.get(order.reason, "CANCELED")
+        return canceled_status(order.reason)
     return _STATUSES[order.status]
+
+
+def canceled_status(reason: str | None) -> str:
+    """A canceled order's Binance status by why it was canceled."""
+    return _EXPIRED.get(reason, "CANCELED")
 
 
 def order_type(order: OrderRecord) -> str:

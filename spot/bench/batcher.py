@@ -121,7 +121,14 @@ async def _run(
     try:
         await asyncio.sleep(1.5)  # the batchers start and read their offsets
         server = pid_listening(urlsplit(database_url).port or DEFAULT_PORTS[conn.dialect])
-        groups = {"batcher": [p.pid for p in procs], conn.dialect: [server] if server else []}
+        # Redis too: what the batcher asks of it after each flush (trims, the finished
+        # orders' records) is its cost as well.
+        redis_server = pid_listening(urlsplit(redis_url).port or 6379)
+        groups = {
+            "batcher": [p.pid for p in procs],
+            conn.dialect: [server] if server else [],
+            "redis": [redis_server] if redis_server else [],
+        }
         before = cpu_seconds(groups)
         took = await _offer(redis, entries, rate, settings.shards)
         await _caught_up(redis, conn, settings.shards)

@@ -47,15 +47,22 @@ def dialect_of(url: str) -> str:
 
 
 async def open_database(
-    url: str, *, min_size: int = 1, max_size: int = 2, timeout: float | None = None
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 2,
+    timeout: float | None = None,
+    writer: bool = False,
 ) -> Database:
     """A pool of `min_size`..`max_size` connections; `timeout` bounds connecting, waiting
-    for a pooled connection and (PostgreSQL) each statement."""
+    for a pooled connection and (PostgreSQL) each statement. `writer`: the batcher's pool,
+    whose connections encode the flush's rows their cheapest way (store/database/postgres.py);
+    what they read is the same."""
     if dialect_of(url) == "postgresql":
         from store.database.postgres import PostgresDatabase
 
         return await PostgresDatabase.open(
-            url, min_size=min_size, max_size=max_size, timeout=timeout
+            url, min_size=min_size, max_size=max_size, timeout=timeout, writer=writer
         )
     try:
         from store.database.mysql import MySQLDatabase

@@ -37,6 +37,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -44,9 +45,13 @@ import asyncmy
 import msgspec
 from asyncmy import converters, errors
 from asyncmy.constants import FIELD_TYPE
+from asyncmy.converters import escape_sequence
 from asyncmy.cursors import DictCursor
 
 from schema import tables
+from schema.codes import CancelReason, RejectReason
+from schema.messages import OrderType, Side, TimeInForce
+from schema.orders import OrderStatus
 from store.database.port import (
     CANDLE_COLUMNS,
     LEDGER_COLUMNS,
@@ -138,13 +143,30 @@ def _bytes(value: bytes, mapping: Any = None) -> str:
     return f"X'{value.hex()}'"
 
 
+# The enums the batcher's rows carry as members (batcher/rows.py), each member's literal made
+# once: asyncmy looks encoders up by exact type, and a StrEnum missed it, to be escaped
+# as any string (str.translate, 0.3 µs).
+_ENUMS: tuple[type[StrEnum], ...] = (Side, OrderType, TimeInForce, OrderStatus, CancelReason,
+                                     RejectReason)  # fmt: skip
+_MEMBERS = {member: f"'{member.value}'" for enum in _ENUMS for member in enum}
+
+
+def _member(value: StrEnum, mapping: Any = None) -> str:
+    return _MEMBERS[value]
+
+
 CONVERSIONS: dict[Any, Any] = {
     **converters.conversions,
+    **{enum: _member for enum in _ENUMS},
     bytes: _bytes,
     dt.datetime: _datetime,
     FIELD_TYPE.DATETIME: _utc,
     FIELD_TYPE.TIMESTAMP: _utc,
 }
+
+# What asyncmy takes apart from CONVERSIONS to escape values with (the keys that are types).
+ENCODERS = {kind: encode for kind, encode in CONVERSIONS.items() if type(kind) is not int}
+CHARSET = "utf8mb4"
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -356,12 +378,14 @@ class MySQLTransaction(MySQLSession):
     async def _rows(self, statement: tuple[str, str], rows: Sequence[Any]) -> None:
         """Multi-row statements of `rows`, each under the size the server takes."""
         head, tail = statement
-        literal, limit = self.conn.literal, self.dialect.max_statement - len(head) - len(tail)
+        limit = self.dialect.max_statement - len(head) - len(tail)
         values: list[str] = []
         size = 0
         for row in rows:
-            # "(1,'u1',NULL,…)"; asyncmy escapes only a plain tuple so (not a named one)
-            text = literal(row if type(row) is tuple else tuple(row))
+            # "(1,'u1',NULL,…)", by asyncmy's escaping of a tuple, called without the
+            # connection's literal() before it (its type checks were 0.3 µs a row); only a
+            # plain tuple is escaped so, not a named one
+            text = escape_sequence(row if type(row) is tuple else tuple(row), CHARSET, ENCODERS)
             if values and size + len(text) > limit:
                 await self.conn.query(head + ",".join(values) + tail)
                 values, size = [], 0
@@ -545,7 +569,7 @@ def connect_options(url: str) -> dict[str, Any]:
         "port": parts.port or 3306,
         "user": unquote(parts.username or "root"),
         "password": unquote(parts.password or ""),
-        "charset": "utf8mb4",
+        "charset": CHARSET,
     }
     if database:
         options["database"] = unquote(database)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -214,6 +214,37 @@ def _columns(rows: list[WriteRow]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+# asyncpg's binary timestamptz encoder works each value through Python objects (compared
+# with infinity, astimezone, a subtraction): 0.63 µs a value in a COPY, about two an order
+# (a new order's created_at and updated_at, a trade's created_at), while every row of a
+# flush carries the same datetime. A writer's connections encode timestamptz through this
+# memo instead (asyncpg's tuple format: microseconds since 2000-01-01 UTC, PostgreSQL's own).
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_encoded: tuple[datetime | None, tuple[int]] = (None, (0,))
+
+
+def _encode_timestamptz(value: datetime) -> tuple[int]:
+    global _encoded
+    if value is _encoded[0]:
+        return _encoded[1]
+    # astimezone: a naive datetime is local time, as asyncpg takes it
+    delta = value.astimezone(UTC) - PG_EPOCH
+    encoded = ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
+    _encoded = (value, encoded)
+    return encoded
+
+
+def _decode_timestamptz(value: tuple[int]) -> datetime:
+    return PG_EPOCH + timedelta(microseconds=value[0])
+
+
+async def _writer_codecs(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=_encode_timestamptz,
+        decoder=_decode_timestamptz, format="tuple",
+    )  # fmt: skip
+
+
 class PostgresDatabase:
     dialect = "postgresql"
 
@@ -223,13 +254,15 @@ class PostgresDatabase:
 
     @classmethod
     async def open(
-        cls, url: str, *, min_size: int, max_size: int, timeout: float | None
+        cls, url: str, *, min_size: int, max_size: int, timeout: float | None, writer: bool
     ) -> PostgresDatabase:
         pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
             server_settings=POOL_SETTINGS,
+            # Only a writer's: decoding in Python would slow the API's reads instead.
+            init=_writer_codecs if writer else None,
             **({"timeout": timeout, "command_timeout": timeout} if timeout else {}),
         )
         try:

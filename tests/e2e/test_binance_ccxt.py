@@ -28,6 +28,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.binance.signing import sign
+from api.candles import bucket_start
 from schema.symbols import SymbolSpec
 from store import db
 from store.symbols import list_asset, list_symbol
@@ -265,9 +266,14 @@ def test_a_post_only_maker_and_a_market_taker_trade_and_it_shows_everywhere(spot
         assert fill["id"] in [t["id"] for t in since]
 
         for timeframe in ("1m", "5m", "1h", "1d", "1w", "1M"):
-            candle = eventually(lambda tf=timeframe: taker.fetch_ohlcv("BTC/USDT", tf))[-1]
-            assert candle[4] == 30000.5 and candle[5] >= 0.2, timeframe
-            assert candle[0] <= mine["timestamp"]
+            # the trade's interval (the newest may be a later one, quiet, at the same close)
+            start = bucket_start(mine["timestamp"], timeframe)
+            candle = eventually(
+                lambda tf=timeframe, at=start: [
+                    c for c in taker.fetch_ohlcv("BTC/USDT", tf, since=at) if c[5] >= 0.2
+                ]
+            )[0]
+            assert (candle[0], candle[4]) == (start, 30000.5), timeframe
         assert taker.fetch_ohlcv("BTC/USDT", "1m", since=mine["timestamp"] + 120_000) == []
 
         ticker = taker.fetch_ticker("BTC/USDT")

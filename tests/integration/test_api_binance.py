@@ -314,23 +314,39 @@ async def test_klines_of_every_interval_from_the_minute_candles(v3: V3) -> None:
     await _candle(v3, hour + 5 * MINUTE, 100, 130, 90, 120, 2)
     await _candle(v3, hour + 59 * MINUTE, 120, 125, 80, 85, 3)
     await _candle(v3, hour + HOUR, 85, 86, 84, 86, 1)  # 2023-11-15 00:00
+    upto = {"endTime": hour + HOUR}
 
     def klines(interval: str, **params: Any) -> list[list[Any]]:
         status, reply = v3.call("GET", "/klines", symbol="COINUSD", interval=interval, **params)
         assert status == 200, reply
         return [row[:9] for row in reply]
 
-    assert klines("1h") == [
+    assert klines("1h", startTime=hour, **upto) == [
         [hour, "1.00", "1.30", "0.80", "0.85", "5", hour + HOUR - 1, "4.95", 2],
         [hour + HOUR, "0.85", "0.86", "0.84", "0.86", "1", hour + 2 * HOUR - 1, "0.86", 1],
     ]
-    assert [k[0] for k in klines("1m")] == [hour + 5 * MINUTE, hour + 59 * MINUTE, hour + HOUR]
-    assert [k[0] for k in klines("1m", limit=1)] == [hour + HOUR]  # the newest
+    # Binance's series is unbroken: from the first trade on, a minute without trades is a
+    # candle at the last close with no volume (freqtrade drops a pair whose data stops)
+    minutes = klines("1m", **upto)
+    assert [k[0] for k in minutes] == [hour + m * MINUTE for m in range(5, 61)]
+    assert minutes[1] == [hour + 6 * MINUTE, "1.20", "1.20", "1.20", "1.20", "0",
+                          hour + 7 * MINUTE - 1, "0.00", 0]  # fmt: skip
+    assert [k[4] for k in minutes[-3:]] == ["1.20", "0.85", "0.86"]
     assert [k[0] for k in klines("1m", startTime=hour + MINUTE, limit=1)] == [hour + 5 * MINUTE]
-    assert [k[0] for k in klines("1h", startTime=hour + 1)] == [hour + HOUR]  # starts after
+    assert [k[0] for k in klines("1m", startTime=0, limit=2)] == [  # the first, not 1970's
+        hour + 5 * MINUTE, hour + 6 * MINUTE,
+    ]  # fmt: skip
+    assert [k[0] for k in klines("1h", startTime=hour + 1, limit=1)] == [hour + HOUR]
     assert [k[0] for k in klines("1h", endTime=hour + HOUR - 1)] == [hour]
-    assert [k[4] for k in klines("1d")] == ["0.85", "0.86"]  # two UTC days
-    assert [k[:3] for k in klines("1M")] == [[1_698_796_800_000, "1.00", "1.30"]]  # November
+    assert [k[4] for k in klines("1d", startTime=hour - 23 * HOUR, **upto)] == ["0.85", "0.86"]
+    assert [k[:3] for k in klines("1M", endTime=hour)] == [[1_698_796_800_000, "1.00", "1.30"]]
+    # the newest candle is the interval now running, traded or not
+    started = int(time.time() * 1000)
+    newest = klines("1m", limit=2)
+    ended = int(time.time() * 1000)
+    assert newest[-1][0] in (started - started % MINUTE, ended - ended % MINUTE)
+    assert newest[0][0] == newest[-1][0] - MINUTE
+    assert [k[4] for k in newest] == ["0.86", "0.86"] and newest[-1][5] == "0"
     status, refused = v3.call("GET", "/klines", symbol="COINUSD", interval="2d")
     assert (status, refused) == (400, {"code": -1120, "msg": "Invalid interval."})
 
@@ -427,8 +443,12 @@ def _sweep(v3: V3, key: Any, own: int) -> None:
         "origClientOrderId": [*ODD_VALUES["origClientOrderId"], "own-1"],
     }
     answered_ok = set()
+    status, opened = v3.call("POST", "/userDataStream", key)
+    assert status == 200, opened
     for endpoint in ENDPOINTS:
         base = {"symbol": "COINUSD"}
+        if endpoint.path == "/userDataStream" and endpoint.method != "POST":
+            base |= {"listenKey": opened["listenKey"]}  # DELETE closes it: -1125 after
         if endpoint.method == "POST":
             base |= {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1"}
             base |= {"price": "400.00", "newOrderRespType": "ACK"}

@@ -20,7 +20,8 @@ import pytest
 import websocket
 from redis.asyncio import Redis
 
-from api.market_data import CLIENT_NAME, QUEUE_SIZE, Connection
+from api.market_data import CLIENT_NAME
+from api.sockets import QUEUE_SIZE, Connection
 from schema.symbols import SymbolSpec
 from store.symbols import list_symbol
 from tests.integration.http import Server, admin, start_api, stop_api, user_token

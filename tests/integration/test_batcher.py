@@ -752,3 +752,37 @@ async def test_candles_sum_each_minutes_trades_once_through_a_redelivery(redis, 
     await batcher.step()
     await batcher.step()
     assert [tuple(r.values()) for r in await db.fetch(CANDLES)] == expected
+
+
+async def test_a_writers_pool_writes_and_reads_each_flushs_time_to_the_microsecond(migrated, db):
+    """The batcher's pool (writer=True) encodes timestamps its own way on PostgreSQL (a memo
+    of the flush's one datetime): each flush's rows carry its time exactly, a later flush's
+    its own, and a plain pool reads what it wrote."""
+    from datetime import UTC, datetime, timedelta
+
+    from batcher.changes import Changes
+    from batcher.rows import flush_rows
+
+    writer = await open_database(migrated, min_size=1, max_size=1, writer=True)
+    first = datetime(2026, 12, 4, 19, 59, 59, 999_999, tzinfo=UTC)
+    moments = [first, first + timedelta(microseconds=1), datetime(1999, 12, 31, 23, tzinfo=UTC)]
+    try:
+        for n, moment in enumerate(moments, 1):
+            changes = Changes()
+            changes.add_events([
+                Accepted("AAPL", 2 * n - 1, n, "alice", Side.BUY, OrderType.LIMIT, 100, 5,
+                         TimeInForce.GTC, False, None),
+                Trade("AAPL", 2 * n, 100, 2, 100 + n, n, "bob", "alice", Side.BUY),
+            ])  # fmt: skip
+            rows = flush_rows(changes, {}, {keys.events(0): f"{n}-0"}, {"AAPL": 2 * n}, moment)
+            async with writer.transaction() as tx:
+                await tx.write(CONSUMER, rows)
+        for reader in (writer, db):
+            orders = await reader.fetch(
+                "SELECT created_at, updated_at FROM orders ORDER BY order_id"
+            )
+            trades = await reader.fetch("SELECT created_at FROM trades ORDER BY seq")
+            assert [(r["created_at"], r["updated_at"]) for r in orders] == [(m, m) for m in moments]
+            assert [r["created_at"] for r in trades] == moments
+    finally:
+        await writer.close()

@@ -61,3 +61,4 @@ def test_a_database_of_earlier_runs_beside_a_new_redis_is_refused_before_the_run
         assert before["order_id"] == EARLIER_ORDER
     finally:
         aio.run(_delete_earlier_order(backend_url))
+        aio.run(redis.flushdb())  # the seed's symbols and users are no later test's

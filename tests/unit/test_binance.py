@@ -3,12 +3,14 @@ decimal strings to integer units and back."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from api.binance.errors import Binance, BinanceError
-from api.binance.signing import Params, payload, sign
+from api.binance.signing import Params, _pairs, payload, sign
 from api.binance.translate import DECIMAL, Scale, parse, show, status
 from schema.codes import CancelReason
 from schema.messages import OrderType, Side, TimeInForce
@@ -51,6 +53,45 @@ def test_a_signature_elsewhere_than_last_is_taken_out_where_it_is() -> None:
     signed, signature = payload("a=1&signature=ff&b=2", "")
     assert (signed, signature) == ("a=1&b=2", "ff")
     assert payload("a=1", "b=2") == ("a=1b=2", None)
+
+
+# What a query string or body is made of, escapes and the signature's name included.
+_PIECES = st.lists(
+    st.sampled_from(["a", "b", "=", "&", "signature=", "x", "%41", "%C2%B9", "+", "é", ""]),
+    max_size=12,
+).map("".join)
+
+
+@given(_PIECES)
+def test_parameters_are_read_as_parse_qsl_reads_them(part: str) -> None:
+    try:
+        expected = parse_qsl(part, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        with pytest.raises(BinanceError):
+            _pairs(part)
+        return
+    assert _pairs(part) == expected
+
+
+def _payload_by_pieces(query: str, body: str) -> tuple[str, str | None]:
+    """payload() as first written: every piece looked at."""
+    signature = None
+    kept = []
+    for part in (query, body):
+        pieces = part.split("&")
+        for piece in pieces:
+            if piece.startswith("signature="):
+                signature = piece[len("signature=") :]
+        kept.append("&".join(p for p in pieces if not p.startswith("signature=")))
+    return "".join(kept), signature
+
+
+@given(_PIECES, _PIECES)
+def test_the_signature_is_taken_out_wherever_it_is(query: str, body: str) -> None:
+    both = [query, body]
+    if sum(f"&{part}".count("&signature=") for part in both) > 1:
+        return  # Params.parse refuses a second signature before payload() reads them
+    assert payload(query, body) == _payload_by_pieces(query, body)
 
 
 def test_a_parameter_sent_twice_is_binances_1101() -> None:

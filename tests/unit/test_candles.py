@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.candles import bucket_end, bucket_start
+from api.candles import bucket_end, bucket_start, gaps
 from batcher.candles import CANDLE_COLUMNS, Candle, minute_candles
 from schema import tables
 from schema.messages import Side, Trade
@@ -64,3 +64,28 @@ def test_intervals_start_on_utc_boundaries(
 def test_a_candle_has_the_candles_tables_columns_in_order() -> None:
     # the rows the batcher hands the database adapters take them in this order
     assert CANDLE_COLUMNS == tuple(column.name for column in tables.candles.columns)
+
+
+def _row(at: int, close: int) -> dict[str, int]:
+    return {"open_time": at, "open": close, "high": close, "low": close, "close": close}
+
+
+def test_klines_are_unbroken_a_quiet_interval_at_the_last_close_none_before_the_first() -> None:
+    minute = 60_000
+    rows = [_row(5 * minute, 120), _row(8 * minute, 85)]
+    filled = gaps(rows, "1m", 0, 10 * minute, 100, None)  # nothing traded before minute 5
+    assert [(c["open_time"] // minute, c["close"]) for c in filled] == [
+        (5, 120), (6, 120), (7, 120), (8, 85), (9, 85), (10, 85),
+    ]  # fmt: skip
+    quiet = filled[1]
+    assert (quiet["open"], quiet["high"], quiet["low"], quiet["volume"], quiet["trades"]) == (
+        120, 120, 120, 0, 0,
+    )  # fmt: skip
+    # a window that opens after a trade starts at once, at that trade's close
+    assert [c["close"] for c in gaps([], "1m", 20 * minute, 22 * minute, 100, 85)] == [85] * 3
+    assert [c["open_time"] for c in gaps(rows, "1m", 0, 10 * minute, 2, None)] == [
+        5 * minute, 6 * minute,
+    ]  # fmt: skip
+    assert gaps([], "1m", 0, 10 * minute, 100, None) == []  # never traded
+    months = gaps([_row(_ms(2026, 11, 1), 7)], "1M", _ms(2026, 11, 1), _ms(2027, 1, 1), 9, None)
+    assert [c["open_time"] for c in months] == [_ms(2026, 11, 1), _ms(2026, 12, 1), _ms(2027, 1, 1)]
