@@ -28,12 +28,12 @@ from redis.asyncio import Redis
 
 from api.auth import Authenticator
 from api.errors import HTTPError
-from api.pipeline import PipelinedRedis
 from api.request import JSON, Body, Reply, encode, principal, read_body
 from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError
 from schema.wire import ApiKeyCreated, ApiKeys, ApiKeyView, NewApiKey, Permission
+from store.pipeline import PipelinedRedis
 
 KEY_LENGTH = 64  # as Binance's: letters and digits
 MAX_KEYS = 30  # per user, as Binance allows

@@ -4,7 +4,7 @@ RSGI over ASGI because it measured faster with the same handler (no per-message 
 routes are two dict lookups (exact paths, then "prefix/{param}"), bodies decode with
 one typed msgspec decoder per type made at import. Every order-related request is at
 most one Redis round trip of its own, shared with concurrent requests by one pipelined
-connection (api/pipeline.py); the symbol specs and price bands come from a cache a
+connection (store/pipeline.py); the symbol specs and price bands come from a cache a
 background task refreshes (api/market.py), never from Redis per request.
 
 The handlers live by concern: api/orders.py, api/history.py (balances, fills, the

@@ -17,7 +17,6 @@ from typing import Any
 
 from api.auth import Authenticator
 from api.errors import HTTPError, Unavailable, unavailable
-from api.pipeline import PipelinedRedis
 from api.request import JSON, Reply, encode, principal, query, query_int, query_symbol
 from api.rsgi import HTTPProtocol, Scope
 from schema import keys
@@ -26,6 +25,7 @@ from schema.messages import OrderType, Side, TimeInForce
 from schema.wire import Balances, Fill, Fills, OrderView
 from store.balances import balance_list
 from store.database import Database, Row, dialect_of, open_database
+from store.pipeline import PipelinedRedis
 
 log = logging.getLogger("spot.api")
 

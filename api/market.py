@@ -19,13 +19,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import HTTPError, symbol_not_listed
-from api.pipeline import PipelinedRedis
 from api.request import JSON, Reply, encode, query, query_int
 from api.rsgi import HTTPProtocol, Scope
 from schema import keys
 from schema.codes import ApiError
 from schema.symbols import SymbolSpec
 from schema.wire import Book, DepthCache, PublicTrade, Symbols, Trades
+from store.pipeline import PipelinedRedis
 
 log = logging.getLogger("spot.api")
 

@@ -17,13 +17,13 @@ import msgspec
 from redis.asyncio import Redis
 
 from api.fee_tiers import FeeTiers
-from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.codes import ScriptStatus
 from schema.messages import Cancel, Place, Replace, Side
 from schema.orders import hold
 from schema.symbols import SymbolSpec
 from schema.wire import MAX_INTEGER
+from store.pipeline import PipelinedRedis
 from store.scripts import CANCEL, CANCEL_ALL, PLACE, REPLACE, TRANSFER
 
 # Amounts travel through Lua as doubles: exact up to 2^53 minor units.

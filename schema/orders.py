@@ -120,8 +120,9 @@ def hold(
 
 class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
     """The `order:{id}` hash: written by the PLACE script from the command, patched by the
-    SETTLE script, read by the API. Redis keeps every value as a string: `price` and
-    `client_order_id` are '' when absent, `post_only` and `pending` '0'/'1'. The fields
+    SETTLE script, read by the API. Redis keeps every value as a string: `price` is ''
+    when absent, `post_only` and `pending` '0'/'1'; `filled`, `notional`, `post_only` and
+    `client_order_id` are missing until they are other than 0, false or none. The fields
     only some orders carry (`stop_price`, `expire_at_ms`, `protection_price`) are written
     only when set, so a plain order's record is no bigger than before stops; `triggered`
     ('1') is the SETTLE script's, once a stop's TRIGGERED is settled."""
@@ -165,8 +166,8 @@ class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
             price=int(price) if price else None,
             quantity=int(r[b"quantity"]),
             remaining=int(r[b"remaining"]),
-            filled=int(r[b"filled"]),
-            notional=int(r[b"notional"]),
+            filled=int(r.get(b"filled", b"0")),
+            notional=int(r.get(b"notional", b"0")),
             time_in_force=TimeInForce(r[b"time_in_force"].decode()),
             post_only=r.get(b"post_only") == b"1",
             client_order_id=client_order_id.decode() if client_order_id else None,
@@ -183,8 +184,11 @@ class OrderRecord(msgspec.Struct, kw_only=True, gc=False):
 
 
 # The record's field names, for readers that take a few (HMGET) and for the scripts'
-# contract tests: the PLACE script writes exactly these but the SETTLE script's and those
-# of ORDER_RECORD_OPTIONAL that the order has not got.
+# contract tests: the PLACE script writes exactly these but the SETTLE script's, those of
+# ORDER_RECORD_OPTIONAL that the order has not got and those of ORDER_RECORD_DEFAULTED
+# at their defaults (no fill yet: '0'; not post-only: '0'; no client order id: ''), which
+# readers take as those defaults when missing.
 ORDER_RECORD_FIELDS: tuple[str, ...] = OrderRecord.__struct_fields__
 ORDER_RECORD_SETTLED: tuple[str, ...] = ("pending", "reason", "triggered")
 ORDER_RECORD_OPTIONAL: tuple[str, ...] = ("stop_price", "expire_at_ms", "protection_price")
+ORDER_RECORD_DEFAULTED: tuple[str, ...] = ("filled", "notional", "post_only", "client_order_id")

@@ -77,11 +77,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     http_header_timeout_s: Seconds = 10.0
     http_max_connections: Positive = 10_000
 
-    # Matching worker processes `spot up` starts (None: one per CPU core); the shards are
+    # Matching worker processes `spot up` starts (None, from code: one per CPU core); the shards are
     # dealt out among them, so each shard still has exactly one owner. On 2 cores, 2
     # processes carried ~20% more orders than 10: more processes than cores only add
-    # context switches and smaller batches. Production runs one pod per shard.
-    worker_processes: Positive | None = None
+    # context switches and smaller batches. One does all 10 shards in one read and one
+    # settle round trip per batch, where two did two of each: Locust at 1,500/s on the 2
+    # cores, workers 94-118 against 128-163 µs per order command and the whole stack
+    # 753-870 against 816-966; wrk (`spot bench pipeline`) as many orders/s, workers 30-35
+    # against 47-59 µs. A worker needs ~20 µs of CPU an order in full batches, so one
+    # core's worth is far past what the API can send it. Production runs one pod per shard.
+    worker_processes: Positive | None = 1
 
     # Stream entries a matching worker takes per XREAD: bigger batches amortise the
     # round trip and the settlement pipeline, smaller ones cut latency under light load.

@@ -9,7 +9,8 @@ key count in the name) ahead of the script's own text, so the SHA covers both.
 flushed of its scripts) SCRIPT LOAD and EVALSHA once more. Calls that ride a pipeline
 (`Script.queue`) cannot retry one command of a batch: their callers `load` the scripts
 before their first pipeline, and a NOSCRIPT then fails the batch like a lost connection.
-The API's pipelined client (api/pipeline.py) takes `Script`s too and reloads on NOSCRIPT.
+The pipelined client of the API (store/pipeline.py) takes `Script`s too and reloads on
+NOSCRIPT.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from functools import lru_cache
-from heapq import heapify, heappop, heappush, nsmallest
+from heapq import heapify, heappop, heappush
 from typing import Any, ClassVar
 
 import msgspec
@@ -159,6 +159,23 @@ _snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(BookSnapshot)
 
 
+def _depth(book: dict[int, _Level], levels: int, sign: int) -> list[tuple[int, int]]:
+    """The first `levels` non-empty levels of one side, by key (a bid's key is -price).
+    The keys sorted in C, then walked until enough: heapq.nsmallest's Python loop over
+    every level cost three times as much for a side of 100-300 levels (cachegrind: 300
+    levels 526k -> 160k instructions), and a worker computes depth every 50 ms."""
+    out: list[tuple[int, int]] = []
+    if levels <= 0:
+        return out
+    for key in sorted(book):
+        total = book[key].total
+        if total:
+            out.append((key * sign, total))
+            if len(out) == levels:
+                break
+    return out
+
+
 class OrderBook:
     def __init__(self, spec: SymbolSpec) -> None:
         self.spec = spec
@@ -237,12 +254,7 @@ class OrderBook:
 
     def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Up to `levels` (price, total quantity) pairs per side, best first."""
-        bids = nsmallest(levels, (k for k, lv in self._bid_levels.items() if lv.total))
-        asks = nsmallest(levels, (k for k, lv in self._ask_levels.items() if lv.total))
-        return (
-            [(-k, self._bid_levels[k].total) for k in bids],
-            [(k, self._ask_levels[k].total) for k in asks],
-        )
+        return _depth(self._bid_levels, levels, -1), _depth(self._ask_levels, levels, 1)
 
     # -- commands ---------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ from schema.settings import Settings
 from schema.streams import CommandEntry, Control, ControlEntry, is_control
 from schema.symbols import SymbolSpec
 from store import scripts
+from store.pipeline import Batch, PipelinedRedis, xread
 from store.scripts import ADOPTED, CLAIM, RELEASE, RENEW, SETTLE, STORE_HANDOFF, WORKER_SCRIPTS
 from workers.book import BookSnapshot, OrderBook
 from workers.engine import MatchingEngine
@@ -149,6 +150,9 @@ class Worker:
     ) -> None:
         # Any: redis-py types replies as unions that decode_responses=False settles to bytes.
         self.redis: Any = redis
+        # The stream reads and the settlement's round trips (store/pipeline.py): through
+        # redis-py they were most of what a batch of a few orders cost the worker.
+        self.link = PipelinedRedis(redis)
         self.batch = batch
         self.snapshot_interval_s = snapshot_interval_s
         self.lease_ms = lease_ms
@@ -262,7 +266,7 @@ class Worker:
     async def step(self, block_ms: int | None = None) -> int:
         """Read and settle one batch per shard that has entries; returns commands applied."""
         streams = {keys.orders(n): s.position for n, s in self.shards.items()}
-        reply = await self.redis.xread(streams, count=self.batch, block=block_ms)
+        reply = await xread(self.link, streams, self.batch, block_ms)
         applied = 0
         if reply:
             applied = await self._settle_all(reply)
@@ -275,7 +279,7 @@ class Worker:
             # Binance's depth diffs (api/binance/streams.py) wait for the cache.
             held = shard.dirty and now - shard.depth_at >= self.depth_interval_s
             if held and shard.number not in settled:
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = Batch(self.link)
                 self._publish_depth(pipe, shard)
                 await pipe.execute()
             if now - shard.snapshot_at >= self.snapshot_interval_s:
@@ -309,7 +313,7 @@ class Worker:
         shared out by commands, for the rebalancer's capacity estimate."""
         await self._load_scripts()
         started = time.perf_counter()
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = Batch(self.link)
         # One for the whole step: an ADOPT takes the book a DRAIN on another of this
         # worker's shards gave up earlier in the step, before the pipeline stored it.
         handoffs: dict[str, bytes] = {}

@@ -16,12 +16,12 @@ from api.binance.translate import MAX_TIME_MS, Scale, fee_text, moment, show
 from api.fee_tiers import FeeTiers
 from api.history import History, ms
 from api.market import Listing, Market
-from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.fees import fee_asset
 from schema.messages import Side
 from schema.symbols import SymbolSpec
 from store.balances import by_asset
+from store.pipeline import PipelinedRedis
 
 TRADES_LIMIT = (1, 1000, 500)
 

@@ -29,10 +29,10 @@ from api.binance.translate import (
 )
 from api.history import History, ms
 from api.market import Listing, Market
-from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.symbols import SymbolSpec
 from schema.wire import MAX_INTEGER, DepthCache
+from store.pipeline import PipelinedRedis
 
 DEPTH_LIMIT = (1, 5000, 100)  # Binance's
 TRADES_LIMIT = (1, 1000, 500)

@@ -24,9 +24,9 @@ from api.errors import HTTPError, Unavailable, redis_not_serving
 from api.history import History
 from api.market import Listing
 from api.orders import OrderRoutes
-from api.pipeline import PipelinedRedis
 from api.request import JSON, Reply
 from api.rsgi import HTTPProtocol, Scope
+from store.pipeline import PipelinedRedis
 
 PREFIX = "/api/v3"
 USER_STREAM = "user_stream"  # Binance's USER_STREAM security: an API key, no signature

@@ -39,13 +39,13 @@ from api.errors import HTTPError
 from api.history import ORDER_BY_ID, ORDER_COLUMNS, History
 from api.market import Listing
 from api.orders import OrderRoutes
-from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.fees import fee_asset
 from schema.messages import Side, Trade
 from schema.orders import OPEN_STATUSES, TERMINAL, OrderRecord, OrderStatus
 from schema.symbols import SymbolSpec
 from schema.wire import PlaceOrder
+from store.pipeline import PipelinedRedis
 
 SETTLE_WAIT_S = 2.0  # at most, for a RESULT/FULL placement or a cancel to be settled
 POLL_S = (0.001, 0.05)  # the first pause between looks at the record, and the longest

@@ -60,27 +60,31 @@ if hold > 0 then
   redis.call('HINCRBY', KEYS[2], ARGV[6], ARGV[4])
 end
 enqueue(route, ARGV[2], c.symbol, ARGV[1], 'c', ARGV[3], 'h', ARGV[4], 's', c.side)
-redis.call('HINCRBY', KEYS[2], ARGV[9], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[10], 1)
+-- Both counts in one write: read above in this same step, so nothing moved them since
+-- (each command a script writes is one more the AOF records).
+redis.call('HSET', KEYS[2], ARGV[9], (tonumber(open[1]) or 0) + 1,
+  ARGV[10], (tonumber(open[2]) or 0) + 1)
 if KEYS[4] ~= '' then redis.call('SET', KEYS[4], order_id, 'EX', ARGV[13]) end
 local quantity = string.format('%d', c.quantity)
--- schema.orders.OrderRecord's fields, as strings (its from_hash reads them back).
-redis.call('HSET', KEYS[3], 'user_id', c.user_id, 'symbol', c.symbol, 'side', c.side,
-  'type', c.type, 'price', c.price and string.format('%d', c.price) or '',
-  'quantity', quantity, 'remaining', quantity, 'filled', '0', 'notional', '0',
-  'time_in_force', c.time_in_force, 'post_only', c.post_only and '1' or '0',
-  'client_order_id', c.client_order_id or '', 'status', 'NEW', 'pays_with', ARGV[7],
-  'created_ms', ARGV[8])
--- What only some orders carry, only when they do (ORDER_RECORD_OPTIONAL): a stop's trigger,
--- a GTD order's expiry, the price a MARKET or STOP_MARKET buy's funds were held at.
-local extra = {}
-local function optional(name, value)
-  if value then extra[#extra + 1] = name; extra[#extra + 1] = string.format('%d', value) end
+-- schema.orders.OrderRecord's fields, as strings (its from_hash reads them back), in one
+-- HSET. A field at its default is left out (ORDER_RECORD_DEFAULTED: no fill yet, not
+-- post-only, no client order id), and so is what only some orders carry
+-- (ORDER_RECORD_OPTIONAL): a stop's trigger, a GTD order's expiry, the price a MARKET or
+-- STOP_MARKET buy's funds were held at. Each field a new hash gets is looked for among
+-- those before it: 11 fields instead of 15 were a tenth of Redis's CPU per PLACE.
+local record = {'user_id', c.user_id, 'symbol', c.symbol, 'side', c.side, 'type', c.type,
+  'price', c.price and string.format('%d', c.price) or '', 'quantity', quantity,
+  'remaining', quantity, 'time_in_force', c.time_in_force, 'status', 'NEW',
+  'pays_with', ARGV[7], 'created_ms', ARGV[8]}
+if c.post_only then record[#record + 1] = 'post_only'; record[#record + 1] = '1' end
+if c.client_order_id then
+  record[#record + 1] = 'client_order_id'; record[#record + 1] = c.client_order_id
 end
-optional('stop_price', c.stop_price)
-optional('expire_at_ms', c.expire_at_ms)
-optional('protection_price', c.protection_price)
-if #extra > 0 then redis.call('HSET', KEYS[3], unpack(extra)) end
+for _, name in ipairs({'stop_price', 'expire_at_ms', 'protection_price'}) do
+  local value = c[name]
+  if value then record[#record + 1] = name; record[#record + 1] = string.format('%d', value) end
+end
+redis.call('HSET', KEYS[3], unpack(record))
 if redis.call('HINCRBY', KEYS[5], c.symbol, 1) == 1 then redis.call('EXPIRE', KEYS[5], 120) end
 -- The user's newest orders, for reads that must see an order before the batcher has
 -- written it (read-your-writes). Trimmed back to RECENT_ORDERS (200) once it holds twice

@@ -29,11 +29,11 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from api import auth
 from api.auth import Authenticator, make_token
 from api.errors import redis_not_serving
-from api.pipeline import PipelinedRedis
 from schema.symbols import SymbolSpec
 from schema.wire import MAX_INTEGER
 from spot.api_server import check_secret, loopback
 from spot.stack import package_dir
+from store.pipeline import PipelinedRedis
 from store.symbols import list_symbol
 from tests.integration.http import (
     ROOT,

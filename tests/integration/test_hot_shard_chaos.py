@@ -446,7 +446,7 @@ async def check_database(redis: Redis, conn: Database, sent: Sent) -> None:
         assert (row["status"], row["remaining"], row["filled"]) == (
             record[0].decode(),
             int(record[1]),
-            int(record[2]),
+            int(record[2] or 0),  # no fill yet: no field (schema.orders.ORDER_RECORD_DEFAULTED)
         ), row["order_id"]
     found = await audit(redis, conn)
     assert not any(found.values()), render(found, behind)

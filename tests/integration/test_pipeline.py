@@ -12,8 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.pipeline import PipelinedRedis
 from store import scripts
+from store.pipeline import PipelinedRedis
 from store.scripts import Script
 
 

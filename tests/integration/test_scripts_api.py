@@ -15,10 +15,10 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from api.pipeline import PipelinedRedis
 from schema import keys
 from schema.messages import Cancel, CancelAll, OrderType, Place, Replace, Side, TimeInForce
 from schema.orders import (
+    ORDER_RECORD_DEFAULTED,
     ORDER_RECORD_FIELDS,
     ORDER_RECORD_OPTIONAL,
     ORDER_RECORD_SETTLED,
@@ -28,6 +28,7 @@ from schema.orders import (
 )
 from schema.streams import CommandEntry, LedgerEntry
 from schema.wire import MAX_INTEGER
+from store.pipeline import PipelinedRedis
 from store.scripts import API_SCRIPTS, CANCEL, CANCEL_ALL, LUA, PLACE, REPLACE, TRANSFER, Script
 
 SYMBOL = "AAPL"
@@ -177,8 +178,9 @@ async def test_place_holds_enqueues_and_records_the_order(redis: Redis) -> None:
     assert entry.decode_command() == place
 
     raw = await redis.hgetall(keys.order(11))
-    left_out = {f.encode() for f in ORDER_RECORD_SETTLED + ORDER_RECORD_OPTIONAL}
-    assert set(raw) == {f.encode() for f in ORDER_RECORD_FIELDS} - left_out
+    # A client order id is there, no fill and no post-only (their defaults are left out).
+    left_out = ORDER_RECORD_SETTLED + ORDER_RECORD_OPTIONAL + ("filled", "notional", "post_only")
+    assert set(raw) == {f.encode() for f in ORDER_RECORD_FIELDS} - {f.encode() for f in left_out}
     assert OrderRecord.from_hash(raw) == OrderRecord(
         user_id=USER,
         symbol=SYMBOL,
@@ -232,9 +234,21 @@ async def test_place_of_a_market_order_without_client_id_records_no_price(redis:
     await _fund(redis, "AAPL", 5)
     place = _place(side=Side.SELL, type=OrderType.MARKET, price=None, client_order_id=None)
     assert _text(await _run_place(redis, place, 5, asset="AAPL"))[0] == "OK"
-    record = OrderRecord.from_hash(await redis.hgetall(keys.order(11)))
+    raw = await redis.hgetall(keys.order(11))
+    record = OrderRecord.from_hash(raw)
     assert (record.price, record.client_order_id, record.type) == (None, None, OrderType.MARKET)
+    assert not {f.encode() for f in ORDER_RECORD_DEFAULTED} & set(raw)
     assert await _balance(redis, "AAPL") == (0, 5)
+
+
+async def test_place_of_a_post_only_order_records_it(redis: Redis) -> None:
+    await _route(redis)
+    await _fund(redis, "USD", 1_000)
+    assert _text(await _run_place(redis, _place(post_only=True), 500))[0] == "OK"
+    raw = await redis.hgetall(keys.order(11))
+    assert raw[b"post_only"] == b"1"
+    record = OrderRecord.from_hash(raw)
+    assert (record.post_only, record.filled, record.notional) == (True, 0, 0)
 
 
 @pytest.mark.parametrize(
