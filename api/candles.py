@@ -159,6 +159,9 @@ async def klines(
     return gaps(rows, interval, low, last, limit, before[0]["close"] if before else None)
 
 
+NO_TRADE = -1  # first_seq/last_seq of an interval without trades (Binance's kline f/L)
+
+
 def gaps(
     rows: list[Any], interval: str, low: int, last: int, limit: int, close: int | None
 ) -> list[Any]:
@@ -179,6 +182,7 @@ def gaps(
                     "open_time": at, "open": close, "high": close, "low": close,
                     "close": close, "volume": 0, "quote_volume": 0, "taker_buy_volume": 0,
                     "taker_buy_quote_volume": 0, "trades": 0,
+                    "first_seq": NO_TRADE, "last_seq": NO_TRADE,
                 }
             )  # fmt: skip
         at = bucket_end(at, interval)
@@ -317,6 +321,8 @@ class CandleFeed:
                     except HTTPError as exc:  # no database, or it is down: next time
                         log.warning("candles unavailable: %s", exc.message)
                         break
+                    except Exception:  # one symbol's failure must not end every feed
+                        log.exception("candles of %s %s failed", *key)
         finally:
             self._task = None
 

@@ -22,7 +22,8 @@ all its events; a trade or depth stream skips the numbers of the other events):
     orders           {"type": "order", "channel", "symbol", "seq", "event", "order_id", ...}:
                      the user's own ACCEPTED, REJECTED, FILL (price, quantity, side,
                      liquidity MAKER|TAKER, fee, fee_asset: what the fill cost, in what
-                     it received, negative for a rebate), REPLACED, CANCELED and DONE
+                     it received, negative for a rebate), TRIGGERED (a stop), REPLACED,
+                     CANCELED and DONE
     klines:{symbol}:{interval}
                      {"type": "kline", "channel", "symbol", "interval", "closed", open_time,
                      close_time, open, high, low, close, volume, ...: schema.wire.Candle}:
@@ -665,17 +666,24 @@ class MarketData:
                     continue
                 now = loop.time()
                 for symbol, raw in zip(symbols, raws, strict=True):
-                    depth = None if raw is None else _depth.decode(raw)
-                    if self._streams is not None:  # no cache yet: no event yet
-                        self._streams.on_depth(symbol, depth or _NO_DEPTH)
-                    wanted = self._depth_wanted.get(symbol)
-                    if wanted is None:
-                        continue
-                    seq = 0 if depth is None else self._push_depth(symbol, depth)
-                    if seq >= wanted[0] or now - wanted[1] > DEPTH_PATIENCE_S:
-                        del self._depth_wanted[symbol]
+                    try:
+                        self._read_back(symbol, raw, now)
+                    except Exception:  # one symbol's failure must not end every depth feed
+                        log.exception("market data: depth of %s", symbol)
+                        self._depth_wanted.pop(symbol, None)
         finally:
             self._depth_task = None
+
+    def _read_back(self, symbol: str, raw: bytes | str | None, now: float) -> None:
+        depth = None if raw is None else _depth.decode(raw)
+        if self._streams is not None:  # no cache yet: no event yet
+            self._streams.on_depth(symbol, depth or _NO_DEPTH)
+        wanted = self._depth_wanted.get(symbol)
+        if wanted is None:
+            return
+        seq = 0 if depth is None else self._push_depth(symbol, depth)
+        if seq >= wanted[0] or now - wanted[1] > DEPTH_PATIENCE_S:
+            del self._depth_wanted[symbol]
 
     def _push_depth(self, symbol: str, depth: DepthCache) -> int:
         """Push the cached depth to the symbol's listeners if it changed; its seq."""

@@ -422,8 +422,9 @@ def document(shards: int | None = None) -> dict[str, Any]:
         },
         "/v1/klines": {
             "get": _op(
-                "Candles of an interval, oldest first: the batcher's one-minute candles summed "
-                "(only intervals with trades have one); without start_ms the newest `limit`",
+                "Candles of an interval, oldest first: the batcher's one-minute candles summed, "
+                "unbroken from the first trade (an interval without trades at the last close, "
+                "no volume); without start_ms the newest `limit`",
                 (200, "Klines", "candles"),
                 (400, 404, 503),
                 parameters=[

@@ -274,8 +274,9 @@ class Trades(msgspec.Struct, kw_only=True, gc=False):
 class Candle(msgspec.Struct, kw_only=True, gc=False):
     """One interval's candle, summed from the batcher's one-minute candles (api/candles.py):
     prices in quote minor units, volumes in base units, `quote_volume` in quote minor
-    units; `first_seq`..`last_seq` the symbol's trades in it. `close_time` is the last
-    millisecond of the interval. Only intervals with trades have a candle."""
+    units; `first_seq`..`last_seq` the symbol's trades in it (-1 both for an interval
+    without trades: a candle at the last close with no volume, from the first trade on).
+    `close_time` is the last millisecond of the interval."""
 
     open_time: int
     close_time: int

@@ -29,7 +29,6 @@ CHECKS = {
     "quarantine": "the batcher quarantined no entry the database refused",
 }
 
-# The balance hash's money fields, by their prefix: avail:{asset} and locked:{asset}.
 # Per asset, what the trades charged: each side's fee is in the asset it received (the
 # buyer's in base, the seller's in quote), a maker's rebate negative.
 FEES_CHARGED = """

@@ -1,5 +1,5 @@
-"""Binance's market streams over WebSocket, on api/market_data.py's connections, limits,
-fan-out (one XREAD of `events:{n}` per API process) and depth reads.
+"""Binance's market streams over WebSocket, on api/sockets.py's connections and limits and
+api/market_data.py's fan-out (one XREAD of `events:{n}` per API process) and depth reads.
 
 Endpoints: `/ws` and `/ws/<stream>` (raw: each message is the stream's payload),
 `/stream?streams=<a>/<b>/...` (combined: `{"stream": name, "data": payload}`). A name in the
@@ -111,7 +111,6 @@ class Stream:
     kind: str
     interval: str = ""  # KLINE
     levels: int = 0  # PARTIAL
-    fast: bool = False  # @100ms
 
     @property
     def book(self) -> bool:
@@ -142,7 +141,7 @@ class Book:
 
 
 class BinanceStreams:
-    """market_data.Streams for Binance's protocol; one per API process."""
+    """api.sockets.Streams for Binance's protocol; one per API process."""
 
     def __init__(
         self,
@@ -395,11 +394,10 @@ class BinanceStreams:
                 else None
             )
         if rest in ("depth", "depth@1000ms", "depth@100ms"):
-            return Stream(name, symbol, DIFF, fast=rest.endswith("@100ms"))
+            return Stream(name, symbol, DIFF)
         partial = _PARTIAL.fullmatch(rest)
         if partial is not None:
-            fast = partial.group(2) == "@100ms"
-            return Stream(name, symbol, PARTIAL, levels=int(partial.group(1)), fast=fast)
+            return Stream(name, symbol, PARTIAL, levels=int(partial.group(1)))
         return None
 
     def _symbol(self, lower: str) -> str | None:
@@ -416,7 +414,9 @@ class BinanceStreams:
     # -- subscriptions --------------------------------------------------------------------
 
     async def _subscribe(self, conn: Connection, streams: list[Stream]) -> None:
-        added = [s for s in streams if s.name not in conn.channels]
+        # Once each: a name given twice must not count its watch twice (one unsubscribe
+        # would then leave the book or the candle feed watched for good).
+        added = list({s.name: s for s in streams if s.name not in conn.channels}.values())
         if added and self._since == math.inf:
             self._since = asyncio.get_running_loop().time()
         for stream in added:
@@ -638,7 +638,10 @@ class BinanceStreams:
             while self.listening():
                 await asyncio.sleep(SLOW_S)
                 if self.users is not None:
-                    await self.users.check_keys(asyncio.get_running_loop().time())
+                    try:
+                        await self.users.check_keys(asyncio.get_running_loop().time())
+                    except Exception:  # Redis away: the listen keys are checked next second
+                        log.exception("listen keys not checked")
                 for symbol, book in list(self._books.items()):
                     if book.chain is not None:
                         self._flush_slow(symbol, book.chain)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.candles import bucket_end, bucket_start, gaps
+from api.candles import NO_TRADE, bucket_end, bucket_start, candle, gaps
 from batcher.candles import CANDLE_COLUMNS, Candle, minute_candles
 from schema import tables
 from schema.messages import Side, Trade
@@ -80,6 +80,11 @@ def test_klines_are_unbroken_a_quiet_interval_at_the_last_close_none_before_the_
     quiet = filled[1]
     assert (quiet["open"], quiet["high"], quiet["low"], quiet["volume"], quiet["trades"]) == (
         120, 120, 120, 0, 0,
+    )  # fmt: skip
+    # /v1/klines and the candle feed make a Candle of every row, quiet ones too
+    shown = candle(quiet, "1m")
+    assert (shown.first_seq, shown.last_seq, shown.close_time) == (
+        NO_TRADE, NO_TRADE, 7 * minute - 1,
     )  # fmt: skip
     # a window that opens after a trade starts at once, at that trade's close
     assert [c["close"] for c in gaps([], "1m", 20 * minute, 22 * minute, 100, 85)] == [85] * 3
