@@ -10,6 +10,7 @@ Screenshots go to artifacts/console/ (git-ignored): CI keeps them beside its log
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -74,7 +75,7 @@ def _get(port: int, path: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(aio: Any) -> Iterator[int]:
+def stack() -> Iterator[int]:
     """`spot up --seed` with the rebalancer, on embedded servers or the machine's (a Redis
     DB and a database of this module's own); yields the API's port."""
     # Not under tmp_path_factory: as root the embedded PostgreSQL runs as an unprivileged
@@ -93,7 +94,17 @@ def stack(aio: Any) -> Iterator[int]:
         subprocess.run(["redis-cli", "-u", url, "flushdb"], check=False, capture_output=True)
         env["SPOT_REDIS_URL"] = url
     if os.environ.get("SPOT_DATABASE_URL"):
-        url = aio.run(ensure_database(os.environ["SPOT_DATABASE_URL"], "spot_console_e2e"))
+        # A loop of its own in a thread: Playwright's sync API runs one in this thread
+        # already when the browser fixture came first (aio.run refuses inside it).
+        made: list[str] = []
+        worker = threading.Thread(
+            target=lambda: made.append(
+                asyncio.run(ensure_database(os.environ["SPOT_DATABASE_URL"], "spot_console_e2e"))
+            )
+        )
+        worker.start()
+        worker.join()
+        url = made[0]
         env["SPOT_DATABASE_URL"] = url
     log = (folder / "up.log").open("wb")
     up = subprocess.Popen(
