@@ -332,6 +332,16 @@ async def test_klines_of_every_interval_from_the_minute_candles(v3: V3) -> None:
     assert minutes[1] == [hour + 6 * MINUTE, "1.20", "1.20", "1.20", "1.20", "0",
                           hour + 7 * MINUTE - 1, "0.00", 0]  # fmt: skip
     assert [k[4] for k in minutes[-3:]] == ["1.20", "0.85", "0.86"]
+    # /v1's klines are the same series, quiet minutes too (in minor units, with seqs)
+    status, v1 = v3.api.request(
+        "GET", f"/v1/klines?symbol=COINUSD&interval=1m&end_ms={hour + HOUR}&limit=1000"
+    )
+    assert status == 200, v1
+    assert [k["open_time"] for k in v1["klines"]] == [k[0] for k in minutes]
+    quiet = v1["klines"][1]
+    assert (quiet["close"], quiet["volume"], quiet["first_seq"], quiet["last_seq"]) == (
+        120, 0, -1, -1,
+    )  # fmt: skip
     assert [k[0] for k in klines("1m", startTime=hour + MINUTE, limit=1)] == [hour + 5 * MINUTE]
     assert [k[0] for k in klines("1m", startTime=0, limit=2)] == [  # the first, not 1970's
         hour + 5 * MINUTE, hour + 6 * MINUTE,
