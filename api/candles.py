@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from typing import Any
 from api.errors import HTTPError, malformed
 from api.history import History
 from api.market import Listing
-from api.request import JSON, Reply, encode, query, query_int, query_text
+from api.request import JSON, Reply, encode, now_ms, query, query_int, query_text
 from api.rsgi import HTTPProtocol, Scope
 from schema.wire import Candle, Klines
 
@@ -253,7 +252,7 @@ class KlineRoutes:
         limit = query_int(params, "limit", KLINES_LIMIT)
         start = query_int(params, "start_ms", TIME_LIMIT) if "start_ms" in params else None
         end = query_int(params, "end_ms", TIME_LIMIT) if "end_ms" in params else None
-        rows = await klines(self.history, symbol, interval, start, end, limit, _now_ms())
+        rows = await klines(self.history, symbol, interval, start, end, limit, now_ms())
         body = Klines(symbol=symbol, interval=interval, klines=[candle(r, interval) for r in rows])
         return 200, encode(body), JSON
 
@@ -264,10 +263,6 @@ FEED_S = 1.0  # Binance pushes a kline every 1-2 s; the batcher writes every 100
 
 # (symbol, interval, the candle, whether its interval is over)
 CandleSink = Callable[[str, str, Candle, bool], None]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -330,7 +325,7 @@ class CandleFeed:
         watched = self._watched.get((symbol, interval))
         if watched is None:
             return
-        now = _now_ms()
+        now = now_ms()
         sent = watched.sent
         ended = sent is not None and not sent[2] and bucket_end(sent[0], interval) <= now
         if not (watched.force or ended or self._traded.get(symbol, 0) > watched.upto):

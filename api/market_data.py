@@ -116,7 +116,7 @@ from schema.codes import ApiError, SocketError
 from schema.fees import fee_asset
 from schema.messages import Event, Side, Trade
 from schema.symbols import SymbolSpec
-from schema.wire import Balance, Candle, DepthCache
+from schema.wire import NO_DEPTH, Balance, Candle, DepthCache
 from store.balances import Moves, balance_list
 
 log = logging.getLogger("spot.api.ws")
@@ -146,7 +146,6 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False
 
 
 _request = msgspec.json.Decoder(_Request)
-_NO_DEPTH = DepthCache(bids=[], asks=[], seq=0)
 _depth = msgspec.json.Decoder(DepthCache)
 
 
@@ -677,7 +676,7 @@ class MarketData:
     def _read_back(self, symbol: str, raw: bytes | str | None, now: float) -> None:
         depth = None if raw is None else _depth.decode(raw)
         if self._streams is not None:  # no cache yet: no event yet
-            self._streams.on_depth(symbol, depth or _NO_DEPTH)
+            self._streams.on_depth(symbol, depth or NO_DEPTH)
         wanted = self._depth_wanted.get(symbol)
         if wanted is None:
             return
@@ -699,7 +698,7 @@ class MarketData:
 
     async def _depth_snapshot(self, conn: Connection, symbol: str) -> None:
         raw = await self._redis.get(keys.depth(symbol))
-        depth = DepthCache(bids=[], asks=[], seq=0) if raw is None else _depth.decode(raw)
+        depth = NO_DEPTH if raw is None else _depth.decode(raw)
         conn.push(_depth_message(symbol, depth))
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs
 
@@ -172,3 +173,8 @@ def query_symbol(query: dict[str, list[str]]) -> str | None:
     if symbol is not None and (len(symbol) > SYMBOL_LENGTH or not _text.match(symbol)):
         raise malformed(f"symbol must be up to {SYMBOL_LENGTH} characters, no control ones")
     return symbol
+
+
+def now_ms() -> int:
+    """The wall clock in ms since the epoch, as the API's replies and checks read it."""
+    return time.time_ns() // 1_000_000

@@ -257,6 +257,9 @@ class DepthCache(msgspec.Struct, gc=False):
     seq: int
 
 
+NO_DEPTH = DepthCache(bids=[], asks=[], seq=0)  # a symbol with no cache yet: no event yet
+
+
 class PublicTrade(msgspec.Struct, kw_only=True, gc=False):
     """A trade as anyone may see it: no user ids, no order ids."""
 

@@ -10,12 +10,13 @@ from decimal import Decimal
 from typing import Any
 
 from api.apikeys import TRADE, ApiKey
-from api.binance.market import now_ms, symbol_of
+from api.binance.market import symbol_of
 from api.binance.signing import Params
 from api.binance.translate import MAX_TIME_MS, Scale, fee_text, moment, show
 from api.fee_tiers import FeeTiers
 from api.history import History, ms
 from api.market import Listing, Market
+from api.request import now_ms
 from schema import keys
 from schema.fees import fee_asset
 from schema.messages import Side

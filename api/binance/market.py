@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -29,9 +28,10 @@ from api.binance.translate import (
 )
 from api.history import History, ms
 from api.market import Listing, Market
+from api.request import now_ms
 from schema import keys
 from schema.symbols import SymbolSpec
-from schema.wire import MAX_INTEGER, DepthCache
+from schema.wire import MAX_INTEGER, NO_DEPTH, DepthCache
 from store.pipeline import PipelinedRedis
 
 DEPTH_LIMIT = (1, 5000, 100)  # Binance's
@@ -52,10 +52,6 @@ TRADES_BETWEEN = f"""
 SELECT {TRADE_COLUMNS} FROM trades
 WHERE symbol = $1 AND seq BETWEEN $2 AND $3 AND created_at >= $4 AND created_at <= $5
 ORDER BY seq LIMIT $6"""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def symbol_of(params: Params, market: Market) -> SymbolSpec:
@@ -210,7 +206,7 @@ class PublicRoutes:
 
     async def _book(self, symbol: str) -> DepthCache:
         raw = await self.reads.get(keys.depth(symbol))
-        return DepthCache(bids=[], asks=[], seq=0) if raw is None else _depth.decode(raw)
+        return NO_DEPTH if raw is None else _depth.decode(raw)
 
     async def trades(self, params: Params) -> Any:
         market = self.listing.market

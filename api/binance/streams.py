@@ -57,19 +57,20 @@ import msgspec
 
 from api import candles
 from api.binance.depth_diffs import Chain, next_diff, touches
-from api.binance.market import day_ticker, now_ms
+from api.binance.market import day_ticker
 from api.binance.translate import Scale
 from api.binance.user_stream import WS_API_PATH, UserStreams
 from api.errors import HTTPError
 from api.history import History
 from api.market import Listing
 from api.market_data import DEPTH_S, READY_WAIT_S, MarketData
+from api.request import now_ms
 from api.rsgi import Scope
 from api.sockets import MAX_MESSAGE_BYTES, Connection
 from schema import keys
 from schema.messages import Event, Side, Trade
 from schema.streams import LedgerEntry
-from schema.wire import Balance, Candle, DepthCache
+from schema.wire import NO_DEPTH, Balance, Candle, DepthCache
 
 log = logging.getLogger("spot.api.binance.streams")
 
@@ -80,7 +81,6 @@ PARTIAL_LEVELS = (5, 10, 20)
 
 _encode = msgspec.json.Encoder().encode
 _ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
-_EMPTY = DepthCache(bids=[], asks=[], seq=0)
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 
@@ -672,7 +672,7 @@ class BinanceStreams:
             spec = self._listing.spec(symbol)
             if spec is None or symbol not in days:
                 continue
-            depth = _EMPTY if raw is None else msgspec.json.decode(raw, type=DepthCache)
+            depth = NO_DEPTH if raw is None else msgspec.json.decode(raw, type=DepthCache)
             scale = self._scale(symbol)
             day = day_ticker(spec, scale, days[symbol], (depth, int(last) if last else None), now)
             lower = symbol.lower()

@@ -23,7 +23,7 @@ import msgspec
 
 from api.apikeys import ApiKey
 from api.binance.errors import TRANSLATION, Binance, BinanceError, translate
-from api.binance.market import now_ms, symbol_of
+from api.binance.market import symbol_of
 from api.binance.new_order import client_id_valid, place_order
 from api.binance.signing import Params
 from api.binance.translate import (
@@ -39,6 +39,7 @@ from api.errors import HTTPError
 from api.history import ORDER_BY_ID, ORDER_COLUMNS, History
 from api.market import Listing
 from api.orders import OrderRoutes
+from api.request import now_ms
 from schema import keys
 from schema.fees import fee_asset
 from schema.messages import Side, Trade

@@ -34,7 +34,6 @@ import asyncio
 import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, cast
@@ -49,6 +48,7 @@ from api.binance.errors import Binance, BinanceError
 from api.binance.signing import Params, verify
 from api.binance.translate import TYPES, Scale, canceled_status, fee_text, show
 from api.market import Listing
+from api.request import now_ms
 from api.sockets import MAX_MESSAGE_BYTES, Connection
 from schema import keys
 from schema.codes import CancelReason
@@ -603,10 +603,6 @@ class UserStreams:
         for number, whose in subscriptions.items():
             if user is None or whose == user:
                 conn.push(_encode({"subscriptionId": number, "event": payload}).decode())
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _text(value: Any) -> str:
